@@ -1,0 +1,286 @@
+"""Dataclass schemas for every config group.
+
+Each YAML file under conf/<group>/ lists `<group>_schema` first in its defaults, so Hydra checks
+keys and types while composing; Enums reject unknown choices; `__post_init__` checks ranges and
+cross-field rules when the config becomes objects (see load.py). Field names are the names used
+in the YAML, on the command line and in the code.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Optional
+
+from omegaconf import MISSING
+
+from rlhand.core.kl import KLEstimator
+from rlhand.core.losses import LossAgg
+
+
+class ModelSource(str, Enum):
+    tiny = "tiny"
+    hf = "hf"
+
+
+class CriticInit(str, Enum):
+    reward_model = "reward_model"
+    policy = "policy"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class KLPlacement(str, Enum):
+    reward = "reward"
+    loss = "loss"
+
+
+class KLControl(str, Enum):
+    fixed = "fixed"
+    adaptive = "adaptive"
+
+
+class RewardKind(str, Enum):
+    function = "function"
+    model = "model"
+
+
+class PromptSource(str, Enum):
+    builtin = "builtin"
+    file = "file"
+
+
+class Truncation(str, Enum):
+    left = "left"
+    right = "right"
+    error = "error"
+
+
+class SchedulerKind(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+def check(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{field_name}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: ModelSource = ModelSource.tiny
+    # hf: hub id or local path of the policy (also the reference), and optional critic / reward model.
+    policy: Optional[str] = None
+    critic: Optional[str] = None
+    critic_init: CriticInit = CriticInit.reward_model
+    reward_model: Optional[str] = None
+    tokenizer: Optional[str] = None
+    dtype: DType = DType.float32
+    trust_remote_code: bool = False
+    # tiny: GPT-2 style architecture built from a config, nothing downloaded.
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 4
+    n_positions: int = 128
+
+    def __post_init__(self) -> None:
+        if self.source is ModelSource.hf:
+            check(bool(self.policy), "model.policy", "model=hf needs a hub id or local path")
+        for name in ("n_layer", "n_embd", "n_head", "n_positions"):
+            check(getattr(self, name) > 0, f"model.{name}", "must be > 0")
+        check(self.n_embd % self.n_head == 0, "model.n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
+
+
+@dataclass
+class AlgoConfig:
+    name: str = MISSING
+    # Prompts per PPO iteration; split into num_minibatches for ppo_epochs passes.
+    rollout_batch_size: int = 64
+    num_minibatches: int = 4
+    ppo_epochs: int = 4
+    lr: float = 1e-3
+    critic_lr: Optional[float] = None
+    adam_eps: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: Optional[float] = 1.0
+    clip_ratio_low: float = 0.2
+    clip_ratio_high: float = 0.2
+    value_clip_ratio: Optional[float] = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_coef: float = 0.05
+    kl_estimator: KLEstimator = KLEstimator.k1
+    kl_placement: KLPlacement = KLPlacement.reward
+    kl_control: KLControl = KLControl.fixed
+    kl_target: float = 6.0
+    kl_horizon: int = 10000
+    loss_agg: LossAgg = LossAgg.token_mean
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+    # Stop the iteration's remaining minibatches once approx_kl > 1.5 * target_kl.
+    target_kl: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "kl_horizon"):
+            check(getattr(self, name) > 0, f"algo.{name}", "must be > 0")
+        check(
+            self.rollout_batch_size % self.num_minibatches == 0,
+            "algo.rollout_batch_size",
+            f"{self.rollout_batch_size} is not divisible into num_minibatches={self.num_minibatches}",
+        )
+        check(self.lr > 0, "algo.lr", "must be > 0")
+        check(self.critic_lr is None or self.critic_lr > 0, "algo.critic_lr", "must be > 0")
+        check(self.clip_ratio_low > 0, "algo.clip_ratio_low", "must be > 0")
+        check(self.clip_ratio_low < 1, "algo.clip_ratio_low", "must be < 1")
+        check(self.clip_ratio_high > 0, "algo.clip_ratio_high", "must be > 0")
+        check(self.value_clip_ratio is None or self.value_clip_ratio > 0, "algo.value_clip_ratio", "must be > 0 or null")
+        check(self.max_grad_norm is None or self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0 or null")
+        check(0.0 <= self.gamma <= 1.0, "algo.gamma", f"{self.gamma} is outside [0, 1]")
+        check(0.0 <= self.lam <= 1.0, "algo.lam", f"{self.lam} is outside [0, 1]")
+        for name in ("kl_coef", "vf_coef", "ent_coef", "weight_decay", "adam_eps"):
+            check(getattr(self, name) >= 0, f"algo.{name}", "must be >= 0")
+        check(self.kl_target > 0, "algo.kl_target", "must be > 0")
+        check(self.target_kl is None or self.target_kl > 0, "algo.target_kl", "must be > 0 or null")
+        if self.whiten_rewards:
+            check(self.minibatch_size >= 8, "algo.whiten_rewards", "needs minibatches of at least 8 samples")
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.rollout_batch_size // self.num_minibatches
+
+
+@dataclass
+class ReplayConfig:
+    name: str = MISSING
+    enabled: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+    kind: SchedulerKind = SchedulerKind.constant
+    warmup_steps: int = 0
+    # cosine decay towards lr * min_lr_ratio over trainer.max_steps optimizer iterations.
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.warmup_steps >= 0, "scheduler.warmup_steps", "must be >= 0")
+        check(0.0 <= self.min_lr_ratio <= 1.0, "scheduler.min_lr_ratio", "is outside [0, 1]")
+
+
+@dataclass
+class LoggingConfig:
+    name: str = MISSING
+    # rich progress bar with the compact PL/VL/R/KL line; off prints a line every console_every steps.
+    progress_bar: bool = True
+    console_every: int = 10
+
+    def __post_init__(self) -> None:
+        check(self.console_every > 0, "logging.console_every", "must be > 0")
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    source: PromptSource = PromptSource.builtin
+    # builtin: the task's prompt generator.
+    num_prompts: int = 2048
+    prompt_chars: int = 8
+    # file: JSONL, CSV, Parquet or a saved `datasets` folder with a prompt column.
+    path: Optional[str] = None
+    prompt_column: str = "prompt"
+    max_prompt_tokens: int = 32
+    truncation: Truncation = Truncation.left
+
+    def __post_init__(self) -> None:
+        if self.source is PromptSource.file:
+            check(bool(self.path), "task.path", "task.source=file needs a path")
+        check(self.num_prompts > 0, "task.num_prompts", "must be > 0")
+        check(self.prompt_chars > 0, "task.prompt_chars", "must be > 0")
+        check(self.max_prompt_tokens > 0, "task.max_prompt_tokens", "must be > 0")
+
+
+@dataclass
+class RewardConfig:
+    name: str = MISSING
+    kind: RewardKind = RewardKind.function
+    # function: `_target_` names a callable (or a class, instantiated with the other keys) that
+    # takes prompts and responses and returns one float each; see rlhand/rewards/function.py.
+    function: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self) -> None:
+        if self.kind is RewardKind.function:
+            check(bool(self.function) and "_target_" in self.function, "reward.function._target_", "is required for reward.kind=function")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    # 0 / 1.0 switch them off. When on, the stored log-probs are those of the tempered full
+    # softmax, as in training, so the sample is slightly off-distribution for them.
+    top_k: int = 0
+    top_p: float = 1.0
+    # Subtracted from the score of a response that never emits EOS; null = no penalty.
+    missing_eos_penalty: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be > 0")
+        check(self.temperature > 0, "generation.temperature", "must be > 0")
+        check(self.top_k >= 0, "generation.top_k", "must be >= 0")
+        check(0.0 < self.top_p <= 1.0, "generation.top_p", "is outside (0, 1]")
+
+
+@dataclass
+class TrainerConfig:
+    # PPO iterations (rollout + update).
+    max_steps: int = 150
+    device: Device = Device.auto
+    # torch intra-op threads; null keeps torch's default.
+    threads: Optional[int] = None
+    save_final: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.max_steps > 0, "trainer.max_steps", "must be > 0")
+        check(self.threads is None or self.threads > 0, "trainer.threads", "must be > 0 or null")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    model: ModelConfig = MISSING
+    algo: AlgoConfig = MISSING
+    replay: ReplayConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    logging: LoggingConfig = MISSING
+    task: TaskConfig = MISSING
+    reward: RewardConfig = MISSING
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        check(
+            self.model.n_positions >= self.task.max_prompt_tokens + self.generation.max_new_tokens
+            or self.model.source is ModelSource.hf,
+            "model.n_positions",
+            f"{self.model.n_positions} < task.max_prompt_tokens + generation.max_new_tokens",
+        )
+        if self.reward.kind is RewardKind.model and self.model.source is ModelSource.hf:
+            check(bool(self.model.reward_model), "model.reward_model", "reward.kind=model needs a reward model path")
+        if self.model.source is ModelSource.hf and self.model.critic is None:
+            check(
+                self.model.critic_init is CriticInit.policy or bool(self.model.reward_model),
+                "model.critic_init",
+                "reward_model needs model.reward_model (or set model.critic, or critic_init=policy)",
+            )

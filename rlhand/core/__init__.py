@@ -1,0 +1,1 @@
+"""Pure tensor math for PPO-RLHF: no models, configs, devices or global state."""

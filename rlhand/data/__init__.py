@@ -1,0 +1,1 @@
+"""Tokenizers and prompts: everything a run reads before any model is built."""

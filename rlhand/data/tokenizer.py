@@ -1,0 +1,32 @@
+"""Tokenizers: a character-level one built locally, or a real one from a hub id / local path."""
+
+import string
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per printable ASCII character plus <pad>=0, <eos>=1, <bos>=2, <unk>=3 (99 ids)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    chars = [c for c in string.printable if c not in "\t\n\r\x0b\x0c"]
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
+    vocab.update({c: len(SPECIAL_TOKENS) + i for i, c in enumerate(chars)})
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    bos = SPECIAL_TOKENS["bos_token"]
+    core.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+    return PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {path} has no eos token; rlhand needs one to end responses")
+    if tokenizer.pad_token_id is None:
+        # Masks are built from lengths and the first EOS, never from pad ids, so sharing is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,1 @@
+"""Building the four models and the forward passes the trainer needs from them."""

@@ -1,0 +1,106 @@
+"""Policy, frozen reference, critic and (optional) reward model, from a tiny config or from_pretrained."""
+
+import copy
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rlhand.config.schema import CriticInit, ModelConfig, ModelSource
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Models:
+    policy: PreTrainedModel
+    critic: PreTrainedModel  # a *ForSequenceClassification model read at every token
+    ref: Optional[PreTrainedModel]  # None when no KL term needs it
+    reward_model: Optional[PreTrainedModel]  # None when a reward function scores
+
+
+def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_ref: bool, need_reward_model: bool, device: torch.device) -> Models:
+    build = _build_tiny if cfg.source is ModelSource.tiny else _build_hf
+    models = build(cfg, tokenizer, need_ref, need_reward_model)
+    for model in (models.policy, models.critic, models.ref, models.reward_model):
+        if model is not None:
+            prepare(model, device)
+    for frozen in (models.ref, models.reward_model):
+        if frozen is not None:
+            frozen.requires_grad_(False)
+    return models
+
+
+def prepare(model: nn.Module, device: torch.device) -> None:
+    """Dropout off for good: eval mode (gradients still flow) and p=0, so log-probs of a sample
+    are the same at rollout and at update and the first PPO ratio is exactly 1."""
+    model.to(device)
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    if getattr(model.config, "use_cache", None) is not None:
+        model.config.use_cache = False  # the sampler asks for a cache explicitly
+
+
+def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) -> GPT2Config:
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
+    policy = GPT2LMHeadModel(_tiny_config(cfg, tokenizer)).to(DTYPES[cfg.dtype.value])
+    critic = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(DTYPES[cfg.dtype.value])
+    # Critic starts from the policy backbone, with a fresh scalar head.
+    critic.transformer.load_state_dict(policy.transformer.state_dict())
+    reward_model = None
+    if need_reward_model:  # random weights: only useful for benchmarks with reward=model
+        reward_model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1))
+    ref = copy.deepcopy(policy) if need_ref else None
+    return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
+
+
+def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
+    kwargs = {"dtype": DTYPES[cfg.dtype.value], "trust_remote_code": cfg.trust_remote_code}
+    policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
+    reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
+    if cfg.critic is not None:
+        critic_path = cfg.critic
+    elif cfg.critic_init is CriticInit.reward_model:
+        critic_path = cfg.reward_model
+    else:
+        critic_path = cfg.policy
+    critic = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
+    if critic.config.pad_token_id is None:
+        critic.config.pad_token_id = tokenizer.pad_token_id
+    ref = copy.deepcopy(policy) if need_ref else None
+    return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
+
+
+def load_reward_model(path: str, **kwargs) -> PreTrainedModel:
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    if model.config.num_labels != 1:
+        raise ValueError(f"model.reward_model: {path} has num_labels={model.config.num_labels}, a reward model needs 1")
+    return model

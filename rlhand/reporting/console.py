@@ -1,0 +1,44 @@
+"""The rich console: a progress bar with the compact line (PL VL R KL ...), or plain lines."""
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def compact_line(m: dict) -> str:
+    return (
+        f"PL:{m['loss/policy']:+.3f} VL:{m['loss/value']:.3f} R:{m['reward/mean']:+.3f} "
+        f"KL:{m['kl/ref']:.3f} ENT:{m['policy/entropy']:.2f} LEN:{m['response/length_mean']:.1f}"
+    )
+
+
+class ConsoleReporter:
+    def __init__(self, total_steps: int, progress_bar: bool, every: int, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.every = every
+        self.progress = None
+        if progress_bar and self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]PPO"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[line]}"),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("train", total=total_steps, line="")
+            self.progress.start()
+
+    def print(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def step(self, metrics: dict) -> None:
+        line = compact_line(metrics)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=metrics["step"], line=line)
+        elif metrics["step"] % self.every == 0 or metrics["step"] == 1:
+            self.print(f"step {metrics['step']:>5}  {line}  ({metrics['time/iteration_s']:.2f}s/it)")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,1 @@
+"""Rollouts: sample responses, then score them (reference, critic, reward) in one no-grad pass each."""

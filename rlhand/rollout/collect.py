@@ -1,0 +1,100 @@
+"""Turn a batch of prompts into a scored Rollout: sample, then one no-grad forward per model."""
+
+from dataclasses import dataclass, fields
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from rlhand.config.schema import GenerationConfig
+from rlhand.models.build import Models
+from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs, token_values
+from rlhand.rollout.sampler import sample_responses
+
+
+@dataclass
+class Rollout:
+    """One iteration's experience. Per-token tensors are (B, R); per-sequence ones (B,)."""
+
+    prompt_ids: Tensor  # (B, P) left-padded
+    prompt_mask: Tensor  # (B, P)
+    response_ids: Tensor  # (B, R)
+    response_mask: Tensor  # (B, R) 1 up to and including EOS
+    logprobs: Tensor  # (B, R) behaviour log-probs, as sampled
+    ref_logprobs: Optional[Tensor]  # (B, R) frozen reference; None without a reference model
+    values: Tensor  # (B, R) critic V(s_t) at rollout time
+    scores: Tensor  # (B,) task score after the missing-EOS penalty
+    raw_scores: Tensor  # (B,) task score as the scorer gave it
+    ended: Tensor  # (B,) response emitted EOS
+    # Filled by the algorithm before the update:
+    rewards: Optional[Tensor] = None  # (B, R)
+    advantages: Optional[Tensor] = None  # (B, R)
+    returns: Optional[Tensor] = None  # (B, R)
+
+    def select(self, index: Tensor) -> "Rollout":
+        """The rows in `index`, trimmed to the longest response among them."""
+        width = int(self.response_mask[index].sum(dim=1).max())
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                picked[f.name] = None
+                continue
+            value = value[index]
+            picked[f.name] = value[:, :width] if value.dim() == 2 and not f.name.startswith("prompt") else value
+        return Rollout(**picked)
+
+    def __len__(self) -> int:
+        return self.response_ids.shape[0]
+
+
+@torch.no_grad()
+def collect_rollout(
+    models: Models,
+    scorer: Callable,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    gen: GenerationConfig,
+    *,
+    eos_id: int,
+    pad_id: int,
+    timer,
+) -> Rollout:
+    with timer("generate"):
+        samples = sample_responses(
+            models.policy,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature,
+            top_k=gen.top_k,
+            top_p=gen.top_p,
+            eos_id=eos_id,
+            pad_id=pad_id,
+        )
+    inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
+    mask = samples.response_mask.bool()
+    ref_logprobs = None
+    if models.ref is not None:
+        with timer("score_ref"):
+            logits = response_logits(models.ref, inputs, gen.temperature)
+            ref_logprobs = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
+    with timer("score_value"):
+        values = token_values(models.critic, inputs).masked_fill(~mask, 0.0)
+    with timer("score_reward"):
+        raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended)
+    scores = raw_scores
+    if gen.missing_eos_penalty is not None:
+        scores = raw_scores - gen.missing_eos_penalty * (~samples.ended).float()
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=samples.response_ids,
+        response_mask=samples.response_mask,
+        logprobs=samples.logprobs,
+        ref_logprobs=ref_logprobs,
+        values=values,
+        scores=scores,
+        raw_scores=raw_scores,
+        ended=samples.ended,
+    )

@@ -1,0 +1,89 @@
+"""Batched sampling with a KV cache, recording each token's log-prob exactly as it was sampled."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from rlhand.models.forward import positions_from_mask
+
+
+@dataclass
+class Samples:
+    response_ids: Tensor  # (B, R) pad after the first EOS
+    response_mask: Tensor  # (B, R) 1 up to and including the first EOS
+    logprobs: Tensor  # (B, R) log pi_behaviour(token) under the tempered softmax; 0 outside the mask
+    ended: Tensor  # (B,) bool: the response emitted EOS
+
+
+def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
+    """Mask logits outside the top-k / nucleus (top-p) set with -inf; 0 and 1.0 switch them off."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Drop a token once the mass before it already reaches top_p (the best token always stays).
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def sample_responses(
+    policy: PreTrainedModel,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    eos_id: int,
+    pad_id: int,
+) -> Samples:
+    batch = prompt_ids.shape[0]
+    device = prompt_ids.device
+    attention_mask = prompt_mask
+    positions = positions_from_mask(prompt_mask)
+    out = policy(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    next_position = positions[:, -1:] + 1
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens, logprobs = [], []
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].float() / temperature
+        log_probs = torch.log_softmax(logits, dim=-1)
+        probs = torch.softmax(filter_logits(logits, top_k, top_p), dim=-1)
+        token = torch.multinomial(probs, 1).squeeze(-1)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        tokens.append(token)
+        logprobs.append(torch.where(done, 0.0, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)))
+        done = done | (token == eos_id)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        attention_mask = torch.cat([attention_mask, (~done).long().unsqueeze(-1)], dim=1)
+        out = policy(
+            input_ids=token.unsqueeze(-1),
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
+        next_position = next_position + 1
+    response_ids = torch.stack(tokens, dim=1)
+    return Samples(
+        response_ids=response_ids,
+        response_mask=response_mask_from_eos(response_ids, eos_id),
+        logprobs=torch.stack(logprobs, dim=1),
+        ended=(response_ids == eos_id).any(dim=1),
+    )
+
+
+def response_mask_from_eos(response_ids: Tensor, eos_id: int) -> Tensor:
+    """(B, R) 1 up to and including the first EOS (everything when there is none)."""
+    is_eos = (response_ids == eos_id).long()
+    eos_seen_before = is_eos.cumsum(dim=1) - is_eos
+    return (eos_seen_before == 0).long()

@@ -1,0 +1,38 @@
+"""Rollout -> token rewards -> advantages and returns, using the pure functions in rlhand.core."""
+
+import torch
+
+from rlhand.config.schema import AlgoConfig, KLPlacement
+from rlhand.core.advantages import compute_gae
+from rlhand.core.kl import KLEstimator, kl_estimate, kl_shaped_rewards
+from rlhand.core.masked import masked_mean, masked_sum, masked_whiten
+from rlhand.rollout.collect import Rollout
+
+
+@torch.no_grad()
+def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float) -> dict[str, float]:
+    """Fill rollout.rewards / advantages / returns in place; return the rollout's KL stats."""
+    mask = rollout.response_mask
+    if rollout.ref_logprobs is None:
+        kl_k1 = torch.zeros_like(rollout.logprobs)
+    else:
+        kl_k1 = kl_estimate(rollout.logprobs, rollout.ref_logprobs, KLEstimator.k1)
+    in_reward = algo.kl_placement is KLPlacement.reward and rollout.ref_logprobs is not None
+    penalty = kl_estimate(rollout.logprobs, rollout.ref_logprobs, algo.kl_estimator) if in_reward else kl_k1
+    rewards = kl_shaped_rewards(rollout.scores, penalty, mask, kl_coef=kl_coef if in_reward else 0.0)
+    if algo.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = compute_gae(rewards, rollout.values, mask, gamma=algo.gamma, lam=algo.lam)
+    if algo.whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    rollout.rewards, rollout.advantages, rollout.returns = rewards, advantages, returns
+    sequence_kl = masked_sum(kl_k1, mask, dim=1)
+    non_score = masked_sum(rewards, mask, dim=1) - rollout.scores if not algo.whiten_rewards else None
+    stats = {
+        "kl/ref": sequence_kl.mean().item(),
+        "kl/ref_per_token": masked_mean(kl_k1, mask).item(),
+    }
+    if non_score is not None:
+        stats["reward/non_score"] = non_score.mean().item()
+        stats["reward/total"] = (rollout.scores + non_score).mean().item()
+    return stats

@@ -1,0 +1,104 @@
+"""The PPO update: epochs x shuffled minibatches of clipped policy and value steps."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlhand.config.schema import AlgoConfig, KLPlacement
+from rlhand.core.kl import kl_estimate
+from rlhand.core.losses import agg_loss, clipped_policy_loss, clipped_value_loss, entropy_from_logits
+from rlhand.core.masked import explained_variance, masked_mean
+from rlhand.models.build import Models
+from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs, token_values
+from rlhand.rollout.collect import Rollout
+
+
+@dataclass
+class Optimizers:
+    policy: torch.optim.Optimizer
+    critic: torch.optim.Optimizer
+
+
+def ppo_update(
+    models: Models, optimizers: Optimizers, rollout: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float, timer
+) -> dict[str, float]:
+    """ppo_epochs passes, each a fresh permutation split into num_minibatches optimizer steps."""
+    history: list[dict[str, Tensor]] = []
+    stop = False
+    for epoch in range(algo.ppo_epochs):
+        order = torch.randperm(len(rollout), device=rollout.response_ids.device)
+        for index in order.split(algo.minibatch_size):
+            stats = minibatch_step(models, optimizers, rollout.select(index), algo, kl_coef=kl_coef, temperature=temperature, timer=timer)
+            history.append(stats)
+            if algo.target_kl is not None and stats["policy/approx_kl"].item() > 1.5 * algo.target_kl:
+                stop = True
+                break
+        if stop:
+            break
+    means = torch.stack([torch.stack([h[key].float() for key in history[0]]) for h in history]).mean(dim=0).tolist()
+    summary = dict(zip(history[0], means))
+    summary["policy/ratio_first_minibatch"] = history[0]["policy/ratio"].item()
+    summary["policy/optimizer_steps"] = len(history)
+    summary["policy/early_stopped"] = float(stop)
+    summary["value/explained_variance"] = explained_variance(rollout.values, rollout.returns, rollout.response_mask).item()
+    return summary
+
+
+def minibatch_step(
+    models: Models, optimizers: Optimizers, batch: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float, timer
+) -> dict[str, Tensor]:
+    """One optimizer step on one minibatch; stats stay 0-dim tensors (no device sync here)."""
+    with timer("update_forward"):
+        losses, stats = ppo_losses(models, batch, algo, kl_coef=kl_coef, temperature=temperature)
+    with timer("update_backward"):
+        optimizers.policy.zero_grad(set_to_none=True)
+        optimizers.critic.zero_grad(set_to_none=True)
+        losses["total"].backward()
+    with timer("optimizer_step"):
+        stats["grad/policy_norm"] = _clip(models.policy, algo.max_grad_norm)
+        stats["grad/critic_norm"] = _clip(models.critic, algo.max_grad_norm)
+        optimizers.policy.step()
+        optimizers.critic.step()
+    stats.update({f"loss/{name}": value.detach() for name, value in losses.items()})
+    return stats
+
+
+def ppo_losses(models: Models, batch: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The scalar loss terms of one minibatch (with grad) and its detached statistics."""
+    mask = batch.response_mask
+    inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, mask)
+    logits = response_logits(models.policy, inputs, temperature)
+    logprobs = token_logprobs(logits, batch.response_ids)
+    pg_tokens, pg_stats = clipped_policy_loss(
+        logprobs, batch.logprobs, batch.advantages, mask, clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high
+    )
+    values = token_values(models.critic, inputs)
+    vf_tokens, vf_stats = clipped_value_loss(values, batch.values, batch.returns, mask, clip_range=algo.value_clip_ratio)
+    with torch.set_grad_enabled(algo.ent_coef > 0 and torch.is_grad_enabled()):
+        entropy_tokens = entropy_from_logits(logits)
+        entropy = agg_loss(entropy_tokens, mask, algo.loss_agg)
+    losses = {
+        "policy": agg_loss(pg_tokens, mask, algo.loss_agg),
+        "value": agg_loss(vf_tokens, mask, algo.loss_agg),
+        "entropy": entropy,
+    }
+    total = losses["policy"] + algo.vf_coef * losses["value"] - algo.ent_coef * entropy
+    if algo.kl_placement is KLPlacement.loss and batch.ref_logprobs is not None:
+        losses["kl"] = agg_loss(kl_estimate(logprobs, batch.ref_logprobs, algo.kl_estimator), mask, algo.loss_agg)
+        total = total + kl_coef * losses["kl"]
+    losses["total"] = total
+    stats = {
+        "policy/clipfrac": pg_stats["clipfrac"],
+        "policy/approx_kl": pg_stats["approx_kl"],
+        "policy/ratio": pg_stats["ratio"],
+        "policy/entropy": masked_mean(entropy_tokens.detach(), mask),
+        "value/clipfrac": vf_stats["clipfrac"],
+    }
+    return losses, stats
+
+
+def _clip(model: torch.nn.Module, max_norm: float | None) -> Tensor:
+    """Clip the global grad norm; returns the norm before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))

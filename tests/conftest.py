@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from rlhand.config import load_config, register_configs
+from rlhand.train import conf_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+register_configs()
+CONF_DIR = conf_dir()
+
+# Small and fast: a few seconds per run on 2 CPU cores.
+FAST = [
+    "trainer.max_steps=2",
+    "algo.rollout_batch_size=8",
+    "algo.num_minibatches=2",
+    "algo.ppo_epochs=2",
+    "task.num_prompts=32",
+    "generation.max_new_tokens=6",
+    "logging=plain",
+]
+
+
+def compose_raw(overrides=()):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def compose_cfg(overrides=()):
+    return load_config(compose_raw(overrides))
+
+
+@pytest.fixture
+def fast_cfg():
+    return lambda *extra: compose_cfg(FAST + list(extra))
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+
+from rlhand.config import ConfigError
+from rlhand.config.schema import TrainConfig
+from tests.conftest import CONF_DIR, compose_cfg, compose_raw
+
+GROUPS = ["model", "algo", "replay", "scheduler", "logging", "task", "reward"]
+
+
+def options(group):
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_default_composes_to_typed_config():
+    cfg = compose_cfg()
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.algo.name == "ppo" and cfg.replay.name == "off" and cfg.model.name == "tiny"
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes_and_is_named_after_its_file(group):
+    required = {("model", "hf"): ["model.policy=some/model"], ("task", "file"): ["task.path=p.jsonl"], ("reward", "model"): []}
+    for option in options(group):
+        extra = required.get((group, option), [])
+        cfg = compose_cfg([f"{group}={option}", *extra])
+        assert getattr(cfg, group).name == option
+
+
+def test_every_yaml_lists_its_schema_first():
+    for group in GROUPS:
+        for path in (Path(CONF_DIR) / group).glob("*.yaml"):
+            assert yaml.safe_load(path.read_text())["defaults"][0] == f"{group}_schema", path
+
+
+def test_overrides_reach_the_dataclass():
+    cfg = compose_cfg(["algo.clip_ratio_low=0.1", "trainer.max_steps=7", "seed=3"])
+    assert cfg.algo.clip_ratio_low == 0.1 and cfg.trainer.max_steps == 7 and cfg.seed == 3
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "algo.clip_rato=0.1",  # unknown key
+        "algo.clip_ratio_low=abc",  # wrong type
+        "algo.kl_estimator=k9",  # unknown enum choice
+        "algo=ppo_v9",  # unknown group option
+        "trainer.max_step=3",
+        "model.n_layer=two",
+    ],
+)
+def test_composition_errors(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_raw([override])
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("algo.clip_ratio_low=0", "algo.clip_ratio_low"),
+        ("algo.clip_ratio_high=-0.1", "algo.clip_ratio_high"),
+        ("algo.gamma=1.5", "algo.gamma"),
+        ("algo.lam=-0.1", "algo.lam"),
+        ("algo.rollout_batch_size=10", "algo.rollout_batch_size"),
+        ("algo.lr=0", "algo.lr"),
+        ("algo.kl_coef=-1", "algo.kl_coef"),
+        ("generation.temperature=0", "generation.temperature"),
+        ("generation.top_p=1.5", "generation.top_p"),
+        ("trainer.max_steps=0", "trainer.max_steps"),
+        ("model.n_embd=65", "model.n_embd"),
+        ("model.n_positions=16", "model.n_positions"),
+        ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
+        ("+algo.typo=1", "typo"),
+        ("+trainer.typo=1", "typo"),
+    ],
+)
+def test_value_errors_name_the_field_in_one_line(override, field):
+    with pytest.raises(ConfigError) as err:
+        compose_cfg([override])
+    message = str(err.value)
+    assert field in message and "\n" not in message
+
+
+def test_hf_model_needs_a_path():
+    with pytest.raises((ConfigError, ConfigCompositionException)):
+        compose_cfg(["model=hf"])
+
+
+def test_hf_critic_from_reward_model_needs_one():
+    with pytest.raises(ConfigError, match="model.critic_init"):
+        compose_cfg(["model=hf", "model.policy=x", "model.critic_init=reward_model"])
+
+
+def test_reward_function_needs_target():
+    with pytest.raises(ConfigError, match="reward.function._target_"):
+        compose_cfg(["reward.function=null"])
