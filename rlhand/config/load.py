@@ -1,7 +1,5 @@
 """Register the schemas with Hydra and turn a composed DictConfig into checked dataclasses."""
 
-from dataclasses import fields
-
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -53,6 +51,3 @@ def _one_line(err: Exception) -> str:
     head = lines[0] if lines else type(err).__name__
     return f"{head} ({key})" if key and key not in head else head
 
-
-def field_names(node) -> list[str]:
-    return [f.name for f in fields(node)]

@@ -30,7 +30,7 @@ class ConsoleReporter:
             self.progress.start()
 
     def print(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)
 
     def step(self, metrics: dict) -> None:
         line = compact_line(metrics)

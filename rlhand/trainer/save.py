@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from rlhand.models.build import Models
 
@@ -12,6 +13,7 @@ from rlhand.models.build import Models
 def save_final(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path) -> Path:
     """Write policy/ and critic/ (each with the tokenizer) to a temp folder, then rename it into place,
     so a crash mid-save never leaves a half-written `target` or destroys an older one."""
+    hf_logging.disable_progress_bar()
     tmp = target.with_name(target.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

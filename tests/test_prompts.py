@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+from rlhand.config.schema import Truncation
+from rlhand.data.prompts import PromptError, read_prompt_file, truncate_prompt
+from rlhand.data.sampler import PromptSampler, left_pad
+from rlhand.tasks.letters import letters_reward, make_letter_prompts
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_jsonl_reads_the_column(tmp_path):
+    f = write(tmp_path / "p.jsonl", '{"prompt": "a"}\n\n{"prompt": "b", "x": 1}\n')
+    assert read_prompt_file(f, "prompt") == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "name, text, column, message",
+    [
+        ("bad.jsonl", '{"prompt": "a"}\n{"prompt": \n', "prompt", "line 2: malformed JSON"),
+        ("list.jsonl", '["a"]\n', "prompt", "line 1: expected a JSON object"),
+        ("empty.jsonl", "", "prompt", "no prompts"),
+        ("col.jsonl", '{"text": "a"}\n', "prompt", "no column 'prompt'"),
+        ("blank.jsonl", '{"prompt": "a"}\n{"prompt": "  "}\n', "prompt", "line 2: 'prompt' is missing or empty"),
+        ("p.txt", "a\n", "prompt", "unknown prompt file type"),
+    ],
+)
+def test_bad_files_name_the_file_and_line(tmp_path, name, text, column, message):
+    f = write(tmp_path / name, text)
+    with pytest.raises(PromptError) as err:
+        read_prompt_file(f, column)
+    assert str(f) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(PromptError, match="not found"):
+        read_prompt_file(tmp_path / "nope.jsonl", "prompt")
+
+
+def test_csv_and_parquet_and_saved_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    write(tmp_path / "p.csv", "prompt,other\nhello,1\nworld,2\n")
+    assert read_prompt_file(tmp_path / "p.csv", "prompt") == ["hello", "world"]
+    table = datasets.Dataset.from_dict({"question": ["q1", "q2"]})
+    table.to_parquet(str(tmp_path / "p.parquet"))
+    assert read_prompt_file(tmp_path / "p.parquet", "question") == ["q1", "q2"]
+    table.save_to_disk(str(tmp_path / "saved"))
+    assert read_prompt_file(tmp_path / "saved", "question") == ["q1", "q2"]
+    with pytest.raises(PromptError, match="line 3"):
+        write(tmp_path / "gap.csv", "prompt\nok\n\"\"\n")
+        read_prompt_file(tmp_path / "gap.csv", "prompt")
+
+
+def test_truncation_modes():
+    ids = list(range(10))
+    assert truncate_prompt(ids, 4, Truncation.left, "x") == [6, 7, 8, 9]
+    assert truncate_prompt(ids, 4, Truncation.right, "x") == [0, 1, 2, 3]
+    assert truncate_prompt(ids, 10, Truncation.error, "x") == ids
+    with pytest.raises(PromptError, match="prompt 3: prompt has 10 tokens > task.max_prompt_tokens=4"):
+        truncate_prompt(ids, 4, Truncation.error, "prompt 3")
+
+
+def test_sampler_passes_are_permutations_and_state_round_trips():
+    s = PromptSampler(5, seed=0)
+    first = s.next_indices(5)
+    assert sorted(first) == list(range(5))
+    state = s.state_dict()
+    nxt = s.next_indices(7)
+    s2 = PromptSampler(5, seed=0)
+    s2.load_state_dict(state)
+    assert s2.next_indices(7) == nxt
+
+
+def test_left_pad():
+    ids, mask = left_pad([[5, 6], [7]], pad_id=0)
+    assert ids.tolist() == [[5, 6], [0, 7]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+def test_letters_reward_is_prompt_dependent_and_bounded():
+    assert letters_reward(["abc="], ["abca"]) == [1.0]
+    assert letters_reward(["abc="], ["xyz"]) == [-1.0]
+    assert letters_reward(["abc="], ["ax"]) == [0.0]
+    assert letters_reward(["abc="], [""]) == [-1.0]
+    prompts = make_letter_prompts(500, 8, seed=0)
+    constant = sum(letters_reward(prompts, ["eeee"] * 500)) / 500
+    assert -0.6 < constant < -0.2  # a constant answer cannot score well
+    assert len(set(prompts)) > 450 and all(len(p) == 9 for p in prompts)
