@@ -71,13 +71,14 @@ def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) 
 
 
 def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
-    policy = GPT2LMHeadModel(_tiny_config(cfg, tokenizer)).to(DTYPES[cfg.dtype.value])
-    critic = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(DTYPES[cfg.dtype.value])
+    dtype = DTYPES[cfg.dtype.value]
+    policy = GPT2LMHeadModel(_tiny_config(cfg, tokenizer)).to(dtype)
+    critic = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
     # Critic starts from the policy backbone, with a fresh scalar head.
     critic.transformer.load_state_dict(policy.transformer.state_dict())
     reward_model = None
     if need_reward_model:  # random weights: only useful for benchmarks with reward=model
-        reward_model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1))
+        reward_model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
     ref = copy.deepcopy(policy) if need_ref else None
     return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
 

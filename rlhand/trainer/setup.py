@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase, get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
 
-from rlhand.config.schema import Device, ModelSource, RewardKind, SchedulerKind, TrainConfig
+from rlhand.config.schema import Device, KLControl, ModelSource, RewardKind, SchedulerKind, TrainConfig
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import load_prompt_texts, truncate_prompt
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
@@ -57,7 +57,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
 
 
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
-    need_ref = cfg.algo.kl_coef > 0 or cfg.algo.kl_control.value == "adaptive"
+    need_ref = cfg.algo.kl_coef > 0 or cfg.algo.kl_control is KLControl.adaptive
     need_rm = cfg.reward.kind is RewardKind.model
     models = build_models(cfg.model, inputs.tokenizer, need_ref=need_ref, need_reward_model=need_rm, device=device)
     scorer = ModelScorer(models.reward_model) if need_rm else FunctionScorer(inputs.reward_fn, inputs.tokenizer)
@@ -91,6 +91,6 @@ def build_schedulers(cfg: TrainConfig, optimizers: Optimizers) -> list:
 
 def build_kl_controller(cfg: TrainConfig) -> FixedKLController:
     algo = cfg.algo
-    if algo.kl_control.value == "adaptive":
+    if algo.kl_control is KLControl.adaptive:
         return AdaptiveKLController(algo.kl_coef, algo.kl_target, algo.kl_horizon)
     return FixedKLController(algo.kl_coef)
