@@ -54,7 +54,7 @@ def test_no_reference_model_when_kl_is_off(tmp_path):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["algo.kl_placement=loss", "algo.kl_estimator=k3"],
+        ["algo.kl_placement=loss", "algo.kl_estimator=k3", "algo.grad_accum_steps=2"],
         ["algo.kl_control=adaptive", "algo.kl_target=1.0"],
         ["algo.loss_agg=seq_mean_token_mean", "algo.clip_ratio_high=0.28", "algo.ent_coef=0.01"],
         ["algo.whiten_rewards=true", "algo.rollout_batch_size=16", "algo.num_minibatches=2", "algo.value_clip_ratio=null"],

@@ -107,6 +107,8 @@ class AlgoConfig:
     rollout_batch_size: int = 64
     num_minibatches: int = 4
     ppo_epochs: int = 4
+    # Micro-batches per minibatch: one optimizer step each, losses normalised over the whole minibatch.
+    grad_accum_steps: int = 1
     lr: float = 1e-3
     critic_lr: Optional[float] = None
     adam_eps: float = 1e-5
@@ -132,12 +134,17 @@ class AlgoConfig:
     target_kl: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "kl_horizon"):
+        for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "grad_accum_steps", "kl_horizon"):
             check(getattr(self, name) > 0, f"algo.{name}", "must be > 0")
         check(
             self.rollout_batch_size % self.num_minibatches == 0,
             "algo.rollout_batch_size",
             f"{self.rollout_batch_size} is not divisible into num_minibatches={self.num_minibatches}",
+        )
+        check(
+            self.minibatch_size % self.grad_accum_steps == 0,
+            "algo.grad_accum_steps",
+            f"minibatch of {self.minibatch_size} is not divisible into {self.grad_accum_steps} micro-batches",
         )
         check(self.lr > 0, "algo.lr", "must be > 0")
         check(self.critic_lr is None or self.critic_lr > 0, "algo.critic_lr", "must be > 0")

@@ -44,6 +44,11 @@ class Rollout:
             picked[f.name] = value[:, :width] if value.dim() == 2 and not f.name.startswith("prompt") else value
         return Rollout(**picked)
 
+    def split(self, parts: int) -> list["Rollout"]:
+        """`parts` consecutive, equal-sized row slices (micro-batches for gradient accumulation)."""
+        rows = torch.arange(len(self), device=self.response_ids.device)
+        return [self.select(chunk) for chunk in rows.chunk(parts)]
+
     def __len__(self) -> int:
         return self.response_ids.shape[0]
 

@@ -48,25 +48,55 @@ def ppo_update(
 def minibatch_step(
     models: Models, optimizers: Optimizers, batch: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float, timer
 ) -> dict[str, Tensor]:
-    """One optimizer step on one minibatch; stats stay 0-dim tensors (no device sync here)."""
-    with timer("update_forward"):
-        losses, stats = ppo_losses(models, batch, algo, kl_coef=kl_coef, temperature=temperature)
-    with timer("update_backward"):
-        optimizers.policy.zero_grad(set_to_none=True)
-        optimizers.critic.zero_grad(set_to_none=True)
-        losses["total"].backward()
+    """One optimizer step on one minibatch, accumulated over algo.grad_accum_steps micro-batches.
+
+    Each micro-batch's loss is normalised by the token / sequence count of the whole minibatch, so
+    the accumulated gradient equals the one-batch gradient (not a mean of per-micro-batch means).
+    Stats stay 0-dim tensors (no device sync here); per-token stats are weighted by token share.
+    """
+    num_tokens, num_seqs = batch.response_mask.sum(), len(batch)
+    optimizers.policy.zero_grad(set_to_none=True)
+    optimizers.critic.zero_grad(set_to_none=True)
+    totals: dict[str, Tensor] = {}
+    for micro in batch.split(algo.grad_accum_steps):
+        with timer("update_forward"):
+            losses, stats = ppo_losses(
+                models, micro, algo, kl_coef=kl_coef, temperature=temperature, num_tokens=num_tokens, num_seqs=num_seqs
+            )
+        with timer("update_backward"):
+            losses["total"].backward()
+        share = micro.response_mask.sum() / num_tokens
+        for name, value in losses.items():
+            totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0) + value.detach()
+        for name, value in stats.items():
+            totals[name] = totals.get(name, 0) + share * value
     with timer("optimizer_step"):
-        stats["grad/policy_norm"] = _clip(models.policy, algo.max_grad_norm)
-        stats["grad/critic_norm"] = _clip(models.critic, algo.max_grad_norm)
+        totals["grad/policy_norm"] = _clip(models.policy, algo.max_grad_norm)
+        totals["grad/critic_norm"] = _clip(models.critic, algo.max_grad_norm)
         optimizers.policy.step()
         optimizers.critic.step()
-    stats.update({f"loss/{name}": value.detach() for name, value in losses.items()})
-    return stats
+    return totals
 
 
-def ppo_losses(models: Models, batch: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The scalar loss terms of one minibatch (with grad) and its detached statistics."""
+def ppo_losses(
+    models: Models,
+    batch: Rollout,
+    algo: AlgoConfig,
+    *,
+    kl_coef: float,
+    temperature: float,
+    num_tokens: Tensor | None = None,
+    num_seqs: int | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The scalar loss terms of a (micro-)batch, with grad, and its detached statistics.
+
+    `num_tokens` / `num_seqs` are the enclosing minibatch's counts (default: this batch's own).
+    """
     mask = batch.response_mask
+
+    def agg(per_token: Tensor) -> Tensor:
+        return agg_loss(per_token, mask, algo.loss_agg, num_tokens=num_tokens, num_seqs=num_seqs)
+
     inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, mask)
     logits = response_logits(models.policy, inputs, temperature)
     logprobs = token_logprobs(logits, batch.response_ids)
@@ -77,15 +107,11 @@ def ppo_losses(models: Models, batch: Rollout, algo: AlgoConfig, *, kl_coef: flo
     vf_tokens, vf_stats = clipped_value_loss(values, batch.values, batch.returns, mask, clip_range=algo.value_clip_ratio)
     with torch.set_grad_enabled(algo.ent_coef > 0 and torch.is_grad_enabled()):
         entropy_tokens = entropy_from_logits(logits)
-        entropy = agg_loss(entropy_tokens, mask, algo.loss_agg)
-    losses = {
-        "policy": agg_loss(pg_tokens, mask, algo.loss_agg),
-        "value": agg_loss(vf_tokens, mask, algo.loss_agg),
-        "entropy": entropy,
-    }
+        entropy = agg(entropy_tokens)
+    losses = {"policy": agg(pg_tokens), "value": agg(vf_tokens), "entropy": entropy}
     total = losses["policy"] + algo.vf_coef * losses["value"] - algo.ent_coef * entropy
     if algo.kl_placement is KLPlacement.loss and batch.ref_logprobs is not None:
-        losses["kl"] = agg_loss(kl_estimate(logprobs, batch.ref_logprobs, algo.kl_estimator), mask, algo.loss_agg)
+        losses["kl"] = agg(kl_estimate(logprobs, batch.ref_logprobs, algo.kl_estimator))
         total = total + kl_coef * losses["kl"]
     losses["total"] = total
     stats = {
