@@ -71,6 +71,7 @@ def test_target_kl_stops_the_iteration_early(tmp_path):
     history = Trainer(compose_cfg(FAST + ["algo.target_kl=1e-9", "trainer.save_final=false"]), tmp_path).fit()
     # the first minibatch has approx_kl 0 (<= limit); the step moves the policy, so the second stops it
     assert history[0]["policy/early_stopped"] == 1.0 and history[0]["policy/optimizer_steps"] < 4
+    assert history[0]["samples/trained"] == history[0]["policy/optimizer_steps"] * 4
 
 
 def test_adaptive_kl_coefficient_moves(tmp_path):

@@ -74,7 +74,8 @@ class Trainer:
         for scheduler in self.schedulers:
             scheduler.step()
         self.totals["samples/generated"] += len(rollout)
-        self.totals["samples/trained"] += len(rollout) * cfg.algo.ppo_epochs
+        # Counted from the steps taken: target_kl can end an iteration before all its epochs.
+        self.totals["samples/trained"] += int(update_stats["policy/optimizer_steps"]) * cfg.algo.minibatch_size
         metrics = {
             "step": self.step,
             **rollout_stats(rollout),
