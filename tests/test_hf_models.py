@@ -41,8 +41,8 @@ def test_reward_model_and_critic_initialised_from_it(saved_models, tmp_path):
     inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
     last = rollout.response_mask.sum(dim=1) - 1
     rows = torch.arange(len(rollout))
-    # critic = copy of the RM: its value at the last response position's *next* state equals the score,
-    # so compare V read at the last token's own position with the RM score read there.
+    # critic_init=reward_model: the critic starts as a copy of the RM, so both heads read at the
+    # last real token give the same number, and that number is the rollout's score.
     with torch.no_grad():
         rm_scores = sequence_scores(trainer.models.reward_model, inputs, last)
         critic_at_last = sequence_scores(trainer.models.critic, inputs, last)
