@@ -40,7 +40,6 @@ def test_reward_model_and_critic_initialised_from_it(saved_models, tmp_path):
     rollout = trainer.collect()
     inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
     last = rollout.response_mask.sum(dim=1) - 1
-    rows = torch.arange(len(rollout))
     # critic_init=reward_model: the critic starts as a copy of the RM, so both heads read at the
     # last real token give the same number, and that number is the rollout's score.
     with torch.no_grad():

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from rlhand.config.schema import Truncation

@@ -18,7 +18,8 @@ def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float) -> dic
     else:
         kl_k1 = kl_estimate(rollout.logprobs, rollout.ref_logprobs, KLEstimator.k1)
     in_reward = algo.kl_placement is KLPlacement.reward and rollout.ref_logprobs is not None
-    penalty = kl_estimate(rollout.logprobs, rollout.ref_logprobs, algo.kl_estimator) if in_reward else kl_k1
+    reuse_k1 = not in_reward or algo.kl_estimator is KLEstimator.k1
+    penalty = kl_k1 if reuse_k1 else kl_estimate(rollout.logprobs, rollout.ref_logprobs, algo.kl_estimator)
     rewards = kl_shaped_rewards(rollout.scores, penalty, mask, kl_coef=kl_coef if in_reward else 0.0)
     if algo.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False)
@@ -26,13 +27,12 @@ def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float) -> dic
     if algo.whiten_advantages:
         advantages = masked_whiten(advantages, mask)
     rollout.rewards, rollout.advantages, rollout.returns = rewards, advantages, returns
-    sequence_kl = masked_sum(kl_k1, mask, dim=1)
-    non_score = masked_sum(rewards, mask, dim=1) - rollout.scores if not algo.whiten_rewards else None
     stats = {
-        "kl/ref": sequence_kl.mean().item(),
+        "kl/ref": masked_sum(kl_k1, mask, dim=1).mean().item(),
         "kl/ref_per_token": masked_mean(kl_k1, mask).item(),
     }
-    if non_score is not None:
-        stats["reward/non_score"] = non_score.mean().item()
-        stats["reward/total"] = (rollout.scores + non_score).mean().item()
+    if not algo.whiten_rewards:  # after whitening, reward minus score is no longer the KL penalty
+        total = masked_sum(rewards, mask, dim=1).mean().item()
+        stats["reward/total"] = total
+        stats["reward/non_score"] = total - rollout.scores.mean().item()
     return stats

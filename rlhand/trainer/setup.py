@@ -22,7 +22,6 @@ class RunInputs:
     """Everything read from the config and disk that is cheap to check: no model yet."""
 
     tokenizer: PreTrainedTokenizerBase
-    prompt_texts: list[str]
     prompt_ids: list[list[int]]
     reward_fn: Callable | None
 
@@ -53,7 +52,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         truncate_prompt(tokenizer(text)["input_ids"], cfg.task.max_prompt_tokens, cfg.task.truncation, f"{where}: prompt {i}")
         for i, text in enumerate(texts)
     ]
-    return RunInputs(tokenizer=tokenizer, prompt_texts=texts, prompt_ids=prompt_ids, reward_fn=reward_fn)
+    return RunInputs(tokenizer=tokenizer, prompt_ids=prompt_ids, reward_fn=reward_fn)
 
 
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
