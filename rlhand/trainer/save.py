@@ -1,31 +1,36 @@
-"""Final models in transformers' format (safetensors), written atomically."""
+"""Policy and critic in transformers' format (safetensors), written atomically (final/, best/)."""
 
-import os
+import json
 import shutil
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
+from rlhand.checkpoint.atomic import atomic_dir
+from rlhand.checkpoint.state import write_models
 from rlhand.models.build import Models
 
 
-def save_final(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path) -> Path:
-    """Write policy/ and critic/ (each with the tokenizer) to a temp folder, then rename it into place,
-    so a crash mid-save never leaves a half-written `target` or destroys an older one."""
-    hf_logging.disable_progress_bar()
-    tmp = target.with_name(target.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for name, model in (("policy", models.policy), ("critic", models.critic)):
-        model.save_pretrained(tmp / name, safe_serialization=True)
-        tokenizer.save_pretrained(tmp / name)
-    if target.exists():
-        old = target.with_name(target.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, target)
+def save_models(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path, meta: dict | None = None) -> Path:
+    """target/policy and target/critic, each with the tokenizer, so from_pretrained loads either;
+    `meta` (e.g. the step and val/reward of a best model) goes to target/meta.json."""
+    with atomic_dir(target) as tmp:
+        write_models(tmp, models, tokenizer)
+        if meta is not None:
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return target
+
+
+def adopt_best(source_run: Path, target_run: Path, best_step: int) -> bool:
+    """Copy another run's best/ into this run when it is the best model of the resumed trajectory
+    (saved at the step the checkpoint names as best); False if it is not there."""
+    source = source_run / "best"
+    try:
+        meta = json.loads((source / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if meta.get("step") != best_step:
+        return False
+    with atomic_dir(target_run / "best") as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+    return True

@@ -1,0 +1,1 @@
+"""Full-state checkpoints: atomic folders with a manifest, and what goes in them."""

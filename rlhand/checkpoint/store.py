@@ -1,0 +1,100 @@
+"""checkpoints/step_N/ folders: written atomically with a manifest of sizes and SHA-256 hashes, found,
+verified and pruned. A folder that fails verification is never loaded."""
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhand.checkpoint.atomic import atomic_dir
+
+MANIFEST = "manifest.json"
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A missing, truncated or corrupted checkpoint; the message names the folder and what is wrong."""
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return Path(root) / f"step_{step}"
+
+
+def write_checkpoint(root: Path, step: int, write_files: Callable[[Path], None]) -> Path:
+    """`write_files(folder)` fills the folder; the manifest is written last, inside the temp folder."""
+    target = checkpoint_dir(root, step)
+    with atomic_dir(target) as tmp:
+        write_files(tmp)
+        files = {
+            str(path.relative_to(tmp)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(tmp.rglob("*"))
+            if path.is_file()
+        }
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+    return target
+
+
+def verify_checkpoint(folder: Path) -> int:
+    """The checkpoint's step, or CheckpointError saying why the folder cannot be trusted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files, step = manifest["files"], int(manifest["step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{folder}: missing or unreadable {MANIFEST} ({type(err).__name__}); not a complete checkpoint"
+        ) from None
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: {name} is missing")
+        if path.stat().st_size != expected["bytes"]:
+            raise CheckpointError(
+                f"{folder}: {name} has {path.stat().st_size} bytes, the manifest says {expected['bytes']} (truncated?)"
+            )
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"{folder}: {name} does not match its SHA-256 in the manifest (corrupted)")
+    return step
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) for every step_N folder under root, oldest first; temp folders are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def latest_valid_checkpoint(root: Path, warn: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint that verifies; each newer one that does not is reported and skipped."""
+    for _, folder in reversed(list_checkpoints(root)):
+        try:
+            verify_checkpoint(folder)
+            return folder
+        except CheckpointError as err:
+            warn(f"skipping checkpoint: {err}")
+    return None
+
+
+def prune_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` step folders (and stale temp folders); returns what went."""
+    removed = []
+    for _, folder in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(folder)
+        removed.append(folder)
+    for stale in [*Path(root).glob("step_*.tmp"), *Path(root).glob("step_*.old")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return removed
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

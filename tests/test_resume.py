@@ -1,0 +1,162 @@
+"""Exact resume: a run stopped at a checkpoint (or killed with SIGKILL at a random moment) and
+resumed ends with the same weights and metrics as an uninterrupted run with the same seed."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlhand.checkpoint.store import CheckpointError
+from rlhand.reporting.metrics_file import read_metrics
+from rlhand.trainer.loop import Trainer
+from tests.conftest import compose_cfg
+
+# Every piece of state that matters: cosine LR, adaptive KL, validation + early-stop bookkeeping,
+# a prompt set small enough that the sampler wraps into a new epoch.
+RESUMABLE = [
+    "trainer.max_steps=8",
+    "algo.rollout_batch_size=8",
+    "algo.num_minibatches=2",
+    "algo.ppo_epochs=2",
+    "task.num_prompts=24",
+    "generation.max_new_tokens=6",
+    "logging=plain",
+    "scheduler=cosine",
+    "scheduler.warmup_steps=2",
+    "algo.kl_control=adaptive",
+    "algo.kl_target=0.5",
+    "eval.every=2",
+    "eval.num_prompts=8",
+    "early_stop.patience=50",
+    "checkpoint.every=3",
+    "checkpoint.keep=2",
+    # The reference runs in this process and the killed run in a subprocess: same thread count,
+    # same float reduction order.
+    "trainer.threads=1",
+]
+EXE = shutil.which("rlhand-train") or str(Path(sys.executable).parent / "rlhand-train")
+
+
+def comparable(rows):
+    return [{k: v for k, v in row.items() if not k.startswith(("time/", "memory/"))} for row in rows]
+
+
+def weights(run_dir, part="final"):
+    return {name: load_file(run_dir / part / name / "model.safetensors") for name in ("policy", "critic")}
+
+
+def assert_same_weights(a, b):
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}.{key} differs"
+
+
+def assert_same_run(ref_dir, run_dir):
+    ref, got = read_metrics(ref_dir / "logs" / "metrics.jsonl"), read_metrics(run_dir / "logs" / "metrics.jsonl")
+    assert [r["step"] for r in got] == list(range(1, len(ref) + 1))
+    assert comparable(got) == comparable(ref)
+    assert_same_weights(weights(ref_dir), weights(run_dir))
+    assert_same_weights(weights(ref_dir, "best"), weights(run_dir, "best"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference")
+    Trainer(compose_cfg(RESUMABLE), run_dir).fit()
+    return run_dir
+
+
+def test_checkpoints_hold_the_seed_layout(reference_run):
+    # every=3 over 8 steps: 3, 6 and the end (8); keep=2 leaves the newest two.
+    assert sorted(p.name for p in (reference_run / "checkpoints").iterdir()) == ["step_6", "step_8"]
+    step = reference_run / "checkpoints" / "step_8"
+    assert {p.name for p in step.iterdir()} == {"policy", "critic", "training_state.pt", "config.json", "manifest.json"}
+    assert json.loads((step / "config.json").read_text()) == json.loads((reference_run / "training_config.json").read_text())
+    state = torch.load(step / "training_state.pt", weights_only=True)
+    assert state["step"] == 8 and len(state["history"]) == 8 and state["sampler"]["epoch"] >= 1
+
+
+def test_resume_from_a_checkpoint_path_is_exact(reference_run, tmp_path):
+    # Resume into a new run folder from the reference's step_6: the remaining steps must replay exactly.
+    resumed = Trainer(compose_cfg(RESUMABLE + [f"resume={reference_run / 'checkpoints' / 'step_6'}"]), tmp_path)
+    assert resumed.step == 6 and len(resumed.history) == 6
+    resumed.fit()
+    assert_same_run(reference_run, tmp_path)
+
+
+def test_resume_auto_without_checkpoints_starts_fresh(tmp_path):
+    trainer = Trainer(compose_cfg(RESUMABLE + ["resume=auto", "trainer.max_steps=1", "eval.every=0", "early_stop.patience=null"]), tmp_path)
+    assert trainer.step == 0 and trainer.resume_from is None
+
+
+def test_resume_of_a_finished_run_does_nothing_more(reference_run, tmp_path):
+    shutil.copytree(reference_run, tmp_path / "run")
+    history = Trainer(compose_cfg(RESUMABLE + ["resume=auto"]), tmp_path / "run").fit()
+    assert len(history) == 8
+    assert_same_run(reference_run, tmp_path / "run")
+
+
+def test_explicit_bad_checkpoint_is_a_clear_error_before_models_load(reference_run, tmp_path):
+    broken = tmp_path / "step_6"
+    shutil.copytree(reference_run / "checkpoints" / "step_6", broken)
+    with open(broken / "policy" / "model.safetensors", "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(CheckpointError, match=r"resume: .*step_6: policy/model.safetensors has 100 bytes"):
+        Trainer(compose_cfg(RESUMABLE + [f"resume={broken}"]), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        Trainer(compose_cfg(RESUMABLE + [f"resume={tmp_path / 'nope'}"]), tmp_path / "run")
+
+
+def test_auto_skips_a_corrupted_newest_checkpoint(reference_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    state = run / "checkpoints" / "step_8" / "training_state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    state.write_bytes(bytes(data))
+    trainer = Trainer(compose_cfg(RESUMABLE + ["resume=auto"]), run)
+    assert trainer.step == 6 and any("step_8" in note and "corrupted" in note for note in trainer.notes)
+    trainer.fit()
+    assert_same_run(reference_run, run)
+
+
+def test_cli_reports_a_bad_resume_path_in_one_line(tmp_path):
+    out = subprocess.run([EXE, *RESUMABLE, f"resume={tmp_path / 'missing'}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("rlhand-train: error: resume: ")
+
+
+@pytest.mark.parametrize("kill_after_rows", [4, 6])
+def test_sigkill_at_a_random_moment_then_resume_auto_is_exact(reference_run, tmp_path, kill_after_rows):
+    """A real process is killed with SIGKILL at a random moment after `kill_after_rows` metrics rows
+    (between checkpoints, or during or just after one); rerunning the same command with
+    resume=auto must finish exactly like the uninterrupted reference."""
+    run = tmp_path / "run"
+    args = [EXE, *RESUMABLE, f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "logs" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= kill_after_rows:
+            break
+        time.sleep(0.005)
+    time.sleep(random.uniform(0.0, 0.15))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    rows_at_kill = len(read_metrics(metrics))
+    assert rows_at_kill < 8
+    out = subprocess.run([*args, "resume=auto"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert ("resumed from" in out.stderr) == (rows_at_kill >= 3)
+    assert_same_run(reference_run, run)
