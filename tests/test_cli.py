@@ -27,7 +27,7 @@ def test_help_and_cfg_job(tmp_path):
 def test_run_from_another_directory_writes_run_dir(tmp_path):
     out = cli(*FAST, "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2 and json.loads(rows[-1])["step"] == 2
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
     assert (tmp_path / "run" / "final" / "policy" / "model.safetensors").exists()
@@ -37,7 +37,7 @@ def test_run_from_another_directory_writes_run_dir(tmp_path):
 def test_default_run_dir_is_under_outputs(tmp_path):
     out = cli(*FAST, "trainer.max_steps=1", "trainer.save_final=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert len(list((tmp_path / "outputs" / "runs").glob("*/*/metrics.jsonl"))) == 1
+    assert len(list((tmp_path / "outputs" / "runs").glob("*/*/logs/metrics.jsonl"))) == 1
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_bad_prompt_file_fails_before_models_and_names_the_line(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "p.jsonl: line 2: malformed JSON" in lines[0]
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / "logs" / "metrics.jsonl").exists()
 
 
 def test_prompt_file_run(tmp_path):
@@ -78,6 +78,6 @@ def test_prompt_file_run(tmp_path):
 def test_multirun_two_jobs(tmp_path):
     out = cli("-m", *FAST, "trainer.max_steps=1", "trainer.save_final=false", "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    files = sorted((tmp_path / "sweep").glob("*/metrics.jsonl"))
+    files = sorted((tmp_path / "sweep").glob("*/logs/metrics.jsonl"))
     assert len(files) == 2
     assert files[0].read_text() != files[1].read_text()

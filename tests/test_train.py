@@ -21,7 +21,7 @@ def test_fast_run_writes_metrics_and_loadable_models(tmp_path):
     before = {k: v.clone() for k, v in trainer.models.policy.state_dict().items()}
     ref_before = {k: v.clone() for k, v in trainer.models.ref.state_dict().items()}
     history = trainer.fit()
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and len(history) == 2
     assert REQUIRED_KEYS <= set(rows[0])
     assert rows[0]["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5)

@@ -51,3 +51,8 @@ def _one_line(err: Exception) -> str:
     head = lines[0] if lines else type(err).__name__
     return f"{head} ({key})" if key and key not in head else head
 
+
+
+def config_dict(cfg: schema.TrainConfig) -> dict:
+    """The resolved config as plain JSON-able values (Enums as their names)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)

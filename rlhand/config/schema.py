@@ -67,6 +67,13 @@ class Truncation(str, Enum):
 class SchedulerKind(str, Enum):
     constant = "constant"
     cosine = "cosine"
+    plateau = "plateau"
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
 
 
 def check(condition: bool, field_name: str, message: str) -> None:
@@ -177,13 +184,22 @@ class ReplayConfig:
 class SchedulerConfig:
     name: str = MISSING
     kind: SchedulerKind = SchedulerKind.constant
+    # Linear warmup from 0 over this many PPO iterations (every kind).
     warmup_steps: int = 0
-    # cosine decay towards lr * min_lr_ratio over trainer.max_steps optimizer iterations.
+    # cosine: decay towards lr * min_lr_ratio by trainer.max_steps; plateau: the floor of the LR.
     min_lr_ratio: float = 0.0
+    # plateau: multiply the LR by `factor` after `patience` validations whose val/reward did not
+    # beat the best by more than `threshold` (absolute). Needs eval.every > 0.
+    factor: float = 0.5
+    patience: int = 2
+    threshold: float = 0.001
 
     def __post_init__(self) -> None:
         check(self.warmup_steps >= 0, "scheduler.warmup_steps", "must be >= 0")
         check(0.0 <= self.min_lr_ratio <= 1.0, "scheduler.min_lr_ratio", "is outside [0, 1]")
+        check(0.0 < self.factor < 1.0, "scheduler.factor", "is outside (0, 1)")
+        check(self.patience >= 0, "scheduler.patience", "must be >= 0")
+        check(self.threshold >= 0, "scheduler.threshold", "must be >= 0")
 
 
 @dataclass
@@ -192,6 +208,19 @@ class LoggingConfig:
     # rich progress bar with the compact PL/VL/R/KL line; off prints a line every console_every steps.
     progress_bar: bool = True
     console_every: int = 10
+    # logs/metrics.jsonl: one JSON object per PPO iteration (what rlhand-compare reads).
+    jsonl: bool = True
+    # logs/train_<time>.log: timestamped INFO/WARNING/ERROR lines.
+    text_log: bool = True
+    # logs/tensorboard/: event files for `tensorboard --logdir outputs`.
+    tensorboard: bool = False
+    # Weights & Biases, offline unless wandb_mode=online; it never blocks or fails a run.
+    wandb: bool = False
+    wandb_mode: WandbMode = WandbMode.offline
+    wandb_project: str = "rlhand"
+    wandb_entity: Optional[str] = None
+    # plots/*.png of the run's metrics, written at the end.
+    plots: bool = False
 
     def __post_init__(self) -> None:
         check(self.console_every > 0, "logging.console_every", "must be > 0")
@@ -207,6 +236,9 @@ class TaskConfig:
     # file: JSONL, CSV, Parquet or a saved `datasets` folder with a prompt column.
     path: Optional[str] = None
     prompt_column: str = "prompt"
+    # Validation prompts from their own file (same formats); null holds eval.num_prompts out of the
+    # training prompts instead.
+    val_path: Optional[str] = None
     max_prompt_tokens: int = 32
     truncation: Truncation = Truncation.left
 
@@ -228,7 +260,11 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         if self.kind is RewardKind.function:
-            check(bool(self.function) and "_target_" in self.function, "reward.function._target_", "is required for reward.kind=function")
+            check(
+                bool(self.function) and "_target_" in self.function,
+                "reward.function._target_",
+                "is required for reward.kind=function",
+            )
 
 
 @dataclass
@@ -257,10 +293,50 @@ class TrainerConfig:
     # torch intra-op threads; null keeps torch's default.
     threads: Optional[int] = None
     save_final: bool = True
+    # CUDA only: release cached blocks at phase boundaries (after rollout, after update).
+    empty_cache: bool = False
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, "trainer.max_steps", "must be > 0")
         check(self.threads is None or self.threads > 0, "trainer.threads", "must be > 0 or null")
+
+
+@dataclass
+class CheckpointConfig:
+    # Full training state every N PPO iterations and at the end; 0 = no checkpoints.
+    every: int = 0
+    # Keep the newest K checkpoints (the best model lives apart, in best/).
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        check(self.every >= 0, "checkpoint.every", "must be >= 0")
+        check(self.keep > 0, "checkpoint.keep", "must be > 0")
+
+
+@dataclass
+class EvalConfig:
+    # Validate every N PPO iterations (and after the last); 0 = no validation.
+    every: int = 0
+    # Prompts held out from the task's prompts (or the first ones of task.val_path).
+    num_prompts: int = 64
+    # Save the policy and critic to best/ whenever val/reward improves.
+    save_best: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.every >= 0, "eval.every", "must be >= 0")
+        check(self.num_prompts > 0, "eval.num_prompts", "must be > 0")
+
+
+@dataclass
+class EarlyStopConfig:
+    # Stop after this many validations in a row without val/reward beating the best by more
+    # than `threshold`; null = never stop early.
+    patience: Optional[int] = None
+    threshold: float = 0.001
+
+    def __post_init__(self) -> None:
+        check(self.patience is None or self.patience > 0, "early_stop.patience", "must be > 0 or null")
+        check(self.threshold >= 0, "early_stop.threshold", "must be >= 0")
 
 
 @dataclass
@@ -275,8 +351,18 @@ class TrainConfig:
     reward: RewardConfig = MISSING
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    # null: start fresh; auto: the newest valid checkpoint in this run's folder (fresh if none);
+    # a path: that checkpoint folder, or the newest valid checkpoint of that run folder.
+    resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.scheduler.kind is SchedulerKind.plateau:
+            check(self.eval.every > 0, "scheduler.kind", "plateau is driven by val/reward and needs eval.every > 0")
+        if self.early_stop.patience is not None:
+            check(self.eval.every > 0, "early_stop.patience", "early stopping watches val/reward and needs eval.every > 0")
         check(
             self.model.n_positions >= self.task.max_prompt_tokens + self.generation.max_new_tokens
             or self.model.source is ModelSource.hf,

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 from rlhand.config.schema import PromptSource, TaskConfig, Truncation
 from rlhand.tasks import BUILTIN_PROMPTS
 
@@ -60,7 +62,9 @@ def _read_with_datasets(path: Path, kind: str) -> list[tuple[str, dict]]:
     try:
         table = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as err:  # datasets raises many types; all mean the same thing here
-        raise PromptError(f"{path}: cannot read as {kind}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise PromptError(
+            f"{path}: cannot read as {kind}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     # CSV line = data row + 2 (1-based, after the header) unless a field spans lines.
     first = 2 if kind == "csv" else 0
     label = "line" if kind == "csv" else "row"
@@ -73,7 +77,9 @@ def _read_dataset_folder(path: Path) -> list[tuple[str, dict]]:
     try:
         table = datasets.load_from_disk(str(path))
     except Exception as err:
-        raise PromptError(f"{path}: not a saved datasets folder: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise PromptError(
+            f"{path}: not a saved datasets folder: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     if isinstance(table, datasets.DatasetDict):
         if "train" not in table:
             raise PromptError(f"{path}: saved DatasetDict has no 'train' split (has {sorted(table)})")
@@ -100,3 +106,12 @@ def truncate_prompt(ids: list[int], limit: int, mode: Truncation, where: str) ->
     if mode is Truncation.error:
         raise PromptError(f"{where}: prompt has {len(ids)} tokens > task.max_prompt_tokens={limit} (task.truncation=error)")
     return ids[-limit:] if mode is Truncation.left else ids[:limit]
+
+
+def split_holdout(texts: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
+    """(train, held_out): `count` prompts picked by a seeded permutation are held out for validation."""
+    if count >= len(texts):
+        raise PromptError(f"eval.num_prompts: holding out {count} of {len(texts)} prompts leaves none to train on")
+    order = np.random.default_rng([seed, 7919]).permutation(len(texts))
+    held = set(order[:count].tolist())
+    return [t for i, t in enumerate(texts) if i not in held], [texts[i] for i in sorted(held)]

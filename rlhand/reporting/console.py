@@ -5,10 +5,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def compact_line(m: dict) -> str:
-    return (
+    line = (
         f"PL:{m['loss/policy']:+.3f} VL:{m['loss/value']:.3f} R:{m['reward/mean']:+.3f} "
         f"KL:{m['kl/ref']:.3f} ENT:{m['policy/entropy']:.2f} LEN:{m['response/length_mean']:.1f}"
     )
+    if "val/reward" in m:
+        line += f" VAL:{m['val/reward']:+.3f}"
+    return line
 
 
 class ConsoleReporter:
@@ -36,7 +39,7 @@ class ConsoleReporter:
         line = compact_line(metrics)
         if self.progress is not None:
             self.progress.update(self.task, completed=metrics["step"], line=line)
-        elif metrics["step"] % self.every == 0 or metrics["step"] == 1:
+        elif metrics["step"] % self.every == 0 or metrics["step"] == 1 or "val/reward" in metrics:
             self.print(f"step {metrics['step']:>5}  {line}  ({metrics['time/iteration_s']:.2f}s/it)")
 
     def close(self) -> None:

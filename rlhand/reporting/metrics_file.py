@@ -1,21 +1,44 @@
-"""metrics.jsonl: one JSON object per PPO iteration, flushed as it is written."""
+"""logs/metrics.jsonl: one JSON object per PPO iteration, flushed as it is written."""
 
 import json
 import math
+import os
 from pathlib import Path
 
 
+def metrics_line(metrics: dict) -> str:
+    # NaN/inf are not JSON: write null so every reader can parse the file.
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    return json.dumps(clean, sort_keys=True) + "\n"
+
+
 class MetricsFile:
-    def __init__(self, path: Path):
+    """Appends rows. On resume, `history` (the rows up to the checkpoint) replaces the file first,
+    atomically: rows the interrupted run wrote after its checkpoint, or a torn last line, go away."""
+
+    def __init__(self, path: Path, history: list[dict] | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        if history is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(metrics_line(m) for m in history), encoding="utf-8")
+            os.replace(tmp, path)
         self._handle = path.open("a", encoding="utf-8")
 
     def write(self, metrics: dict) -> None:
-        # NaN/inf are not JSON: write null so every reader can parse the file.
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-        self._handle.write(json.dumps(clean, sort_keys=True) + "\n")
+        self._handle.write(metrics_line(metrics))
         self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a metrics.jsonl; a torn last line (a killed writer) is skipped."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

@@ -1,7 +1,7 @@
 """Turn a batch of prompts into a scored Rollout: sample, then one no-grad forward per model."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -21,15 +21,15 @@ class Rollout:
     response_ids: Tensor  # (B, R)
     response_mask: Tensor  # (B, R) 1 up to and including EOS
     logprobs: Tensor  # (B, R) behaviour log-probs, as sampled
-    ref_logprobs: Optional[Tensor]  # (B, R) frozen reference; None without a reference model
+    ref_logprobs: Tensor | None  # (B, R) frozen reference; None without a reference model
     values: Tensor  # (B, R) critic V(s_t) at rollout time
     scores: Tensor  # (B,) task score after the missing-EOS penalty
     raw_scores: Tensor  # (B,) task score as the scorer gave it
     ended: Tensor  # (B,) response emitted EOS
     # Filled by the algorithm before the update:
-    rewards: Optional[Tensor] = None  # (B, R)
-    advantages: Optional[Tensor] = None  # (B, R)
-    returns: Optional[Tensor] = None  # (B, R)
+    rewards: Tensor | None = None  # (B, R)
+    advantages: Tensor | None = None  # (B, R)
+    returns: Tensor | None = None  # (B, R)
 
     def select(self, index: Tensor) -> "Rollout":
         """The rows in `index`, trimmed to the longest response among them."""
@@ -64,6 +64,7 @@ def collect_rollout(
     eos_id: int,
     pad_id: int,
     timer,
+    generator: torch.Generator | None = None,
 ) -> Rollout:
     with timer("generate"):
         samples = sample_responses(
@@ -76,6 +77,7 @@ def collect_rollout(
             top_p=gen.top_p,
             eos_id=eos_id,
             pad_id=pad_id,
+            generator=generator,
         )
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()

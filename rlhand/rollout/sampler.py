@@ -44,7 +44,10 @@ def sample_responses(
     top_p: float,
     eos_id: int,
     pad_id: int,
+    generator: torch.Generator | None = None,
 ) -> Samples:
+    """`generator`: None draws from torch's global RNG (training); validation passes its own so
+    that it neither disturbs training's random stream nor varies between validations."""
     batch = prompt_ids.shape[0]
     device = prompt_ids.device
     attention_mask = prompt_mask
@@ -57,7 +60,7 @@ def sample_responses(
         logits = out.logits[:, -1].float() / temperature
         log_probs = torch.log_softmax(logits, dim=-1)
         probs = torch.softmax(filter_logits(logits, top_k, top_p), dim=-1)
-        token = torch.multinomial(probs, 1).squeeze(-1)
+        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         tokens.append(token)
         logprobs.append(torch.where(done, 0.0, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)))

@@ -1,66 +1,109 @@
-"""The PPO iteration: prompts -> rollout -> rewards and advantages -> update -> log."""
+"""The PPO iteration: prompts -> rollout -> rewards and advantages -> update -> log, plus the
+features every preset shares: validation, early stopping, checkpoints and resume, best model."""
 
+import json
+import os
 import time
+import traceback
 from pathlib import Path
 
 import torch
 
+from rlhand.config.load import config_dict
 from rlhand.config.schema import TrainConfig
 from rlhand.core.masked import masked_mean
 from rlhand.data.sampler import PromptSampler, left_pad
-from rlhand.reporting.console import ConsoleReporter
-from rlhand.reporting.metrics_file import MetricsFile
+from rlhand.evaluation.early_stopping import EarlyStopping
+from rlhand.evaluation.validate import validate
+from rlhand.reporting.memory import memory_stats, release_cached_memory
+from rlhand.reporting.run_logger import RunLogger
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.rollout.collect import Rollout, collect_rollout
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.save import save_final
+from rlhand.trainer.resume import find_resume_checkpoint, restore_trainer, save_trainer_checkpoint
+from rlhand.trainer.save import adopt_best, save_models
+from rlhand.trainer.schedules import LRSchedule
 from rlhand.trainer.update import ppo_update
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.config = config_dict(cfg)
+        self.notes: list[str] = []  # warnings raised before the run logger exists
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         self.device = setup.resolve_device(cfg.trainer.device)
-        self.inputs = setup.prepare_inputs(cfg)  # fails on bad input before any model is built
+        # Everything that can be wrong on disk is checked before any model is built.
+        self.inputs = setup.prepare_inputs(cfg)
+        self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir, self.notes.append)
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
         self.optimizers = setup.build_optimizers(cfg, self.models)
-        self.schedulers = setup.build_schedulers(cfg, self.optimizers)
+        self.lr_schedule = LRSchedule(cfg.scheduler, [self.optimizers.policy, self.optimizers.critic], cfg.trainer.max_steps)
         self.kl_ctl = setup.build_kl_controller(cfg)
         self.sampler = PromptSampler(len(self.inputs.prompt_ids), cfg.seed)
+        self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
         self.timer = PhaseTimer(self.device)
-        self.step = 0
+        self.step, self.stopped_early = 0, False
         self.totals = {"samples/generated": 0, "samples/trained": 0}
+        self.history: list[dict] = []
+        if self.resume_from is not None:
+            changed = restore_trainer(self, self.resume_from)
+            self.notes.extend(f"config differs from the checkpoint's: {line}" for line in changed)
+            self.adopt_best_model()
+
+    def adopt_best_model(self) -> None:
+        """Resuming another run's checkpoint into this folder: bring its best/ along when it matches."""
+        source_run = self.resume_from.parent.parent  # <run>/checkpoints/step_N
+        best_step = self.early_stopping.best_step
+        if source_run.resolve() == self.run_dir.resolve() or not best_step:
+            return
+        if not adopt_best(source_run, self.run_dir, best_step):
+            self.notes.append(f"best model (step {best_step}) not found in {source_run}/best; best/ starts with the next improvement")
 
     def fit(self) -> list[dict]:
         cfg = self.cfg
-        metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
-        console = ConsoleReporter(cfg.trainer.max_steps, cfg.logging.progress_bar, cfg.logging.console_every)
-        console.print(f"rlhand: {cfg.algo.name} on {cfg.task.name}, {cfg.trainer.max_steps} steps, device {self.device}, run dir {self.run_dir}")
-        history = []
+        resumed = self.resume_from is not None
+        log = RunLogger(cfg, self.run_dir, self.config, self.history if resumed else None, self.step if resumed else None)
+        self.save_config()
+        log.info(
+            f"rlhand: {cfg.algo.name} (replay {cfg.replay.name}) on {cfg.task.name}, {cfg.trainer.max_steps} steps, "
+            f"device {self.device}, run dir {self.run_dir}"
+        )
+        for note in self.notes:
+            log.warning(note)
+        if resumed:
+            log.info(f"resumed from {self.resume_from} at step {self.step}")
+        elif cfg.resume == "auto":
+            log.info("resume=auto: no checkpoint in this run folder, starting fresh")
+        last_checkpoint = self.step if resumed else None
         try:
-            while self.step < cfg.trainer.max_steps:
+            while self.step < cfg.trainer.max_steps and not self.stopped_early:
                 self.step += 1
                 metrics = self.train_step()
-                history.append(metrics)
-                metrics_file.write(metrics)
-                console.step(metrics)
+                if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.trainer.max_steps):
+                    metrics.update(self.evaluate(log))
+                self.history.append(metrics)
+                log.metrics(metrics)
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+                    last_checkpoint = self.checkpoint(log)
+            if cfg.checkpoint.every and last_checkpoint != self.step:
+                self.checkpoint(log)
+            self.finish(log)
+        except BaseException:
+            log.error(traceback.format_exc())
+            raise
         finally:
-            console.close()
-            metrics_file.close()
-        if cfg.trainer.save_final:
-            path = save_final(self.models, self.inputs.tokenizer, self.run_dir / "final")
-            console.print(f"saved policy and critic to {path}")
-        console.print(summary_line(history))
-        return history
+            log.close()
+        return self.history
 
     def train_step(self) -> dict:
         cfg, started = self.cfg, time.perf_counter()
         rollout = self.collect()
         rollout_s = time.perf_counter() - started
+        release_cached_memory(self.device, cfg.trainer.empty_cache)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
             kl_stats = assign_advantages(rollout, cfg.algo, kl_coef)
@@ -70,15 +113,17 @@ class Trainer:
         )
         update_s = time.perf_counter() - update_started
         self.kl_ctl.update(kl_stats["kl/ref"], len(rollout))
-        lr = self.schedulers[0].get_last_lr()[0]
-        for scheduler in self.schedulers:
-            scheduler.step()
+        lr = self.lr_schedule.lr
+        self.lr_schedule.step()
         self.totals["samples/generated"] += len(rollout)
         # Counted from the steps taken: target_kl can end an iteration before all its epochs.
         self.totals["samples/trained"] += int(update_stats["policy/optimizer_steps"]) * cfg.algo.minibatch_size
-        metrics = {
+        stats = rollout_stats(rollout)
+        del rollout  # the iteration's activations and rollout tensors go before the next phase
+        release_cached_memory(self.device, cfg.trainer.empty_cache)
+        return {
             "step": self.step,
-            **rollout_stats(rollout),
+            **stats,
             **kl_stats,
             **update_stats,
             "kl/coef": kl_coef,
@@ -88,8 +133,8 @@ class Trainer:
             "time/update_s": update_s,
             **{f"time/{phase}_s": seconds for phase, seconds in self.timer.pop().items()},
             "time/iteration_s": time.perf_counter() - started,
+            **memory_stats(self.device),
         }
-        return metrics
 
     def collect(self) -> Rollout:
         indices = self.sampler.next_indices(self.cfg.algo.rollout_batch_size)
@@ -104,6 +149,67 @@ class Trainer:
             pad_id=self.inputs.tokenizer.pad_token_id,
             timer=self.timer,
         )
+
+    def evaluate(self, log: RunLogger) -> dict:
+        """Validation, then the things it drives: plateau LR, best model, early stopping."""
+        cfg, started = self.cfg, time.perf_counter()
+        stats = validate(
+            self.models,
+            self.scorer,
+            self.inputs.val_prompt_ids,
+            cfg.generation,
+            batch_size=cfg.algo.rollout_batch_size,
+            eos_id=self.inputs.tokenizer.eos_token_id,
+            pad_id=self.inputs.tokenizer.pad_token_id,
+            seed=cfg.seed + 1,
+            device=self.device,
+            timer=self.timer,
+        )
+        self.timer.pop()  # validation phases are not training time
+        release_cached_memory(self.device, cfg.trainer.empty_cache)
+        reward = stats["val/reward"]
+        self.lr_schedule.on_validation(reward)
+        if self.early_stopping.update(reward, self.step) and cfg.eval.save_best:
+            save_models(self.models, self.inputs.tokenizer, self.run_dir / "best", meta={"step": self.step, "val/reward": reward})
+            log.info(f"step {self.step}: val/reward {reward:+.4f} is the best so far; saved best/")
+        stopping = self.early_stopping
+        if stopping.should_stop:
+            self.stopped_early = True
+            log.info(
+                f"early stop at step {self.step}: val/reward has not beaten {stopping.best:+.4f} (step {stopping.best_step}) "
+                f"by more than {stopping.threshold} in {stopping.bad_evals} validations"
+            )
+        return {
+            **stats,
+            "val/best_reward": stopping.best,
+            "early_stop/bad_evals": stopping.bad_evals,
+            "time/validate_s": time.perf_counter() - started,
+        }
+
+    def checkpoint(self, log: RunLogger) -> int:
+        path = save_trainer_checkpoint(self, self.config)
+        log.info(f"step {self.step}: checkpoint {path}")
+        return self.step
+
+    def finish(self, log: RunLogger) -> None:
+        cfg = self.cfg
+        if cfg.trainer.save_final:
+            path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final")
+            log.info(f"saved policy and critic to {path}")
+        if cfg.logging.plots and self.history:
+            from rlhand.reporting.plots import plot_run
+
+            title = f"{cfg.algo.name} / replay {cfg.replay.name} / seed {cfg.seed}"
+            paths = plot_run(self.history, self.run_dir / "plots", title)
+            log.info(f"plots: {', '.join(str(p) for p in paths)}")
+        log.info(summary_line(self.history))
+
+    def save_config(self) -> None:
+        """training_config.json beside Hydra's .hydra/config.yaml: the resolved config as the code saw it."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / "training_config.json.tmp"
+        tmp.write_text(json.dumps(self.config, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.run_dir / "training_config.json")
 
 
 def rollout_stats(rollout: Rollout) -> dict[str, float]:
@@ -125,4 +231,8 @@ def summary_line(history: list[dict], window: int = 10) -> str:
     start = sum(m["reward/mean"] for m in history[:k]) / k
     end = sum(m["reward/mean"] for m in history[-k:]) / k
     seconds = sum(m["time/iteration_s"] for m in history)
-    return f"reward/mean: start {start:+.3f} -> end {end:+.3f} (mean of first/last {k} steps); {len(history)} steps in {seconds:.1f}s"
+    line = f"reward/mean: start {start:+.3f} -> end {end:+.3f} (mean of first/last {k} steps); {len(history)} steps in {seconds:.1f}s"
+    best = [m["val/reward"] for m in history if "val/reward" in m]
+    if best:
+        line += f"; best val/reward {max(best):+.3f}"
+    return line

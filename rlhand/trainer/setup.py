@@ -1,16 +1,17 @@
 """Build a run from a TrainConfig: inputs that can be wrong are checked before any model loads."""
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase, get_constant_schedule_with_warmup, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase
 
-from rlhand.config.schema import Device, KLControl, ModelSource, RewardKind, SchedulerKind, TrainConfig
+from rlhand.config.schema import Device, KLControl, ModelSource, RewardKind, TrainConfig
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
-from rlhand.data.prompts import load_prompt_texts, truncate_prompt
+from rlhand.data.prompts import load_prompt_texts, read_prompt_file, split_holdout, truncate_prompt
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.models.build import Models, build_models
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
@@ -23,6 +24,7 @@ class RunInputs:
 
     tokenizer: PreTrainedTokenizerBase
     prompt_ids: list[list[int]]
+    val_prompt_ids: list[list[int]]  # empty unless eval.every > 0
     reward_fn: Callable | None
 
 
@@ -48,11 +50,24 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     reward_fn = resolve_reward_function(cfg.reward.function) if cfg.reward.kind is RewardKind.function else None
     texts = load_prompt_texts(cfg.task, cfg.seed)
     where = cfg.task.path or f"task {cfg.task.name}"
-    prompt_ids = [
-        truncate_prompt(tokenizer(text)["input_ids"], cfg.task.max_prompt_tokens, cfg.task.truncation, f"{where}: prompt {i}")
-        for i, text in enumerate(texts)
-    ]
-    return RunInputs(tokenizer=tokenizer, prompt_ids=prompt_ids, reward_fn=reward_fn)
+    val_texts, val_where = [], where
+    if cfg.eval.every > 0:
+        if cfg.task.val_path:
+            val_texts = read_prompt_file(Path(cfg.task.val_path), cfg.task.prompt_column)[: cfg.eval.num_prompts]
+            val_where = cfg.task.val_path
+        else:
+            texts, val_texts = split_holdout(texts, cfg.eval.num_prompts, cfg.seed)
+
+    def tokenize(items: list[str], source: str) -> list[list[int]]:
+        task = cfg.task
+        return [
+            truncate_prompt(tokenizer(text)["input_ids"], task.max_prompt_tokens, task.truncation, f"{source}: prompt {i}")
+            for i, text in enumerate(items)
+        ]
+
+    return RunInputs(
+        tokenizer=tokenizer, prompt_ids=tokenize(texts, where), val_prompt_ids=tokenize(val_texts, val_where), reward_fn=reward_fn
+    )
 
 
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
@@ -70,22 +85,6 @@ def build_optimizers(cfg: TrainConfig, models: Models) -> Optimizers:
         return torch.optim.AdamW(model.parameters(), lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay)
 
     return Optimizers(policy=adam(models.policy, algo.lr), critic=adam(models.critic, algo.critic_lr or algo.lr))
-
-
-def build_schedulers(cfg: TrainConfig, optimizers: Optimizers) -> list:
-    """One LR scheduler per optimizer, stepped once per PPO iteration."""
-    sched = cfg.scheduler
-    out = []
-    for optimizer in (optimizers.policy, optimizers.critic):
-        if sched.kind is SchedulerKind.constant:
-            out.append(get_constant_schedule_with_warmup(optimizer, sched.warmup_steps))
-        else:
-            out.append(
-                get_cosine_with_min_lr_schedule_with_warmup(
-                    optimizer, sched.warmup_steps, cfg.trainer.max_steps, min_lr_rate=sched.min_lr_ratio
-                )
-            )
-    return out
 
 
 def build_kl_controller(cfg: TrainConfig) -> FixedKLController:

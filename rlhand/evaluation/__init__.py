@@ -1,0 +1,1 @@
+"""Validation on held-out prompts, and early stopping on its reward."""

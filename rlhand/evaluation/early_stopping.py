@@ -1,0 +1,33 @@
+"""Early stopping on the validation reward (higher is better), with patience and a threshold."""
+
+import math
+
+
+class EarlyStopping:
+    """Tracks the best val/reward. An evaluation improves only if it beats the best by more than
+    `threshold` (absolute); after `patience` evaluations in a row without improvement, stop.
+    patience=None never stops but still tracks the best (for saving the best model)."""
+
+    def __init__(self, patience: int | None, threshold: float):
+        self.patience, self.threshold = patience, threshold
+        self.best = -math.inf
+        self.best_step = 0
+        self.bad_evals = 0
+
+    def update(self, value: float, step: int) -> bool:
+        """Record one evaluation; True if it is a new best."""
+        if value > self.best + self.threshold:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+            return True
+        self.bad_evals += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_step, self.bad_evals = state["best"], state["best_step"], state["bad_evals"]

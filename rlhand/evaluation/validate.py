@@ -1,0 +1,60 @@
+"""Validation: sample the held-out prompts with the current policy and report val/* metrics.
+
+Each validation draws its samples from a private generator re-seeded with the same seed, so two
+validations differ only because the policy changed (common random numbers), and training's own
+random stream is untouched: switching validation on or off leaves the training run identical.
+"""
+
+import torch
+
+from rlhand.config.schema import GenerationConfig
+from rlhand.core.kl import KLEstimator, kl_estimate
+from rlhand.core.losses import entropy_from_logits
+from rlhand.core.masked import masked_mean, masked_sum
+from rlhand.data.sampler import left_pad
+from rlhand.models.build import Models
+from rlhand.models.forward import response_logits, sequence_inputs
+from rlhand.rollout.collect import collect_rollout
+
+
+@torch.no_grad()
+def validate(
+    models: Models,
+    scorer,
+    prompts: list[list[int]],
+    gen: GenerationConfig,
+    *,
+    batch_size: int,
+    eos_id: int,
+    pad_id: int,
+    seed: int,
+    device: torch.device,
+    timer,
+) -> dict[str, float]:
+    generator = torch.Generator(device=device).manual_seed(seed)
+    scores, kls, entropies, lengths = [], [], [], []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_pad(prompts[start : start + batch_size], pad_id)
+        rollout = collect_rollout(
+            models, scorer, ids.to(device), mask.to(device), gen, eos_id=eos_id, pad_id=pad_id, timer=timer, generator=generator
+        )
+        response_mask = rollout.response_mask
+        scores.append(rollout.scores)
+        lengths.append(response_mask.sum(dim=1).float())
+        if rollout.ref_logprobs is not None:
+            kl = kl_estimate(rollout.logprobs, rollout.ref_logprobs, KLEstimator.k1)
+            kls.append(masked_sum(kl, response_mask, dim=1))
+        with timer("validate_entropy"):
+            inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask)
+            logits = response_logits(models.policy, inputs, gen.temperature)
+            # Weighted by token count so the batches combine into one per-token mean.
+            entropies.append(masked_mean(entropy_from_logits(logits), response_mask) * response_mask.sum())
+    total_tokens = torch.cat(lengths).sum()
+    out = {
+        "val/reward": torch.cat(scores).mean().item(),
+        "val/entropy": (torch.stack(entropies).sum() / total_tokens).item(),
+        "val/response_length": torch.cat(lengths).mean().item(),
+    }
+    if kls:
+        out["val/kl"] = torch.cat(kls).mean().item()
+    return out

@@ -1,0 +1,49 @@
+"""Weights & Biases, offline by default. wandb must never hang or fail a run: a failed init or log
+call is reported once and the sink switches itself off."""
+
+import logging
+from pathlib import Path
+
+from rlhand.config.schema import LoggingConfig
+
+
+class WandbSink:
+    def __init__(self, cfg: LoggingConfig, log_dir: Path, run_id: str, run_name: str, config: dict, warn: logging.Logger):
+        self.run, self.warn = None, warn
+        try:
+            import wandb
+
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.run = wandb.init(
+                project=cfg.wandb_project,
+                entity=cfg.wandb_entity,
+                mode=cfg.wandb_mode.value,
+                dir=str(log_dir),
+                id=run_id,
+                name=run_name,
+                resume="allow",
+                config=config,
+                # Bounded: with mode=online and no network, wait at most this long, then carry on without it.
+                settings=wandb.Settings(init_timeout=60, silent=True, console="off", x_disable_stats=True),
+                reinit="create_new",
+            )
+        except Exception as err:  # noqa: BLE001 - any wandb failure is a warning, never a failed run
+            self.warn.warning(f"wandb: switched off ({type(err).__name__}: {err})")
+            self.run = None
+
+    def write(self, metrics: dict) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log({k: v for k, v in metrics.items() if k != "step"}, step=metrics["step"])
+        except Exception as err:  # noqa: BLE001
+            self.warn.warning(f"wandb: logging failed, switched off ({type(err).__name__}: {err})")
+            self.run = None
+
+    def close(self) -> None:
+        if self.run is not None:
+            try:
+                self.run.finish()
+            except Exception as err:  # noqa: BLE001
+                self.warn.warning(f"wandb: finish failed ({type(err).__name__}: {err})")
+            self.run = None
