@@ -142,7 +142,7 @@ def test_sigkill_at_a_random_moment_then_resume_auto_is_exact(reference_run, tmp
     (between checkpoints, or during or just after one); rerunning the same command with
     resume=auto must finish exactly like the uninterrupted reference."""
     run = tmp_path / "run"
-    args = [EXE, *RESUMABLE, f"hydra.run.dir={run}"]
+    args = [EXE, *RESUMABLE, f"hydra.run.dir={run}", "logging.tensorboard=true"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = run / "logs" / "metrics.jsonl"
     deadline = time.time() + 240
@@ -160,3 +160,12 @@ def test_sigkill_at_a_random_moment_then_resume_auto_is_exact(reference_run, tmp
     assert out.returncode == 0, out.stderr
     assert ("resumed from" in out.stderr) == (rows_at_kill >= 3)
     assert_same_run(reference_run, run)
+    # TensorBoard drops what the killed run logged past its checkpoint: one event per step.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "logs" / "tensorboard"))
+    events.Reload()
+    reference = read_metrics(reference_run / "logs" / "metrics.jsonl")
+    scalars = events.Scalars("reward/mean")
+    assert [s.step for s in scalars] == list(range(1, 9))
+    assert [s.value for s in scalars] == pytest.approx([r["reward/mean"] for r in reference], rel=1e-6)
