@@ -178,6 +178,40 @@ class AlgoConfig:
 class ReplayConfig:
     name: str = MISSING
     enabled: bool = False
+    # Samples kept; the oldest is evicted first.
+    buffer_size: int = 1000
+    # Replay starts once this many stored samples may be drawn (fresh enough, under the reuse cap).
+    min_size: int = 100
+    # Replayed samples added to each iteration's fresh rollout batch.
+    sample_size: int = 32
+    # Proportional prioritized replay (sum tree) instead of uniform sampling.
+    prioritized: bool = False
+    # P(i) = p_i^alpha / sum p^alpha; IS weight (N P(i))^-beta / max; beta += beta_increment per draw, up to 1.
+    alpha: float = 0.6
+    beta: float = 0.4
+    beta_increment: float = 0.001
+    # Priority = mean |advantage| of the sample's tokens + eps (never 0).
+    priority_eps: float = 1.0e-6
+    # A sample is replayed at most this many times.
+    max_reuse: int = 4
+    # A sample generated more than this many iterations ago is never replayed.
+    staleness_threshold: int = 100
+    # Decoupled PPO: truncate the IS weight pi_prox / pi_behaviour at this value; null = no truncation.
+    is_truncation: Optional[float] = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        for name in ("buffer_size", "sample_size", "max_reuse"):
+            check(getattr(self, name) > 0, f"replay.{name}", "must be > 0")
+        check(0 <= self.min_size <= self.buffer_size, "replay.min_size", f"must be in [0, buffer_size={self.buffer_size}]")
+        check(self.sample_size <= self.buffer_size, "replay.sample_size", f"must be <= buffer_size={self.buffer_size}")
+        check(self.staleness_threshold >= 0, "replay.staleness_threshold", "must be >= 0")
+        check(self.alpha >= 0, "replay.alpha", "must be >= 0")
+        check(0 <= self.beta <= 1, "replay.beta", "is outside [0, 1]")
+        check(self.beta_increment >= 0, "replay.beta_increment", "must be >= 0")
+        check(self.priority_eps > 0, "replay.priority_eps", "must be > 0")
+        check(self.is_truncation is None or self.is_truncation > 0, "replay.is_truncation", "must be > 0 or null")
 
 
 @dataclass
@@ -359,6 +393,14 @@ class TrainConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.replay.enabled:
+            batch = self.algo.rollout_batch_size + self.replay.sample_size
+            check(
+                batch % (self.algo.num_minibatches * self.algo.grad_accum_steps) == 0,
+                "replay.sample_size",
+                f"rollout_batch_size + sample_size = {batch} does not split into "
+                f"{self.algo.num_minibatches} minibatches x {self.algo.grad_accum_steps} micro-batches",
+            )
         if self.scheduler.kind is SchedulerKind.plateau:
             check(self.eval.every > 0, "scheduler.kind", "plateau is driven by val/reward and needs eval.every > 0")
         if self.early_stop.patience is not None:

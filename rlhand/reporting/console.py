@@ -9,6 +9,8 @@ def compact_line(m: dict) -> str:
         f"PL:{m['loss/policy']:+.3f} VL:{m['loss/value']:.3f} R:{m['reward/mean']:+.3f} "
         f"KL:{m['kl/ref']:.3f} ENT:{m['policy/entropy']:.2f} LEN:{m['response/length_mean']:.1f}"
     )
+    if "replay/buffer_size" in m:
+        line += f" BUF:{m['replay/buffer_size']} EFF:{m['replay/sample_efficiency']:.1f}x"
     if "val/reward" in m:
         line += f" VAL:{m['val/reward']:+.3f}"
     return line

@@ -30,6 +30,10 @@ class Rollout:
     rewards: Tensor | None = None  # (B, R)
     advantages: Tensor | None = None  # (B, R)
     returns: Tensor | None = None  # (B, R)
+    # Replay only (None otherwise): detached loss weights, PER x truncated IS per token for the
+    # policy loss, PER per sequence for the value loss. `logprobs` then holds the proximal policy.
+    policy_weights: Tensor | None = None  # (B, R)
+    value_weights: Tensor | None = None  # (B,)
 
     def select(self, index: Tensor) -> "Rollout":
         """The rows in `index`, trimmed to the longest response among them."""
@@ -51,6 +55,28 @@ class Rollout:
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Stack rollouts row-wise: prompts re-left-padded, per-token tensors right-padded (masked out)."""
+    prompt_width = max(part.prompt_ids.shape[1] for part in parts)
+    response_width = max(part.response_ids.shape[1] for part in parts)
+    out = {}
+    for f in fields(Rollout):
+        values = [getattr(part, f.name) for part in parts]
+        if any(v is None for v in values):
+            if not all(v is None for v in values):
+                raise ValueError(f"concat_rollouts: {f.name} is set in some parts only")
+            out[f.name] = None
+            continue
+        if f.name.startswith("prompt"):
+            fill = pad_id if f.name == "prompt_ids" else 0
+            values = [torch.nn.functional.pad(v, (prompt_width - v.shape[1], 0), value=fill) for v in values]
+        elif values[0].dim() == 2:
+            fill = pad_id if f.name == "response_ids" else 0
+            values = [torch.nn.functional.pad(v, (0, response_width - v.shape[1]), value=fill) for v in values]
+        out[f.name] = torch.cat(values, dim=0)
+    return Rollout(**out)
 
 
 @torch.no_grad()

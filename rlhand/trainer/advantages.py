@@ -10,8 +10,10 @@ from rlhand.rollout.collect import Rollout
 
 
 @torch.no_grad()
-def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float) -> dict[str, float]:
-    """Fill rollout.rewards / advantages / returns in place; return the rollout's KL stats."""
+def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float, stats_rows: int | None = None) -> dict[str, float]:
+    """Fill rollout.rewards / advantages / returns in place; return KL stats over the first
+    `stats_rows` rows (the fresh ones when replayed rows follow: the adaptive KL controller and the
+    kl/ref metric see the current policy's own samples only), all rows by default."""
     mask = rollout.response_mask
     if rollout.ref_logprobs is None:
         kl_k1 = torch.zeros_like(rollout.logprobs)
@@ -27,6 +29,8 @@ def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float) -> dic
     if algo.whiten_advantages:
         advantages = masked_whiten(advantages, mask)
     rollout.rewards, rollout.advantages, rollout.returns = rewards, advantages, returns
+    rows = slice(0, stats_rows if stats_rows is not None else len(rollout))
+    kl_k1, mask, rewards, scores = kl_k1[rows], mask[rows], rewards[rows], rollout.scores[rows]
     stats = {
         "kl/ref": masked_sum(kl_k1, mask, dim=1).mean().item(),
         "kl/ref_per_token": masked_mean(kl_k1, mask).item(),
@@ -34,5 +38,5 @@ def assign_advantages(rollout: Rollout, algo: AlgoConfig, kl_coef: float) -> dic
     if not algo.whiten_rewards:  # after whitening, reward minus score is no longer the KL penalty
         total = masked_sum(rewards, mask, dim=1).mean().item()
         stats["reward/total"] = total
-        stats["reward/non_score"] = total - rollout.scores.mean().item()
+        stats["reward/non_score"] = total - scores.mean().item()
     return stats

@@ -45,6 +45,7 @@ class Trainer:
         self.kl_ctl = setup.build_kl_controller(cfg)
         self.sampler = PromptSampler(len(self.inputs.prompt_ids), cfg.seed)
         self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
+        self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device)  # None when replay=off
         self.timer = PhaseTimer(self.device)
         self.step, self.stopped_early = 0, False
         self.totals = {"samples/generated": 0, "samples/trained": 0}
@@ -104,22 +105,29 @@ class Trainer:
         rollout = self.collect()
         rollout_s = time.perf_counter() - started
         release_cached_memory(self.device, cfg.trainer.empty_cache)
+        batch, replay_stats = rollout, {}
+        if self.replay is not None:
+            batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
-            kl_stats = assign_advantages(rollout, cfg.algo, kl_coef)
+            kl_stats = assign_advantages(batch, cfg.algo, kl_coef, stats_rows=len(rollout))
         update_started = time.perf_counter()
         update_stats = ppo_update(
-            self.models, self.optimizers, rollout, cfg.algo, kl_coef=kl_coef, temperature=cfg.generation.temperature, timer=self.timer
+            self.models, self.optimizers, batch, cfg.algo, kl_coef=kl_coef, temperature=cfg.generation.temperature, timer=self.timer
         )
         update_s = time.perf_counter() - update_started
         self.kl_ctl.update(kl_stats["kl/ref"], len(rollout))
         lr = self.lr_schedule.lr
         self.lr_schedule.step()
+        if self.replay is not None:
+            self.replay.after_update(batch, self.step)
+            replay_stats.update(self.replay.buffer.stats(self.step))
         self.totals["samples/generated"] += len(rollout)
-        # Counted from the steps taken: target_kl can end an iteration before all its epochs.
-        self.totals["samples/trained"] += int(update_stats["policy/optimizer_steps"]) * cfg.algo.minibatch_size
+        # Samples that reached at least one optimizer step this iteration, each counted once however
+        # many epochs used it (target_kl can end an iteration early): plain PPO trains 1x what it generates.
+        self.totals["samples/trained"] += update_stats.pop("samples/used")
         stats = rollout_stats(rollout)
-        del rollout  # the iteration's activations and rollout tensors go before the next phase
+        del rollout, batch  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         return {
             "step": self.step,
@@ -129,6 +137,8 @@ class Trainer:
             "kl/coef": kl_coef,
             "lr": lr,
             **self.totals,
+            "replay/sample_efficiency": self.totals["samples/trained"] / self.totals["samples/generated"],
+            **replay_stats,
             "time/rollout_s": rollout_s,
             "time/update_s": update_s,
             **{f"time/{phase}_s": seconds for phase, seconds in self.timer.pop().items()},

@@ -67,6 +67,7 @@ def trainer_state(trainer) -> dict:
         "totals": dict(trainer.totals),
         "early_stopping": trainer.early_stopping.state_dict(),
         "history": trainer.history,
+        "replay": trainer.replay.buffer.state_dict() if trainer.replay is not None else None,
         "rng": capture_rng(),
     }
 
@@ -86,6 +87,10 @@ def restore_trainer(trainer, folder: Path) -> list[str]:
     trainer.totals = dict(state["totals"])
     trainer.early_stopping.load_state_dict(state["early_stopping"])
     trainer.history = list(state["history"])
+    if trainer.replay is not None:
+        if state["replay"] is None:
+            raise CheckpointError(f"{folder}: has no replay buffer, but replay is on (replay={trainer.cfg.replay.name})")
+        trainer.replay.buffer.load_state_dict(state["replay"])
     trainer.step = state["step"]
     trainer.stopped_early = state["stopped_early"]
     restore_rng(state["rng"])  # last: building the trainer drew from the same generators

@@ -14,6 +14,8 @@ from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import load_prompt_texts, read_prompt_file, split_holdout, truncate_prompt
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.models.build import Models, build_models
+from rlhand.replay.buffer import ReplayBuffer
+from rlhand.replay.mixer import ExperienceReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
 from rlhand.trainer.update import Optimizers
 
@@ -92,3 +94,17 @@ def build_kl_controller(cfg: TrainConfig) -> FixedKLController:
     if algo.kl_control is KLControl.adaptive:
         return AdaptiveKLController(algo.kl_coef, algo.kl_target, algo.kl_horizon)
     return FixedKLController(algo.kl_coef)
+
+
+def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: torch.device) -> ExperienceReplay | None:
+    if not cfg.replay.enabled:
+        return None
+    buffer = ReplayBuffer(
+        cfg.replay,
+        prompt_width=cfg.task.max_prompt_tokens,
+        response_width=cfg.generation.max_new_tokens,
+        vocab_size=len(inputs.tokenizer),
+        with_ref=models.ref is not None,
+        seed=cfg.seed,
+    )
+    return ExperienceReplay(cfg.replay, buffer, inputs.tokenizer.pad_token_id, device)

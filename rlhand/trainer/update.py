@@ -23,14 +23,18 @@ class Optimizers:
 def ppo_update(
     models: Models, optimizers: Optimizers, rollout: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float, timer
 ) -> dict[str, float]:
-    """ppo_epochs passes, each a fresh permutation split into num_minibatches optimizer steps."""
+    """ppo_epochs passes, each a fresh permutation split into num_minibatches optimizer steps.
+    The batch may be larger than rollout_batch_size (fresh + replayed samples)."""
     history: list[dict[str, Tensor]] = []
     stop = False
+    device = rollout.response_ids.device
+    used = torch.zeros(len(rollout), dtype=torch.bool, device=device)  # rows that reached an optimizer step
     for epoch in range(algo.ppo_epochs):
-        order = torch.randperm(len(rollout), device=rollout.response_ids.device)
-        for index in order.split(algo.minibatch_size):
+        order = torch.randperm(len(rollout), device=device)
+        for index in order.split(len(rollout) // algo.num_minibatches):
             stats = minibatch_step(models, optimizers, rollout.select(index), algo, kl_coef=kl_coef, temperature=temperature, timer=timer)
             history.append(stats)
+            used[index] = True
             if algo.target_kl is not None and stats["policy/approx_kl"].item() > 1.5 * algo.target_kl:
                 stop = True
                 break
@@ -40,6 +44,7 @@ def ppo_update(
     summary = dict(zip(history[0], means))
     summary["policy/ratio_first_minibatch"] = history[0]["policy/ratio"].item()
     summary["policy/optimizer_steps"] = len(history)
+    summary["samples/used"] = int(used.sum())
     summary["policy/early_stopped"] = float(stop)
     summary["value/explained_variance"] = explained_variance(rollout.values, rollout.returns, rollout.response_mask).item()
     return summary
@@ -105,6 +110,9 @@ def ppo_losses(
     )
     values = token_values(models.critic, inputs)
     vf_tokens, vf_stats = clipped_value_loss(values, batch.values, batch.returns, mask, clip_range=algo.value_clip_ratio)
+    if batch.policy_weights is not None:  # replay: decoupled-PPO IS x PER weights (detached)
+        pg_tokens = pg_tokens * batch.policy_weights
+        vf_tokens = vf_tokens * batch.value_weights.unsqueeze(-1)
     with torch.set_grad_enabled(algo.ent_coef > 0 and torch.is_grad_enabled()):
         entropy_tokens = entropy_from_logits(logits)
         entropy = agg(entropy_tokens)

@@ -1,0 +1,1 @@
+"""Experience replay for PPO: sum tree, the sample store, and how replayed samples join an update."""
