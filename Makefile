@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-all clean-outputs
+.PHONY: help install run train test test-all compare clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -30,6 +30,9 @@ test: $(STAMP)  ## install, then run the default test suite (no slow tests)
 
 test-all: $(STAMP)  ## every test, slow ones included
 	$(PY) -m pytest -q
+
+compare: $(STAMP)  ## plots + table over every run under outputs/ (DIRS="..." to choose, ARGS="--group-by seed")
+	$(VENV)/bin/rlhand-compare $(or $(DIRS),outputs) --out outputs/compare $(ARGS)
 
 clean-outputs:  ## delete outputs/ (all run folders)
 	rm -rf outputs

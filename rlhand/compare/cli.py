@@ -1,0 +1,38 @@
+"""rlhand-compare DIR... : plots and a markdown table comparing the runs found under DIRs."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlhand.compare.plots import plot_comparison
+from rlhand.compare.runs import find_runs, group_runs
+from rlhand.compare.summary import markdown_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlhand-compare", description=__doc__)
+    parser.add_argument("dirs", nargs="+", type=Path, help="run folders, sweep folders, or folders holding them")
+    parser.add_argument("--group-by", default="algo.name,replay.name", help="config keys, comma-separated")
+    parser.add_argument("--threshold", type=float, default=0.25, help="reward/mean threshold for samples/seconds-to-threshold")
+    parser.add_argument("--window", type=int, default=5, help="moving-average window (iterations)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/compare"))
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.exists()]
+    if missing:
+        print(f"rlhand-compare: error: no such folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    runs = find_runs(args.dirs)
+    if not runs:
+        print(f"rlhand-compare: error: no runs (logs/metrics.jsonl + training_config.json) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 2
+    groups = group_runs(runs, [key.strip() for key in args.group_by.split(",") if key.strip()])
+    paths = plot_comparison(groups, args.out, args.threshold, args.window)
+    table = markdown_table(groups, args.threshold, args.window)
+    (args.out / "summary.md").write_text(table, encoding="utf-8")
+    print(table)
+    print(f"wrote {', '.join(str(p) for p in [*paths, args.out / 'summary.md'])} ({len(runs)} runs in {len(groups)} groups)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

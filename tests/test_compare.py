@@ -1,0 +1,80 @@
+"""rlhand-compare on fixture runs: grouping, threshold crossing, table and non-empty PNGs."""
+
+import json
+
+import pytest
+
+from rlhand.compare.cli import main
+from rlhand.compare.runs import find_runs, group_runs
+from rlhand.compare.summary import moving_average, summarize
+
+
+def write_run(folder, algo, replay, seed, rewards, batch=64, efficiency=1.0):
+    (folder / "logs").mkdir(parents=True)
+    config = {"algo": {"name": algo}, "replay": {"name": replay}, "seed": seed}
+    (folder / "training_config.json").write_text(json.dumps(config))
+    rows = []
+    for step, reward in enumerate(rewards, start=1):
+        rows.append(
+            {
+                "step": step,
+                "reward/mean": reward,
+                "samples/generated": step * batch,
+                "samples/trained": int(step * batch * efficiency),
+                "replay/sample_efficiency": efficiency,
+                "time/iteration_s": 0.5,
+                "kl/ref": 0.1 * step,
+                "policy/entropy": 4.0 - 0.01 * step,
+                "memory/rss_peak_mb": 500.0 + step,
+            }
+        )
+    (folder / "logs" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def fixture_runs(tmp_path):
+    for seed in range(3):  # a multirun folder: numbered job folders
+        write_run(tmp_path / "sweep" / str(seed), "ppo", "off", seed, [0.1 * i + 0.01 * seed for i in range(10)])
+        write_run(tmp_path / "sweep" / str(3 + seed), "ppo", "standard", seed, [0.2 * i for i in range(10)], efficiency=1.5)
+    write_run(tmp_path / "single", "ppo_v1", "off", 0, [0.0] * 10)  # a single run folder
+    return tmp_path
+
+
+def test_moving_average():
+    assert moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+
+
+def test_threshold_crossing_uses_full_windows(fixture_runs):
+    (run,) = [r for r in find_runs([fixture_runs / "sweep" / "3"])]
+    s = summarize(run, threshold=0.5, window=3)
+    # rewards 0, .2, .4, ...: the 3-iteration average is 0.4 at index 3 and 0.6 at index 4 (step 5).
+    assert s.samples_to_threshold == 5 * 64 and s.seconds_to_threshold == pytest.approx(2.5)
+    assert s.final_reward == pytest.approx((1.4 + 1.6 + 1.8) / 3) and s.sample_efficiency == 1.5
+    assert summarize(run, threshold=99, window=3).samples_to_threshold is None
+
+
+def test_grouping(fixture_runs):
+    groups = group_runs(find_runs([fixture_runs]), ["algo.name", "replay.name"])
+    assert {label: len(runs) for label, runs in groups.items()} == {
+        "algo=ppo / replay=off": 3,
+        "algo=ppo / replay=standard": 3,
+        "algo=ppo_v1 / replay=off": 1,
+    }
+
+
+def test_cli_writes_plots_and_table(fixture_runs, capsys):
+    out = fixture_runs / "cmp"
+    assert main([str(fixture_runs / "sweep"), str(fixture_runs / "single"), "--out", str(out), "--threshold", "0.5"]) == 0
+    for name in ("reward.png", "diagnostics.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 30_000
+    table = (out / "summary.md").read_text()
+    assert "| algo=ppo / replay=standard | 3 |" in table and "not reached" in table  # ppo_v1 stays at 0
+    assert "7 runs in 3 groups" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("rlhand-compare: error:") for line in err)
