@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-all compare clean-outputs
+.PHONY: help install run train test test-all compare bench bench-trl clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -33,6 +33,17 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 compare: $(STAMP)  ## plots + table over every run under outputs/ (DIRS="..." to choose, ARGS="--group-by seed")
 	$(VENV)/bin/rlhand-compare $(or $(DIRS),outputs) --out outputs/compare $(ARGS)
+
+bench: $(STAMP)  ## time PPO iterations on the TRL peer's config; ARGS="trainer.autocast=bfloat16 ..." (a benchmark, not a test)
+	$(VENV)/bin/rlhand-bench --iters 5 --json outputs/bench/rlhand.json $(if $(wildcard outputs/bench/trl.json),--compare outputs/bench/trl.json) $(ARGS)
+
+TRL_VENV ?= .venv-trl
+TRL_PEER ?= ../shared/peers/trl_ppo
+bench-trl:  ## the TRL PPOTrainer peer on the same config, in its own venv (trl 1.12.0), into outputs/bench/trl.json
+	test -x $(TRL_VENV)/bin/python || (python3 -m venv $(TRL_VENV) && $(TRL_VENV)/bin/pip install -q torch==2.13.0 && \
+	  $(TRL_VENV)/bin/pip install -q trl==1.12.0 transformers==5.23.0 accelerate==1.15.0 datasets==5.2.0 torch==2.13.0)
+	mkdir -p outputs/bench
+	HF_HUB_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1 $(TRL_VENV)/bin/python $(TRL_PEER)/bench_trl_ppo.py --threads 2 --quiet --json outputs/bench/trl.json
 
 clean-outputs:  ## delete outputs/ (all run folders)
 	rm -rf outputs

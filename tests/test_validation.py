@@ -78,21 +78,22 @@ def test_early_stop_fires_on_a_flat_validation_curve(tmp_path):
 
 
 def test_early_stop_does_not_fire_while_validation_improves(tmp_path):
-    # The letters task learns quickly at the default LR: val/reward keeps rising over these steps.
+    # The letters task learns at the default LR: val/reward rises (not monotonically) over these steps.
     cfg = compose_cfg(
         [
-            "trainer.max_steps=24",
+            "trainer.max_steps=32",
             "logging=plain",
             "eval.every=4",
             "eval.num_prompts=32",
-            "early_stop.patience=2",
+            "early_stop.patience=3",
             "early_stop.threshold=0.0",
             "trainer.save_final=false",
         ]
     )
     history = Trainer(cfg, tmp_path).fit()
     vals = [r["val/reward"] for r in history if "val/reward" in r]
-    assert len(history) == 24 and vals[-1] > vals[0] + 0.1, vals
+    assert len(history) == 32 and max(vals) > vals[0] + 0.1, vals
+    assert max(r["early_stop/bad_evals"] for r in history if "val/reward" in r) < 3
 
 
 def test_memory_metrics_and_config_file(tmp_path):

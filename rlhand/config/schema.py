@@ -38,6 +38,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Autocast(str, Enum):
+    off = "off"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
 class KLPlacement(str, Enum):
     reward = "reward"
     loss = "loss"
@@ -329,6 +335,9 @@ class TrainerConfig:
     save_final: bool = True
     # CUDA only: release cached blocks at phase boundaries (after rollout, after update).
     empty_cache: bool = False
+    # Mixed precision for every forward pass (sampling, scoring, update) with fp32 weights and
+    # optimizer: bfloat16 on CPUs with AVX512-BF16/AMX and on GPUs; float16 on GPUs only.
+    autocast: Autocast = Autocast.off
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, "trainer.max_steps", "must be > 0")

@@ -66,6 +66,9 @@ def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) 
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # GPT-2's tanh-approximated GELU, as torch's fused kernel ("gelu_new" computes the same
+        # function in several separate ops: about 15% slower forward on CPU).
+        activation_function="gelu_pytorch_tanh",
         **extra,
     )
 

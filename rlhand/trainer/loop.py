@@ -35,6 +35,7 @@ class Trainer:
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         self.device = setup.resolve_device(cfg.trainer.device)
+        self.autocast = setup.autocast_context(cfg, self.device)
         # Everything that can be wrong on disk is checked before any model is built.
         self.inputs = setup.prepare_inputs(cfg)
         self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir, self.notes.append)
@@ -62,7 +63,9 @@ class Trainer:
         if source_run.resolve() == self.run_dir.resolve() or not best_step:
             return
         if not adopt_best(source_run, self.run_dir, best_step):
-            self.notes.append(f"best model (step {best_step}) not found in {source_run}/best; best/ starts with the next improvement")
+            self.notes.append(
+                f"best model (step {best_step}) not found in {source_run}/best; best/ starts with the next improvement"
+            )
 
     def fit(self) -> list[dict]:
         cfg = self.cfg
@@ -102,18 +105,27 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg, started = self.cfg, time.perf_counter()
-        rollout = self.collect()
+        with self.autocast():
+            rollout = self.collect()
         rollout_s = time.perf_counter() - started
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         batch, replay_stats = rollout, {}
         if self.replay is not None:
-            batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
+            with self.autocast():
+                batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
             kl_stats = assign_advantages(batch, cfg.algo, kl_coef, stats_rows=len(rollout))
         update_started = time.perf_counter()
         update_stats = ppo_update(
-            self.models, self.optimizers, batch, cfg.algo, kl_coef=kl_coef, temperature=cfg.generation.temperature, timer=self.timer
+            self.models,
+            self.optimizers,
+            batch,
+            cfg.algo,
+            kl_coef=kl_coef,
+            temperature=cfg.generation.temperature,
+            timer=self.timer,
+            autocast=self.autocast,
         )
         update_s = time.perf_counter() - update_started
         self.kl_ctl.update(kl_stats["kl/ref"], len(rollout))
@@ -163,18 +175,19 @@ class Trainer:
     def evaluate(self, log: RunLogger) -> dict:
         """Validation, then the things it drives: plateau LR, best model, early stopping."""
         cfg, started = self.cfg, time.perf_counter()
-        stats = validate(
-            self.models,
-            self.scorer,
-            self.inputs.val_prompt_ids,
-            cfg.generation,
-            batch_size=cfg.algo.rollout_batch_size,
-            eos_id=self.inputs.tokenizer.eos_token_id,
-            pad_id=self.inputs.tokenizer.pad_token_id,
-            seed=cfg.seed + 1,
-            device=self.device,
-            timer=self.timer,
-        )
+        with self.autocast():
+            stats = validate(
+                self.models,
+                self.scorer,
+                self.inputs.val_prompt_ids,
+                cfg.generation,
+                batch_size=cfg.algo.rollout_batch_size,
+                eos_id=self.inputs.tokenizer.eos_token_id,
+                pad_id=self.inputs.tokenizer.pad_token_id,
+                seed=cfg.seed + 1,
+                device=self.device,
+                timer=self.timer,
+            )
         self.timer.pop()  # validation phases are not training time
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         reward = stats["val/reward"]
@@ -230,6 +243,8 @@ def rollout_stats(rollout: Rollout) -> dict[str, float]:
         "reward/raw_mean": rollout.raw_scores.mean().item(),
         "response/length_mean": lengths.mean().item(),
         "response/eos_fraction": rollout.ended.float().mean().item(),
+        # Sampling steps x prompts: the tokens the sampler produced (rows stop early only together).
+        "response/generated_tokens": rollout.response_ids.numel(),
         "value/mean": masked_mean(rollout.values, rollout.response_mask).item(),
     }
 

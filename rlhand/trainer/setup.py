@@ -2,6 +2,7 @@
 
 import random
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from rlhand.config.schema import Device, KLControl, ModelSource, RewardKind, TrainConfig
+from rlhand.config.schema import Autocast, Device, KLControl, ModelSource, RewardKind, TrainConfig
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import load_prompt_texts, read_prompt_file, split_holdout, truncate_prompt
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
@@ -84,7 +85,9 @@ def build_optimizers(cfg: TrainConfig, models: Models) -> Optimizers:
     algo = cfg.algo
 
     def adam(model, lr):
-        return torch.optim.AdamW(model.parameters(), lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay)
+        # fused: one kernel for all parameters (CPU and CUDA), the same update as the default loop.
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
 
     return Optimizers(policy=adam(models.policy, algo.lr), critic=adam(models.critic, algo.critic_lr or algo.lr))
 
@@ -108,3 +111,13 @@ def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: to
         seed=cfg.seed,
     )
     return ExperienceReplay(cfg.replay, buffer, inputs.tokenizer.pad_token_id, device)
+
+
+def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
+    """A zero-argument factory of the forward passes' autocast context (nullcontext when off)."""
+    if cfg.trainer.autocast is Autocast.off:
+        return nullcontext
+    if cfg.trainer.autocast is Autocast.float16 and device.type != "cuda":
+        raise ValueError("trainer.autocast: float16 autocast needs a CUDA device; use bfloat16 on CPU")
+    dtype = torch.bfloat16 if cfg.trainer.autocast is Autocast.bfloat16 else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,5 +1,6 @@
 """The PPO update: epochs x shuffled minibatches of clipped policy and value steps."""
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,15 @@ class Optimizers:
 
 
 def ppo_update(
-    models: Models, optimizers: Optimizers, rollout: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float, timer
+    models: Models,
+    optimizers: Optimizers,
+    rollout: Rollout,
+    algo: AlgoConfig,
+    *,
+    kl_coef: float,
+    temperature: float,
+    timer,
+    autocast=nullcontext,
 ) -> dict[str, float]:
     """ppo_epochs passes, each a fresh permutation split into num_minibatches optimizer steps.
     The batch may be larger than rollout_batch_size (fresh + replayed samples)."""
@@ -32,7 +41,8 @@ def ppo_update(
     for epoch in range(algo.ppo_epochs):
         order = torch.randperm(len(rollout), device=device)
         for index in order.split(len(rollout) // algo.num_minibatches):
-            stats = minibatch_step(models, optimizers, rollout.select(index), algo, kl_coef=kl_coef, temperature=temperature, timer=timer)
+            batch = rollout.select(index)
+            stats = minibatch_step(models, optimizers, batch, algo, kl_coef=kl_coef, temperature=temperature, timer=timer, autocast=autocast)
             history.append(stats)
             used[index] = True
             if algo.target_kl is not None and stats["policy/approx_kl"].item() > 1.5 * algo.target_kl:
@@ -51,7 +61,15 @@ def ppo_update(
 
 
 def minibatch_step(
-    models: Models, optimizers: Optimizers, batch: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float, timer
+    models: Models,
+    optimizers: Optimizers,
+    batch: Rollout,
+    algo: AlgoConfig,
+    *,
+    kl_coef: float,
+    temperature: float,
+    timer,
+    autocast=nullcontext,
 ) -> dict[str, Tensor]:
     """One optimizer step on one minibatch, accumulated over algo.grad_accum_steps micro-batches.
 
@@ -64,7 +82,7 @@ def minibatch_step(
     optimizers.critic.zero_grad(set_to_none=True)
     totals: dict[str, Tensor] = {}
     for micro in batch.split(algo.grad_accum_steps):
-        with timer("update_forward"):
+        with timer("update_forward"), autocast():
             losses, stats = ppo_losses(
                 models, micro, algo, kl_coef=kl_coef, temperature=temperature, num_tokens=num_tokens, num_seqs=num_seqs
             )
