@@ -69,6 +69,7 @@ def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) 
         # GPT-2's tanh-approximated GELU, as torch's fused kernel ("gelu_new" computes the same
         # function in several separate ops: about 15% slower forward on CPU).
         activation_function="gelu_pytorch_tanh",
+        **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}),
         **extra,
     )
 
@@ -88,6 +89,8 @@ def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: 
 
 def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
     kwargs = {"dtype": DTYPES[cfg.dtype.value], "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
     policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
     reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
     if cfg.critic is not None:
