@@ -95,20 +95,23 @@ class ReplayBuffer:
         under_cap = self.data["reuse"].numpy() < self.cfg.max_reuse
         return filled & fresh_enough & under_cap
 
-    def retire_ineligible(self, step: int) -> None:
-        """Zero the leaves of rows that can no longer be drawn (staleness only grows, reuse only rises)."""
-        dead = ~self.eligible(step) & (self.tree.leaves() > 0)
+    def retire_ineligible(self, step: int) -> np.ndarray:
+        """Zero the leaves of rows that can no longer be drawn (staleness only grows, reuse only
+        rises); returns the eligible mask, whose rows are then exactly the positive leaves."""
+        eligible = self.eligible(step)
+        dead = ~eligible & (self.tree.leaves() > 0)
         self.tree.set(np.flatnonzero(dead), np.zeros(int(dead.sum())))
+        return eligible
 
     def draw(self, count: int, step: int) -> Draw | None:
         """`count` rows drawn with replacement, proportionally to the tree (uniform when not prioritized),
         or None while fewer than min_size rows are eligible or their remaining reuses cannot cover
         `count`. Each draw counts as a reuse; a row reaching max_reuse leaves the tree at once, so
         not even a duplicate within this draw can exceed the cap."""
-        self.retire_ineligible(step)
-        eligible = self.eligible(step)
+        eligible = self.retire_ineligible(step)
+        num_items = int(eligible.sum())  # positive leaves; falls by one whenever a row reaches its cap
         remaining = (self.cfg.max_reuse - self.data["reuse"].numpy()[eligible].astype(np.int64)).sum()
-        if eligible.sum() < max(1, self.cfg.min_size) or remaining < count:
+        if num_items < max(1, self.cfg.min_size) or remaining < count:
             return None
         beta = annealed_beta(self.cfg.beta, self.cfg.beta_increment, self.draws)
         self.draws += 1
@@ -116,7 +119,7 @@ class ReplayBuffer:
         weights = np.empty(count, dtype=np.float64)
         reuse = self.data["reuse"]
         for k in range(count):
-            total, num_items = self.tree.total, int((self.tree.leaves() > 0).sum())
+            total = self.tree.total
             row = self.tree.sample(self.rng)
             indices[k] = row
             if self.cfg.prioritized:
@@ -127,6 +130,7 @@ class ReplayBuffer:
             reuse[row] += 1
             if reuse[row] >= self.cfg.max_reuse:
                 self.tree.set([row], [0.0])
+                num_items -= 1
         return Draw(indices=indices, weights=torch.from_numpy(weights).float(), beta=beta)
 
     def update_priorities(self, indices: np.ndarray, priorities: Tensor) -> None:
