@@ -55,3 +55,11 @@ def test_reward_model_and_critic_initialised_from_it(saved_models, tmp_path):
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(OSError):
         Trainer(compose_cfg(FAST + ["model=hf", f"model.policy={tmp_path / 'missing'}"]), tmp_path)
+
+
+def test_shared_critic_on_a_loaded_policy(saved_models, tmp_path):
+    trainer = Trainer(compose_cfg(hf_overrides(saved_models, "model.critic_backbone=shared", "replay=standard", "replay.min_size=8")), tmp_path)
+    assert trainer.models.critic.score.in_features == 32  # the loaded policy's hidden size
+    history = trainer.fit()
+    assert history[0]["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5)
+    assert history[-1]["replay/sampled"] > 0  # the replay recompute runs through the shared head too

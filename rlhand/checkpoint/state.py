@@ -1,7 +1,7 @@
 """What a checkpoint folder holds, and loading it back without unpickling arbitrary objects.
 
 step_N/policy/         transformers folder (safetensors + config + tokenizer): from_pretrained works
-step_N/critic/         the same for the value model
+step_N/critic/         the same for the value model (a shared value head: its weight only)
 step_N/training_state.pt  optimizers, LR schedule, KL controller, RNG, data position, counters,
                        early stopping, metric history (+ replay buffer): plain tensors and
                        containers, read with torch.load(weights_only=True)
@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from rlhand.checkpoint.store import CheckpointError
 from rlhand.models.build import Models
+from rlhand.models.value_head import SharedValueHead
 
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.json"
@@ -30,7 +31,8 @@ def write_models(folder: Path, models: Models, tokenizer: PreTrainedTokenizerBas
     hf_logging.disable_progress_bar()
     for name, model in (("policy", models.policy), ("critic", models.critic)):
         model.save_pretrained(folder / name, safe_serialization=True)
-        tokenizer.save_pretrained(folder / name)
+        if not isinstance(model, SharedValueHead):  # a shared head is not a model to load alone
+            tokenizer.save_pretrained(folder / name)
 
 
 def write_training_state(folder: Path, state: dict, config: dict) -> None:

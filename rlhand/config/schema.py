@@ -26,6 +26,11 @@ class CriticInit(str, Enum):
     policy = "policy"
 
 
+class CriticBackbone(str, Enum):
+    separate = "separate"  # a value model of its own (TRL's PPOTrainer, OpenRLHF, verl)
+    shared = "shared"  # a scalar head on the policy's backbone: half the update's matmuls
+
+
 class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -95,6 +100,9 @@ class ModelConfig:
     policy: Optional[str] = None
     critic: Optional[str] = None
     critic_init: CriticInit = CriticInit.reward_model
+    # separate: a critic network of its own; shared: a value head on the policy's final hidden
+    # state, trained through the policy's backbone (vf_coef weighs it there). Changes the algorithm.
+    critic_backbone: CriticBackbone = CriticBackbone.separate
     reward_model: Optional[str] = None
     tokenizer: Optional[str] = None
     dtype: DType = DType.float32
@@ -114,6 +122,8 @@ class ModelConfig:
         for name in ("n_layer", "n_embd", "n_head", "n_positions"):
             check(getattr(self, name) > 0, f"model.{name}", "must be > 0")
         check(self.n_embd % self.n_head == 0, "model.n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.critic_backbone is CriticBackbone.shared:
+            check(self.critic is None, "model.critic", "a shared-backbone critic has no weights of its own to load (critic_backbone=shared)")
 
 
 @dataclass
@@ -425,7 +435,14 @@ class TrainConfig:
         )
         if self.reward.kind is RewardKind.model and self.model.source is ModelSource.hf:
             check(bool(self.model.reward_model), "model.reward_model", "reward.kind=model needs a reward model path")
-        if self.model.source is ModelSource.hf and self.model.critic is None:
+        shared_critic = self.model.critic_backbone is CriticBackbone.shared
+        if self.model.source is ModelSource.hf and shared_critic:
+            check(
+                self.model.critic_init is CriticInit.policy,
+                "model.critic_init",
+                "a shared-backbone critic starts from the policy (critic_init=policy)",
+            )
+        if self.model.source is ModelSource.hf and self.model.critic is None and not shared_critic:
             check(
                 self.model.critic_init is CriticInit.policy or bool(self.model.reward_model),
                 "model.critic_init",

@@ -16,7 +16,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlhand.config.schema import CriticInit, ModelConfig, ModelSource
+from rlhand.config.schema import CriticBackbone, CriticInit, ModelConfig, ModelSource
+from rlhand.models.value_head import SharedValueHead
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -24,7 +25,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class Models:
     policy: PreTrainedModel
-    critic: PreTrainedModel  # a *ForSequenceClassification model read at every token
+    # A *ForSequenceClassification model read at every token, or (critic_backbone=shared) a
+    # SharedValueHead on the policy.
+    critic: PreTrainedModel | SharedValueHead
     ref: Optional[PreTrainedModel]  # None when no KL term needs it
     reward_model: Optional[PreTrainedModel]  # None when a reward function scores
 
@@ -49,7 +52,7 @@ def prepare(model: nn.Module, device: torch.device) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    if getattr(model.config, "use_cache", None) is not None:
+    if getattr(getattr(model, "config", None), "use_cache", None) is not None:
         model.config.use_cache = False  # the sampler asks for a cache explicitly
 
 
@@ -77,9 +80,12 @@ def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) 
 def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
     dtype = DTYPES[cfg.dtype.value]
     policy = GPT2LMHeadModel(_tiny_config(cfg, tokenizer)).to(dtype)
-    critic = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
-    # Critic starts from the policy backbone, with a fresh scalar head.
-    critic.transformer.load_state_dict(policy.transformer.state_dict())
+    if cfg.critic_backbone is CriticBackbone.shared:
+        critic = SharedValueHead(policy, cfg.n_embd, dtype)
+    else:
+        critic = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
+        # Critic starts from the policy backbone, with a fresh scalar head.
+        critic.transformer.load_state_dict(policy.transformer.state_dict())
     reward_model = None
     if need_reward_model:  # random weights: only useful for benchmarks with reward=model
         reward_model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
@@ -93,6 +99,10 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
         kwargs["attn_implementation"] = cfg.attn_implementation
     policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
     reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
+    ref = copy.deepcopy(policy) if need_ref else None
+    if cfg.critic_backbone is CriticBackbone.shared:
+        critic = SharedValueHead(policy, policy.config.hidden_size, DTYPES[cfg.dtype.value])
+        return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
     if cfg.critic is not None:
         critic_path = cfg.critic
     elif cfg.critic_init is CriticInit.reward_model:
@@ -102,7 +112,6 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
     critic = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
     if critic.config.pad_token_id is None:
         critic.config.pad_token_id = tokenizer.pad_token_id
-    ref = copy.deepcopy(policy) if need_ref else None
     return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
 
 

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from rlhand.models.value_head import SharedValueHead
+
 
 @dataclass
 class SequenceInputs:
@@ -60,10 +62,33 @@ def _hidden_states(model: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
     return out.last_hidden_state
 
 
-def token_values(critic: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
-    """(B, R) float32 values V(s_t) from a *ForSequenceClassification critic's score head."""
+def token_values(critic: PreTrainedModel | SharedValueHead, inputs: SequenceInputs) -> Tensor:
+    """(B, R) float32 values V(s_t): a *ForSequenceClassification critic's score head on its own
+    backbone, or a shared head on the policy's backbone."""
+    if isinstance(critic, SharedValueHead):
+        return critic.values(_hidden_states(critic.policy, inputs)[:, inputs.prompt_len - 1 : -1])
     hidden = _hidden_states(critic, inputs)[:, inputs.prompt_len - 1 : -1]
     return critic.score(hidden).squeeze(-1).float()
+
+
+def logits_and_values(
+    policy: PreTrainedModel, critic: PreTrainedModel | SharedValueHead, inputs: SequenceInputs, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """(B, R, V) response logits / temperature and (B, R) values: two forwards with a critic of its
+    own, one with a shared head (the policy's final hidden state, as the model itself returns it)."""
+    if not isinstance(critic, SharedValueHead):
+        return response_logits(policy, inputs, temperature), token_values(critic, inputs)
+    response_len = inputs.input_ids.shape[1] - inputs.prompt_len
+    out = policy(
+        input_ids=inputs.input_ids,
+        attention_mask=inputs.attention_mask,
+        position_ids=inputs.position_ids,
+        logits_to_keep=response_len + 1,
+        output_hidden_states=True,
+        use_cache=False,
+    )
+    values = critic.values(out.hidden_states[-1][:, inputs.prompt_len - 1 : -1])
+    return out.logits[:, :-1].float() / temperature, values
 
 
 def sequence_scores(reward_model: PreTrainedModel, inputs: SequenceInputs, last_index: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from rlhand.config.schema import ReplayConfig
 from rlhand.core.importance import effective_sample_size, truncated_is_weights
 from rlhand.core.masked import masked_mean
 from rlhand.models.build import Models
-from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs, token_values
+from rlhand.models.forward import logits_and_values, sequence_inputs, token_logprobs
 from rlhand.replay.buffer import Draw, ReplayBuffer
 from rlhand.rollout.collect import Rollout, concat_rollouts
 
@@ -44,8 +44,9 @@ class ExperienceReplay:
             replayed = self.buffer.rollout(self.draw.indices, self.device, self.pad_id)
             mask = replayed.response_mask.bool()
             inputs = sequence_inputs(replayed.prompt_ids, replayed.prompt_mask, replayed.response_ids, replayed.response_mask)
-            prox = token_logprobs(response_logits(models.policy, inputs, temperature), replayed.response_ids).masked_fill(~mask, 0.0)
-            values = token_values(models.critic, inputs).masked_fill(~mask, 0.0)
+            logits, values = logits_and_values(models.policy, models.critic, inputs, temperature)
+            prox = token_logprobs(logits, replayed.response_ids).masked_fill(~mask, 0.0)
+            values = values.masked_fill(~mask, 0.0)
         tis = truncated_is_weights(prox, replayed.logprobs, self.cfg.is_truncation)
         per = self.draw.weights.to(self.device)
         replayed.logprobs, replayed.values = prox, values

@@ -9,6 +9,7 @@ from torch import Tensor
 from rlhand.config.schema import GenerationConfig
 from rlhand.models.build import Models
 from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs, token_values
+from rlhand.models.value_head import SharedValueHead
 from rlhand.rollout.sampler import sample_responses
 
 
@@ -92,6 +93,7 @@ def collect_rollout(
     timer,
     generator: torch.Generator | None = None,
 ) -> Rollout:
+    shared_critic = isinstance(models.critic, SharedValueHead)
     with timer("generate"):
         samples = sample_responses(
             models.policy,
@@ -104,6 +106,7 @@ def collect_rollout(
             eos_id=eos_id,
             pad_id=pad_id,
             generator=generator,
+            value_head=models.critic if shared_critic else None,
         )
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()
@@ -113,7 +116,8 @@ def collect_rollout(
             logits = response_logits(models.ref, inputs, gen.temperature)
             ref_logprobs = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
     with timer("score_value"):
-        values = token_values(models.critic, inputs).masked_fill(~mask, 0.0)
+        values = samples.values if shared_critic else token_values(models.critic, inputs)
+        values = values.masked_fill(~mask, 0.0)
     with timer("score_reward"):
         raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended)
     scores = raw_scores

@@ -7,6 +7,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from rlhand.models.forward import positions_from_mask
+from rlhand.models.value_head import SharedValueHead
 
 
 @dataclass
@@ -15,6 +16,7 @@ class Samples:
     response_mask: Tensor  # (B, R) 1 up to and including the first EOS
     logprobs: Tensor  # (B, R) log pi_behaviour(token) under the tempered softmax; 0 outside the mask
     ended: Tensor  # (B,) bool: the response emitted EOS
+    values: Tensor | None = None  # (B, R) V(s_t) from a shared value head, read while sampling
 
 
 def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
@@ -45,18 +47,31 @@ def sample_responses(
     eos_id: int,
     pad_id: int,
     generator: torch.Generator | None = None,
+    value_head: SharedValueHead | None = None,
 ) -> Samples:
     """`generator`: None draws from torch's global RNG (training); validation passes its own so
-    that it neither disturbs training's random stream nor varies between validations."""
+    that it neither disturbs training's random stream nor varies between validations.
+    `value_head`: also return V(s_t), read from the hidden state that predicts token t, so a
+    shared-backbone critic needs no forward pass of its own at rollout."""
     batch = prompt_ids.shape[0]
     device = prompt_ids.device
     attention_mask = prompt_mask
     positions = positions_from_mask(prompt_mask)
-    out = policy(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    with_values = value_head is not None
+    out = policy(
+        input_ids=prompt_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        output_hidden_states=with_values,
+    )
     next_position = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    tokens, logprobs = [], []
+    tokens, logprobs, values = [], [], []
     for step in range(max_new_tokens):
+        if with_values:
+            values.append(value_head.values(out.hidden_states[-1][:, -1]))
         logits = out.logits[:, -1].float() / temperature
         log_probs = torch.log_softmax(logits, dim=-1)
         probs = torch.softmax(filter_logits(logits, top_k, top_p), dim=-1)
@@ -74,6 +89,7 @@ def sample_responses(
             position_ids=next_position,
             past_key_values=out.past_key_values,
             use_cache=True,
+            output_hidden_states=with_values,
         )
         next_position = next_position + 1
     response_ids = torch.stack(tokens, dim=1)
@@ -82,6 +98,7 @@ def sample_responses(
         response_mask=response_mask_from_eos(response_ids, eos_id),
         logprobs=torch.stack(logprobs, dim=1),
         ended=(response_ids == eos_id).any(dim=1),
+        values=torch.stack(values, dim=1) if with_values else None,
     )
 
 

@@ -11,7 +11,7 @@ from rlhand.core.kl import kl_estimate
 from rlhand.core.losses import agg_loss, clipped_policy_loss, clipped_value_loss, entropy_from_logits
 from rlhand.core.masked import explained_variance, masked_mean
 from rlhand.models.build import Models
-from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs, token_values
+from rlhand.models.forward import logits_and_values, sequence_inputs, token_logprobs
 from rlhand.rollout.collect import Rollout
 
 
@@ -121,12 +121,11 @@ def ppo_losses(
         return agg_loss(per_token, mask, algo.loss_agg, num_tokens=num_tokens, num_seqs=num_seqs)
 
     inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, mask)
-    logits = response_logits(models.policy, inputs, temperature)
+    logits, values = logits_and_values(models.policy, models.critic, inputs, temperature)
     logprobs = token_logprobs(logits, batch.response_ids)
     pg_tokens, pg_stats = clipped_policy_loss(
         logprobs, batch.logprobs, batch.advantages, mask, clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high
     )
-    values = token_values(models.critic, inputs)
     vf_tokens, vf_stats = clipped_value_loss(values, batch.values, batch.returns, mask, clip_range=algo.value_clip_ratio)
     if batch.policy_weights is not None:  # replay: decoupled-PPO IS x PER weights (detached)
         pg_tokens = pg_tokens * batch.policy_weights
