@@ -36,3 +36,16 @@ def test_accumulated_gradient_equals_one_batch(loss_agg, kl_placement):
 def test_grad_accum_must_divide_the_minibatch():
     with pytest.raises(ValueError, match="algo.grad_accum_steps"):
         AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, grad_accum_steps=3)
+
+
+def test_grad_norm_is_measured_without_clipping_and_clipped_when_asked():
+    from rlhand.trainer.update import _clip
+
+    layer = torch.nn.Linear(3, 2)
+    layer(torch.ones(4, 3)).pow(2).sum().backward()
+    before = [p.grad.clone() for p in layer.parameters()]
+    expected = torch.cat([g.flatten() for g in before]).norm()
+    assert torch.allclose(_clip(layer, None), expected)
+    assert all(torch.equal(p.grad, g) for p, g in zip(layer.parameters(), before))
+    assert torch.allclose(_clip(layer, 0.5), expected)
+    assert torch.allclose(torch.cat([p.grad.flatten() for p in layer.parameters()]).norm(), torch.tensor(0.5), atol=1e-5)

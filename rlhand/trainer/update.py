@@ -150,6 +150,8 @@ def ppo_losses(
 
 
 def _clip(model: torch.nn.Module, max_norm: float | None) -> Tensor:
-    """Clip the global grad norm; returns the norm before clipping."""
+    """Clip the global grad norm (max_norm None: measure only); returns the norm before clipping."""
     params = [p for p in model.parameters() if p.grad is not None]
-    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+    if max_norm is None:  # clip_grad_norm_(inf) would still multiply every gradient by 1.0
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
