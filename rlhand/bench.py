@@ -101,14 +101,53 @@ def report(result: dict, trl: dict | None) -> str:
     return "\n".join(lines)
 
 
+def rounds_table(folder: Path) -> str:
+    """A markdown table from interleaved rounds (scripts/bench_rounds.sh): files named
+    r<round>_<setting>.json, one of the settings `trl`. Each run is compared with the TRL run of
+    its own round, because the machine's speed drifts between rounds."""
+    runs: dict[str, dict[int, dict]] = {}
+    for path in sorted(Path(folder).glob("r*_*.json")):
+        head, _, setting = path.stem.partition("_")
+        runs.setdefault(setting, {})[int(head[1:])] = json.loads(path.read_text(encoding="utf-8"))["summary"]
+    if "trl" not in runs:
+        raise ValueError(f"{folder}: no r<N>_trl.json to compare with")
+    rounds = sorted(runs["trl"])
+    lines = [
+        "| setting | s / iteration, per round | median | vs TRL, per round | median vs TRL | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    def median_wall(setting: str) -> float:
+        return statistics.median(summary["median_wall_s_per_iter"] for summary in runs[setting].values())
+
+    for setting in sorted(runs, key=median_wall, reverse=True):  # slowest first
+        by_round = runs[setting]
+        common = [r for r in rounds if r in by_round]
+        walls = [by_round[r]["median_wall_s_per_iter"] for r in common]
+        ratios = [runs["trl"][r]["median_wall_s_per_iter"] / by_round[r]["median_wall_s_per_iter"] for r in common]
+        rss = max(by_round[r]["peak_rss_mib"] for r in common)
+        lines.append(
+            f"| {setting} | {', '.join(f'{w:.3f}' for w in walls)} | {statistics.median(walls):.3f} | "
+            f"{', '.join(f'{x:.2f}x' for x in ratios)} | **{statistics.median(ratios):.2f}x** | {rss:.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhand-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=5, help="timed PPO iterations")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--json", type=Path, default=None, help="write the raw figures here")
     parser.add_argument("--compare", type=Path, default=None, help="a TRL peer JSON to compare with")
+    parser.add_argument("--table", type=Path, default=None, help="only print the table of a rounds folder (scripts/bench_rounds.sh)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.n_layer=8")
     args = parser.parse_args(argv)
+    if args.table:
+        try:
+            print(rounds_table(args.table))
+        except (OSError, ValueError, KeyError) as err:
+            print(f"rlhand-bench: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     trl = json.loads(args.compare.read_text()) if args.compare else None
     try:
         result = run_bench(args.overrides, args.iters, args.warmup)

@@ -25,3 +25,20 @@ def test_bench_runs_one_tiny_iteration_and_writes_json(tmp_path, capsys):
 def test_bench_bad_override_is_one_line(capsys):
     assert main(["--iters", "1", "algo.gamma=3"]) == 2
     assert capsys.readouterr().err.strip() == "rlhand-bench: error: algo.gamma: 3.0 is outside [0, 1]"
+
+
+def test_rounds_table_compares_each_run_with_the_trl_run_of_its_round(tmp_path, capsys):
+    def write(name, wall, rss=500.0):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"summary": {"median_wall_s_per_iter": wall, "peak_rss_mib": rss}}))
+
+    write("r1_trl", 6.0, 860.0)
+    write("r2_trl", 8.0, 850.0)
+    write("r3_trl", 6.0, 855.0)
+    write("r1_fp32", 4.0)  # 1.50x
+    write("r2_fp32", 4.0)  # 2.00x: a slow TRL round does not make rlhand look slow
+    write("r3_fp32", 5.0, 640.0)  # 1.20x
+    assert main(["--table", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[2].startswith("| trl | 6.000, 8.000, 6.000 | 6.000 | 1.00x, 1.00x, 1.00x | **1.00x** | 860 MiB |")
+    assert rows[3] == "| fp32 | 4.000, 4.000, 5.000 | 4.000 | 1.50x, 2.00x, 1.20x | **1.50x** | 640 MiB |"
+    assert main(["--table", str(tmp_path / "missing")]) == 2
