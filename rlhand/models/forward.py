@@ -37,15 +37,20 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
 
 def response_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float) -> Tensor:
     """(B, R, V) float32 logits / temperature at the positions that predict response tokens."""
+    return _causal_lm_forward(model, inputs).logits[:, :-1].float() / temperature
+
+
+def _causal_lm_forward(model: PreTrainedModel, inputs: SequenceInputs, output_hidden_states: bool = False):
+    """The model's own forward, keeping logits only from the position before the first response token."""
     response_len = inputs.input_ids.shape[1] - inputs.prompt_len
-    out = model(
+    return model(
         input_ids=inputs.input_ids,
         attention_mask=inputs.attention_mask,
         position_ids=inputs.position_ids,
         logits_to_keep=response_len + 1,
+        output_hidden_states=output_hidden_states,
         use_cache=False,
     )
-    return out.logits[:, :-1].float() / temperature
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -78,15 +83,7 @@ def logits_and_values(
     own, one with a shared head (the policy's final hidden state, as the model itself returns it)."""
     if not isinstance(critic, SharedValueHead):
         return response_logits(policy, inputs, temperature), token_values(critic, inputs)
-    response_len = inputs.input_ids.shape[1] - inputs.prompt_len
-    out = policy(
-        input_ids=inputs.input_ids,
-        attention_mask=inputs.attention_mask,
-        position_ids=inputs.position_ids,
-        logits_to_keep=response_len + 1,
-        output_hidden_states=True,
-        use_cache=False,
-    )
+    out = _causal_lm_forward(policy, inputs, output_hidden_states=True)
     values = critic.values(out.hidden_states[-1][:, inputs.prompt_len - 1 : -1])
     return out.logits[:, :-1].float() / temperature, values
 
