@@ -60,6 +60,8 @@ def test_grouping(fixture_runs):
         "algo=ppo / replay=standard": 3,
         "algo=ppo_v1 / replay=off": 1,
     }
+    by_sub_key = group_runs(find_runs([fixture_runs]), ["replay.buffer_size", "seed"])
+    assert all(label.startswith("buffer_size=") and " / seed=" in label for label in by_sub_key)
 
 
 def test_cli_writes_plots_and_table(fixture_runs, capsys):

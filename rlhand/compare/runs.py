@@ -47,6 +47,12 @@ def group_runs(runs: list[Run], keys: list[str]) -> dict[str, list[Run]]:
     """Runs grouped by the values of `keys` (e.g. algo.name, replay.name); the label joins them."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        label = " / ".join(f"{key.split('.')[0]}={run.config.get(key)}" for key in keys)
+        label = " / ".join(f"{short_key(key)}={run.config.get(key)}" for key in keys)
         groups.setdefault(label, []).append(run)
     return dict(sorted(groups.items()))
+
+
+def short_key(key: str) -> str:
+    """algo.name -> algo (a group's choice), model.critic_backbone -> critic_backbone, seed -> seed."""
+    parts = key.split(".")
+    return parts[-2] if len(parts) > 1 and parts[-1] == "name" else parts[-1]
