@@ -116,6 +116,7 @@ def rounds_table(folder: Path) -> str:
         "| setting | s / iteration, per round | median | vs TRL, per round | median vs TRL | peak RSS |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+
     def median_wall(setting: str) -> float:
         return statistics.median(summary["median_wall_s_per_iter"] for summary in runs[setting].values())
 

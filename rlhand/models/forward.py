@@ -67,11 +67,9 @@ def _hidden_states(model: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
     return out.last_hidden_state
 
 
-def token_values(critic: PreTrainedModel | SharedValueHead, inputs: SequenceInputs) -> Tensor:
-    """(B, R) float32 values V(s_t): a *ForSequenceClassification critic's score head on its own
-    backbone, or a shared head on the policy's backbone."""
-    if isinstance(critic, SharedValueHead):
-        return critic.values(_hidden_states(critic.policy, inputs)[:, inputs.prompt_len - 1 : -1])
+def token_values(critic: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
+    """(B, R) float32 values V(s_t) from a *ForSequenceClassification critic's score head (a shared
+    head reads the policy's forward instead: logits_and_values, or the sampler at rollout)."""
     hidden = _hidden_states(critic, inputs)[:, inputs.prompt_len - 1 : -1]
     return critic.score(hidden).squeeze(-1).float()
 
