@@ -85,7 +85,7 @@ def test_a_shared_critic_run_saves_its_head_and_resumes_exactly(tmp_path):
     head_file = ref_dir / "final" / "critic" / WEIGHTS_FILE
     assert list(load_file(head_file)) == ["score.weight"]
     models, _ = tiny_models(critic_backbone="shared")
-    with pytest.raises(Exception):  # another width does not fit
+    with pytest.raises(RuntimeError, match="size mismatch for score.weight"):  # another width does not fit
         load_weights(models.critic, ref_dir / "final" / "critic")
     resumed = Trainer(compose_cfg(SHARED + [f"resume={ref_dir / 'checkpoints' / 'step_2'}"]), resumed_dir)
     assert resumed.step == 2
