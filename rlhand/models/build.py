@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from rlhand.config.schema import CriticBackbone, CriticInit, ModelConfig, ModelSource
+from rlhand.models import unpadded
 from rlhand.models.value_head import SharedValueHead
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,6 +42,10 @@ def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_r
     for frozen in (models.ref, models.reward_model):
         if frozen is not None:
             frozen.requires_grad_(False)
+    if cfg.remove_padding:
+        for model in (models.policy, models.critic, models.ref, models.reward_model):
+            if isinstance(model, PreTrainedModel):  # a shared value head reads the policy's forward
+                unpadded.enable(model)
     return models
 
 

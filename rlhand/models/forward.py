@@ -1,7 +1,9 @@
 """Forward passes over prompt + response: log-probs, per-token values and sequence scores.
 
 Shapes: prompts (B, P) left-padded, responses (B, R) right-padded. Response token t is predicted
-from position P-1+t, and V(s_t) is read at that same position.
+from position P-1+t, and V(s_t) is read at that same position. A model marked with
+unpadded.enable runs on the real tokens only (model.remove_padding); the results come back in
+the same (B, R) layout, with zeros where the response is padding.
 """
 
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from rlhand.models.unpadded import packed_attention, uses_packing
 from rlhand.models.value_head import SharedValueHead
 
 
@@ -37,20 +40,30 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
 
 def response_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float) -> Tensor:
     """(B, R, V) float32 logits / temperature at the positions that predict response tokens."""
-    return _causal_lm_forward(model, inputs).logits[:, :-1].float() / temperature
+    return _causal_lm_forward(model, inputs)[0].float() / temperature
 
 
-def _causal_lm_forward(model: PreTrainedModel, inputs: SequenceInputs, output_hidden_states: bool = False):
-    """The model's own forward, keeping logits only from the position before the first response token."""
+def _causal_lm_forward(model: PreTrainedModel, inputs: SequenceInputs, with_hidden: bool = False):
+    """The model's own forward: (B, R, V) logits at the positions that predict response tokens and,
+    `with_hidden`, the final hidden states there (B, R, d)."""
     response_len = inputs.input_ids.shape[1] - inputs.prompt_len
-    return model(
+    if _packs(model, inputs):
+        want = _response_positions(inputs)
+        with packed_attention(model, inputs.attention_mask) as packing:
+            kept = packing.slot[want]
+            out = model(**_packed_inputs(inputs, packing), logits_to_keep=kept, output_hidden_states=with_hidden)
+        hidden = _unpack(out.hidden_states[-1][0, kept], want[:, inputs.prompt_len - 1 : -1]) if with_hidden else None
+        return _unpack(out.logits[0], want[:, inputs.prompt_len - 1 : -1]), hidden
+    out = model(
         input_ids=inputs.input_ids,
         attention_mask=inputs.attention_mask,
         position_ids=inputs.position_ids,
         logits_to_keep=response_len + 1,
-        output_hidden_states=output_hidden_states,
+        output_hidden_states=with_hidden,
         use_cache=False,
     )
+    hidden = out.hidden_states[-1][:, inputs.prompt_len - 1 : -1] if with_hidden else None
+    return out.logits[:, :-1], hidden
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -59,19 +72,53 @@ def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def _hidden_states(model: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
+def _hidden_states(model: PreTrainedModel, inputs: SequenceInputs, at: Tensor) -> Tensor:
+    """The backbone's final hidden states at the (B, T) bool positions `at`, (K, d) in row-major order."""
     backbone = getattr(model, model.base_model_prefix)
+    if _packs(model, inputs):
+        with packed_attention(model, inputs.attention_mask) as packing:
+            hidden = backbone(**_packed_inputs(inputs, packing)).last_hidden_state
+        return hidden[0, packing.slot[at]]
     out = backbone(
         input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids, use_cache=False
     )
-    return out.last_hidden_state
+    return out.last_hidden_state[at]
+
+
+def _packs(model: PreTrainedModel, inputs: SequenceInputs) -> bool:
+    return uses_packing(model) and not bool(inputs.attention_mask.all())  # no padding: nothing to remove
+
+
+def _packed_inputs(inputs: SequenceInputs, packing) -> dict:
+    return {
+        "input_ids": packing.pack(inputs.input_ids),
+        "position_ids": packing.pack(inputs.position_ids),
+        "attention_mask": packing.mask,  # 4D: transformers passes it through untouched
+        "packing": packing,
+        "use_cache": False,
+    }
+
+
+def _response_positions(inputs: SequenceInputs) -> Tensor:
+    """(B, T) bool: the positions that predict a real response token (P-1+t for each real t)."""
+    want = torch.zeros_like(inputs.attention_mask, dtype=torch.bool)
+    want[:, inputs.prompt_len - 1 : -1] = inputs.attention_mask[:, inputs.prompt_len :].bool()
+    return want
+
+
+def _unpack(rows: Tensor, where: Tensor) -> Tensor:
+    """(K, ...) rows -> (B, R, ...) with the rows at the K true entries of `where` (B, R), zeros elsewhere."""
+    out = rows.new_zeros(*where.shape, *rows.shape[1:])
+    out[where] = rows
+    return out
 
 
 def token_values(critic: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
     """(B, R) float32 values V(s_t) from a *ForSequenceClassification critic's score head (a shared
     head reads the policy's forward instead: logits_and_values, or the sampler at rollout)."""
-    hidden = _hidden_states(critic, inputs)[:, inputs.prompt_len - 1 : -1]
-    return critic.score(hidden).squeeze(-1).float()
+    want = _response_positions(inputs)
+    hidden = _hidden_states(critic, inputs, want)
+    return _unpack(critic.score(hidden).squeeze(-1).float(), want[:, inputs.prompt_len - 1 : -1])
 
 
 def logits_and_values(
@@ -81,13 +128,12 @@ def logits_and_values(
     own, one with a shared head (the policy's final hidden state, as the model itself returns it)."""
     if not isinstance(critic, SharedValueHead):
         return response_logits(policy, inputs, temperature), token_values(critic, inputs)
-    out = _causal_lm_forward(policy, inputs, output_hidden_states=True)
-    values = critic.values(out.hidden_states[-1][:, inputs.prompt_len - 1 : -1])
-    return out.logits[:, :-1].float() / temperature, values
+    logits, hidden = _causal_lm_forward(policy, inputs, with_hidden=True)
+    return logits.float() / temperature, critic.values(hidden)
 
 
 def sequence_scores(reward_model: PreTrainedModel, inputs: SequenceInputs, last_index: Tensor) -> Tensor:
     """(B,) reward-model score read at each response's last real token (`last_index` into R)."""
-    hidden = _hidden_states(reward_model, inputs)
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return reward_model.score(hidden[rows, inputs.prompt_len + last_index]).squeeze(-1).float()
+    at = torch.zeros_like(inputs.attention_mask, dtype=torch.bool)
+    at[torch.arange(at.shape[0], device=at.device), inputs.prompt_len + last_index] = True
+    return reward_model.score(_hidden_states(reward_model, inputs, at)).squeeze(-1).float()

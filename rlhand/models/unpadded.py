@@ -1,0 +1,142 @@
+"""Padding-free forwards (`model.remove_padding`): the linear layers, MLPs and norms see only real tokens.
+
+A (B, T) batch with padding becomes one packed row of its N real tokens, with each sequence's own
+position ids. Attention is the one place where sequences must stay apart: a wrapper registered
+with transformers' AttentionInterface scatters q/k/v back to (B, T), runs the model's own eager
+or sdpa attention there under a causal + padding mask, and gathers the N real rows again. The
+result equals the padded forward (the same math on fewer rows); padding after EOS and left-padded
+prompts cost no matmul work. verl (use_remove_padding) and OpenRLHF (packing_samples) do this
+with flash-attention's varlen kernels; this works on CPU and with any model that routes attention
+through the interface.
+"""
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+IMPLEMENTATION = "rlhand_unpadded"
+BASES = ("eager", "sdpa")  # the implementations the wrapper can run on the re-padded batch
+
+
+@dataclass
+class Packing:
+    """Where the N real tokens of a (B, T) batch live, and the mask attention uses in (B, T)."""
+
+    rows: Tensor  # (N,) index of each real token in the flattened (B*T) batch
+    slot: Tensor  # (B, T) the packed index of each position (meaningful where real)
+    batch: int
+    length: int
+    mask: Tensor  # (B, 1, T, T) bool: causal, real keys only; pad queries see themselves (no empty rows)
+    base: str  # the model's own implementation, run on the re-padded batch
+    calls: int = field(default=0)  # attention calls served: 0 after a forward means the model bypassed us
+    _additive: dict = field(default_factory=dict)  # dtype -> the float mask eager attention adds
+
+    @classmethod
+    def from_mask(cls, attention_mask: Tensor, base: str) -> "Packing":
+        real = attention_mask.bool()
+        batch, length = real.shape
+        causal = torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=real.device)
+        return cls(
+            rows=real.flatten().nonzero().squeeze(1),
+            slot=real.flatten().cumsum(0).view(batch, length) - 1,
+            batch=batch,
+            length=length,
+            mask=(causal & real[:, None, None, :]) | eye,
+            base=base,
+        )
+
+    def additive_mask(self, dtype: torch.dtype) -> Tensor:
+        """0 where attention is allowed, the dtype's minimum elsewhere; built once per forward."""
+        if dtype not in self._additive:
+            blocked = torch.zeros(self.mask.shape, dtype=dtype, device=self.mask.device)
+            self._additive[dtype] = blocked.masked_fill(~self.mask, torch.finfo(dtype).min)
+        return self._additive[dtype]
+
+    def pack(self, x: Tensor) -> Tensor:
+        """(B, T, ...) -> (1, N, ...): the real positions, in order."""
+        return x.flatten(0, 1).index_select(0, self.rows).unsqueeze(0)
+
+    def pad_heads(self, x: Tensor) -> Tensor:
+        """(1, H, N, D) -> (B, H, T, D) with zeros at padding."""
+        tokens = x[0].transpose(0, 1)  # (N, H, D)
+        full = tokens.new_zeros(self.batch * self.length, *tokens.shape[1:]).index_copy(0, self.rows, tokens)
+        return full.view(self.batch, self.length, *tokens.shape[1:]).transpose(1, 2)
+
+
+def unpadded_attention(module, query, key, value, attention_mask, packing: Packing | None = None, **kwargs):
+    """The AttentionInterface entry: packed (1, H, N, D) in, packed (1, N, H, D) out."""
+    if packing is None:
+        raise RuntimeError(f"{IMPLEMENTATION} attention called without packing (use rlhand.models.forward)")
+    packing.calls += 1
+    if packing.base == "sdpa":
+        base_fn, mask = ALL_ATTENTION_FUNCTIONS["sdpa"], packing.mask
+    else:  # the model's own eager function (GQA, scaling and softcapping as the model defines them)
+        base_fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if base_fn is None:
+            raise ValueError(f"model.remove_padding: {type(module).__name__} has no eager_attention_forward; use sdpa")
+        mask = packing.additive_mask(query.dtype)
+    out, weights = base_fn(
+        module, packing.pad_heads(query), packing.pad_heads(key), packing.pad_heads(value), mask, **kwargs
+    )  # (B, T, H, D)
+    return packing.pack(out), weights
+
+
+AttentionInterface.register(IMPLEMENTATION, unpadded_attention)
+# The mask comes ready-made (4D), so transformers returns it as-is; this entry is never asked to build one.
+AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+_FLAG = "_rlhand_remove_padding"
+
+
+def enable(model: PreTrainedModel) -> None:
+    """Mark `model` for padding-free forwards in rlhand.models.forward (after checking it can)."""
+    check_supported(model)
+    setattr(model, _FLAG, True)
+
+
+def uses_packing(model) -> bool:
+    return getattr(model, _FLAG, False)
+
+
+def check_supported(model: PreTrainedModel) -> None:
+    """A one-line error for a model the wrapper cannot serve exactly; a 2-token forward proves the routing."""
+    config = model.config
+    base = config._attn_implementation
+    if base not in BASES:
+        raise ValueError(f"model.remove_padding: needs attn_implementation eager or sdpa, {type(model).__name__} has {base}")
+    layer_types = getattr(config, "layer_types", None) or []
+    if getattr(config, "sliding_window", None) or any(kind != "full_attention" for kind in layer_types):
+        raise ValueError(f"model.remove_padding: {config.model_type} uses sliding-window attention; set it to false")
+    device = next(model.parameters()).device
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with torch.no_grad(), packed_attention(model, torch.ones_like(ids)) as packing:
+        getattr(model, model.base_model_prefix)(
+            input_ids=ids, position_ids=torch.arange(2, device=device)[None], attention_mask=packing.mask,
+            packing=packing, use_cache=False,
+        )
+
+
+@contextmanager
+def packed_attention(model: PreTrainedModel, attention_mask: Tensor):
+    """Switch `model` to the packed attention for one forward; yields the batch's Packing. The
+    caller passes packing.mask as attention_mask and `packing=` to the forward."""
+    config = model.config
+    packing = Packing.from_mask(attention_mask, base=config._attn_implementation)
+    config._attn_implementation = IMPLEMENTATION
+    try:
+        yield packing
+    finally:
+        config._attn_implementation = packing.base
+    if packing.calls == 0:
+        raise RuntimeError(
+            f"model.remove_padding: {type(model).__name__} does not route attention through transformers' "
+            "AttentionInterface; set model.remove_padding=false"
+        )

@@ -1,0 +1,128 @@
+"""model.remove_padding: forwards on the real tokens only give the padded forwards' results."""
+
+import pytest
+import torch
+
+from rlhand.config import ConfigError
+from rlhand.models import forward, unpadded
+from rlhand.models.forward import logits_and_values, response_logits, sequence_inputs, sequence_scores, token_values
+from rlhand.reporting.metrics_file import read_metrics
+from rlhand.rollout.sampler import sample_responses
+from rlhand.trainer.loop import Trainer
+from tests.conftest import FAST, compose_cfg
+from tests.helpers import prompt_batch, tiny_models
+
+
+def padded_and_packed(attn="eager", **kwargs):
+    """The same tiny models twice: plain padded forwards, and marked for packing."""
+    models, tokenizer = tiny_models(need_reward_model=True, remove_padding=False, attn_implementation=attn, **kwargs)
+    packed, _ = tiny_models(need_reward_model=True, remove_padding=True, attn_implementation=attn, **kwargs)
+    for name in ("policy", "critic", "ref", "reward_model"):
+        getattr(packed, name).load_state_dict(getattr(models, name).state_dict())
+    return models, packed, tokenizer
+
+
+def batch(models, tokenizer):
+    """Left-padded prompts of different lengths and responses cut at different EOS positions."""
+    ids, mask = prompt_batch(tokenizer)
+    torch.manual_seed(3)
+    samples = sample_responses(
+        models.policy, ids, mask, max_new_tokens=9, temperature=1.0, top_k=0, top_p=1.0,
+        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+    )
+    response_ids, response_mask = samples.response_ids.clone(), samples.response_mask.clone()
+    response_ids[0, 3], response_mask[0, 4:] = tokenizer.eos_token_id, 0  # one response ends early
+    response_ids[0, 4:] = tokenizer.pad_token_id
+    assert (mask == 0).any() and (response_mask == 0).any() and response_mask[1:].all()
+    return sequence_inputs(ids, mask, response_ids, response_mask), response_mask.bool()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_forwards_equal_the_padded_ones_at_every_real_position(attn):
+    models, packed, tokenizer = padded_and_packed(attn)
+    inputs, real = batch(models, tokenizer)
+    last = real.sum(dim=1) - 1
+    with torch.no_grad():
+        pairs = [
+            (response_logits(models.policy, inputs, 0.7), response_logits(packed.policy, inputs, 0.7)),
+            (response_logits(models.ref, inputs, 0.7), response_logits(packed.ref, inputs, 0.7)),
+            (token_values(models.critic, inputs), token_values(packed.critic, inputs)),
+        ]
+        scores = sequence_scores(models.reward_model, inputs, last), sequence_scores(packed.reward_model, inputs, last)
+    for plain, fast in pairs:
+        torch.testing.assert_close(fast[real], plain[real], rtol=0, atol=1e-5)
+        assert fast[~real].abs().max() == 0  # padding positions are never computed
+    torch.testing.assert_close(scores[1], scores[0], rtol=0, atol=1e-5)
+    assert packed.policy.config._attn_implementation == attn  # switched back after each forward
+
+
+def test_packed_gradients_equal_the_padded_ones():
+    models, packed, tokenizer = padded_and_packed()
+    inputs, real = batch(models, tokenizer)
+    for m in (models, packed):
+        logits, values = logits_and_values(m.policy, m.critic, inputs, 1.0)
+        (logits.logsumexp(-1)[real].mean() + values[real].pow(2).mean()).backward()
+    for plain, fast in ((models.policy, packed.policy), (models.critic, packed.critic)):
+        for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_head_reads_the_packed_hidden_states():
+    models, packed, tokenizer = padded_and_packed(critic_backbone="shared")
+    packed.critic.load_state_dict(models.critic.state_dict())
+    inputs, real = batch(models, tokenizer)
+    with torch.no_grad():
+        (plain_logits, plain_values), (logits, values) = (
+            logits_and_values(m.policy, m.critic, inputs, 1.0) for m in (models, packed)
+        )
+    torch.testing.assert_close(logits[real], plain_logits[real], rtol=0, atol=1e-5)
+    torch.testing.assert_close(values[real], plain_values[real], rtol=0, atol=1e-6)
+
+
+def test_a_batch_without_padding_takes_the_plain_forward():
+    _, packed, tokenizer = padded_and_packed()
+    ids = torch.tensor([tokenizer("ab=")["input_ids"]] * 2)
+    inputs = sequence_inputs(ids, torch.ones_like(ids), ids, torch.ones_like(ids))
+    calls = []
+    original = unpadded.unpadded_attention
+    unpadded.AttentionInterface.register(unpadded.IMPLEMENTATION, lambda *a, **k: calls.append(1) or original(*a, **k))
+    try:
+        response_logits(packed.policy, inputs, 1.0)
+    finally:
+        unpadded.AttentionInterface.register(unpadded.IMPLEMENTATION, original)
+    assert calls == []
+
+
+def test_training_with_and_without_padding_removal_logs_the_same_run(tmp_path, monkeypatch):
+    packed_forwards = []
+    original = forward.packed_attention
+
+    def counted(*args):
+        packed_forwards.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(forward, "packed_attention", counted)
+    runs = {}
+    for flag in ("true", "false"):
+        Trainer(compose_cfg(FAST + [f"model.remove_padding={flag}"]), tmp_path / flag).fit()
+        runs[flag] = read_metrics(tmp_path / flag / "logs" / "metrics.jsonl")
+        if flag == "true":
+            assert len(packed_forwards) > 8  # rollout scoring and every update minibatch ran packed
+    assert len(runs["true"]) == len(runs["false"]) == 2
+    for on, off in zip(runs["true"], runs["false"]):
+        for key in ("reward/mean", "loss/policy", "loss/value", "kl/ref", "value/explained_variance", "policy/ratio"):
+            assert on[key] == pytest.approx(off[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_model_that_bypasses_the_attention_interface_is_refused():
+    models, _ = tiny_models(remove_padding=False)
+    for block in models.policy.transformer.h:  # an attention that never asks transformers' registry
+        block.attn.forward = lambda hidden_states, *args, **kwargs: (torch.zeros_like(hidden_states), None)
+    with pytest.raises(RuntimeError, match="does not route attention through transformers' AttentionInterface"):
+        unpadded.enable(models.policy)
+
+
+def test_unsupported_attention_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.remove_padding"):
+        compose_cfg(FAST + ["model.attn_implementation=flash_attention_2"])
+    compose_cfg(FAST + ["model.attn_implementation=flash_attention_2", "model.remove_padding=false"])
