@@ -126,3 +126,17 @@ def test_unsupported_attention_is_a_config_error():
     with pytest.raises(ConfigError, match="model.remove_padding"):
         compose_cfg(FAST + ["model.attn_implementation=flash_attention_2"])
     compose_cfg(FAST + ["model.attn_implementation=flash_attention_2", "model.remove_padding=false"])
+
+
+def test_the_packed_row_holds_every_real_token_and_rounds_up_with_pads():
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    packing = unpadded.Packing.from_mask(mask, base="eager")
+    real = mask.flatten().nonzero().squeeze(1)
+    assert len(packing.rows) == min(len(real) + (-len(real) % unpadded.ROW_MULTIPLE), mask.numel())
+    assert set(real.tolist()) <= set(packing.rows.tolist())
+    assert torch.equal(packing.rows[packing.slot[mask.bool()]], real)  # slot finds each real token
+    seen, real = packing.mask[:, 0], mask.bool()  # (B, query, key)
+    both_real = real[:, :, None] & real[:, None, :]
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    assert torch.equal(seen & both_real, causal & both_real)  # real tokens: plain causal attention
+    assert not (seen & real[:, :, None] & ~real[:, None, :]).any()  # and never a pad, rounding pads included

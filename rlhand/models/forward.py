@@ -2,8 +2,8 @@
 
 Shapes: prompts (B, P) left-padded, responses (B, R) right-padded. Response token t is predicted
 from position P-1+t, and V(s_t) is read at that same position. A model marked with
-unpadded.enable runs on the real tokens only (model.remove_padding); the results come back in
-the same (B, R) layout, with zeros where the response is padding.
+unpadded.enable runs on the real tokens only (model.remove_padding); its results come back in
+the same (B, R) layout, with zeros where the response is padding (every caller masks those).
 """
 
 from dataclasses import dataclass
