@@ -118,7 +118,14 @@ def test_a_model_that_bypasses_the_attention_interface_is_refused():
     models, _ = tiny_models(remove_padding=False)
     for block in models.policy.transformer.h:  # an attention that never asks transformers' registry
         block.attn.forward = lambda hidden_states, *args, **kwargs: (torch.zeros_like(hidden_states), None)
-    with pytest.raises(RuntimeError, match="does not route attention through transformers' AttentionInterface"):
+    with pytest.raises(ValueError, match="does not route attention through transformers' AttentionInterface"):
+        unpadded.enable(models.policy)
+
+
+def test_a_sliding_window_model_is_refused():
+    models, _ = tiny_models(remove_padding=False)
+    models.policy.config.sliding_window = 4  # its mask would differ from the causal one rebuilt here
+    with pytest.raises(ValueError, match="model.remove_padding: gpt2 uses sliding-window attention"):
         unpadded.enable(models.policy)
 
 

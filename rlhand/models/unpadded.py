@@ -145,8 +145,8 @@ def packed_attention(model: PreTrainedModel, attention_mask: Tensor):
         yield packing
     finally:
         config._attn_implementation = packing.base
-    if packing.calls == 0:
-        raise RuntimeError(
+    if packing.calls == 0:  # a ValueError: the CLI prints it as one line, like other bad input
+        raise ValueError(
             f"model.remove_padding: {type(model).__name__} does not route attention through transformers' "
             "AttentionInterface; set model.remove_padding=false"
         )
