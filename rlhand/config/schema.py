@@ -92,6 +92,10 @@ def check(condition: bool, field_name: str, message: str) -> None:
         raise ValueError(f"{field_name}: {message}")
 
 
+# The attention implementations the padding-free wrapper can run on a re-padded batch.
+REMOVE_PADDING_ATTENTION = ("eager", "sdpa")
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -111,7 +115,7 @@ class ModelConfig:
     attn_implementation: Optional[str] = None
     # Padding-free forwards: linear layers see only real tokens, attention runs re-padded
     # (rlhand/models/unpadded.py). Same results; saves the padding's share of the matmul work.
-    # Needs eager or sdpa attention and no sliding window.
+    # Needs an attention in REMOVE_PADDING_ATTENTION and no sliding window.
     remove_padding: bool = True
     trust_remote_code: bool = False
     # tiny: GPT-2 style architecture built from a config, nothing downloaded.
@@ -128,7 +132,7 @@ class ModelConfig:
         check(self.n_embd % self.n_head == 0, "model.n_embd", f"{self.n_embd} is not divisible by n_head={self.n_head}")
         if self.remove_padding and self.attn_implementation is not None:
             check(
-                self.attn_implementation in ("eager", "sdpa"),
+                self.attn_implementation in REMOVE_PADDING_ATTENTION,
                 "model.remove_padding",
                 f"needs attn_implementation eager or sdpa (got {self.attn_implementation}); set model.remove_padding=false",
             )

@@ -49,11 +49,12 @@ def _causal_lm_forward(model: PreTrainedModel, inputs: SequenceInputs, with_hidd
     response_len = inputs.input_ids.shape[1] - inputs.prompt_len
     if _packs(model, inputs):
         want = _response_positions(inputs)
+        real = want[:, inputs.prompt_len - 1 : -1]  # (B, R): the response tokens those positions predict
         with packed_attention(model, inputs.attention_mask) as packing:
             kept = packing.slot[want]
             out = model(**_packed_inputs(inputs, packing), logits_to_keep=kept, output_hidden_states=with_hidden)
-        hidden = _unpack(out.hidden_states[-1][0, kept], want[:, inputs.prompt_len - 1 : -1]) if with_hidden else None
-        return _unpack(out.logits[0], want[:, inputs.prompt_len - 1 : -1]), hidden
+        hidden = _unpack(out.hidden_states[-1][0, kept], real) if with_hidden else None
+        return _unpack(out.logits[0], real), hidden
     out = model(
         input_ids=inputs.input_ids,
         attention_mask=inputs.attention_mask,

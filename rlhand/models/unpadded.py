@@ -20,8 +20,10 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from rlhand.config.schema import REMOVE_PADDING_ATTENTION
+
 IMPLEMENTATION = "rlhand_unpadded"
-BASES = ("eager", "sdpa")  # the implementations the wrapper can run on the re-padded batch
+BASES = REMOVE_PADDING_ATTENTION
 # The packed row is rounded up to a multiple of this many tokens (a few pads ride along) to bound
 # the number of distinct shapes: oneDNN caches bf16 kernels per shape. Bench, bf16 autocast, peak
 # RSS after 30 iterations: 1567 MiB with exact lengths, 1374 MiB at 64, 1260 MiB padded; fp32
