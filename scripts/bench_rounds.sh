@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's benchmark table: TRL's PPOTrainer and rlhand in five settings, interleaved in
+# The README's benchmark table: TRL's PPOTrainer and rlhand in six settings, interleaved in
 # ROUNDS rounds (the VM's speed drifts by 10-20% over minutes, so each run is compared with the
-# TRL run of its own round). About 5 minutes per round on 2 CPU cores. Needs `make bench-trl`
+# TRL run of its own round). About 5-6 minutes per round on 2 CPU cores. Needs `make bench-trl`
 # once (it creates .venv-trl).
 set -euo pipefail
 ROUNDS=${ROUNDS:-4}
@@ -17,6 +17,7 @@ for r in $(seq 1 "$ROUNDS"); do
     HF_HUB_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1 "$TRL_PY" "$TRL_PEER/bench_trl_ppo.py" --threads 2 --quiet \
         --json "$OUT/r${r}_trl.json" > /dev/null
     bench fp32
+    bench fp32_one_model_at_a_time trainer.concurrent_models=false
     bench fp32_padded model.remove_padding=false
     bench shared model.critic_backbone=shared
     bench bf16 trainer.autocast=bfloat16

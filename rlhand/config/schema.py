@@ -365,6 +365,11 @@ class TrainerConfig:
     # Mixed precision for every forward pass (sampling, scoring, update) with fp32 weights and
     # optimizer: bfloat16 on CPUs with AVX512-BF16/AMX and on GPUs; float16 on GPUs only.
     autocast: Autocast = Autocast.off
+    # CPU with 2+ threads: the update runs the policy's and the critic's forward, backward and
+    # optimizer step side by side, each on half of the threads (rlhand/models/concurrent.py). The
+    # same math; only float rounding in the matmuls may differ. Not used on CUDA, nor with a
+    # shared-backbone critic (one forward serves both).
+    concurrent_models: bool = True
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, "trainer.max_steps", "must be > 0")

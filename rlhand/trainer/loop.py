@@ -48,6 +48,7 @@ class Trainer:
         self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
         self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device)  # None when replay=off
         self.timer = PhaseTimer(self.device)
+        self.threads = setup.model_threads(cfg, self.device)  # None: one model at a time
         self.step, self.stopped_early = 0, False
         self.totals = {"samples/generated": 0, "samples/trained": 0}
         self.history: list[dict] = []
@@ -126,6 +127,7 @@ class Trainer:
             temperature=cfg.generation.temperature,
             timer=self.timer,
             autocast=self.autocast,
+            threads=self.threads,
         )
         update_s = time.perf_counter() - update_started
         self.kl_ctl.update(kl_stats["kl/ref"], len(rollout))

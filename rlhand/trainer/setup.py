@@ -15,6 +15,7 @@ from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import load_prompt_texts, read_prompt_file, split_holdout, truncate_prompt
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.models.build import Models, build_models
+from rlhand.models.concurrent import ModelThreads, shared_model_threads
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
@@ -121,3 +122,11 @@ def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
         raise ValueError("trainer.autocast: float16 autocast needs a CUDA device; use bfloat16 on CPU")
     dtype = torch.bfloat16 if cfg.trainer.autocast is Autocast.bfloat16 else torch.float16
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def model_threads(cfg: TrainConfig, device: torch.device) -> ModelThreads | None:
+    """The worker pair for trainer.concurrent_models, or None where it does not apply."""
+    threads = torch.get_num_threads()
+    if not cfg.trainer.concurrent_models or device.type != "cpu" or threads < 2:
+        return None
+    return shared_model_threads(threads // 2)
