@@ -13,7 +13,7 @@ bench() {  # bench NAME [overrides...]
     local name=$1; shift
     rlhand-bench --iters 5 --json "$OUT/r${r}_${name}.json" "$@" > /dev/null
 }
-for r in $(seq 1 "$ROUNDS"); do
+for r in $(seq "${FIRST:-1}" "$ROUNDS"); do  # FIRST=5 ROUNDS=6 adds two rounds to a folder
     HF_HUB_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1 "$TRL_PY" "$TRL_PEER/bench_trl_ppo.py" --threads 2 --quiet \
         --json "$OUT/r${r}_trl.json" > /dev/null
     bench fp32
