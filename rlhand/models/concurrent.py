@@ -26,7 +26,6 @@ class ModelThreads:
     """A fixed pool of WORKERS threads that each run torch ops on `threads_each` intra-op threads."""
 
     def __init__(self, threads_each: int = 1):
-        self.threads_each = threads_each
         main_threads = torch.get_num_threads()
         ready = threading.Barrier(WORKERS + 1)
 

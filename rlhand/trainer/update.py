@@ -93,9 +93,9 @@ def minibatch_step(
     optimizers.critic.zero_grad(set_to_none=True)
     totals: dict[str, Tensor] = {}
     for micro in batch.split(algo.grad_accum_steps):
-        terms = LossTerms(micro, algo, kl_coef=kl_coef, num_tokens=num_tokens, num_seqs=num_seqs)
-        inputs = sequence_inputs(micro.prompt_ids, micro.prompt_mask, micro.response_ids, micro.response_mask)
         if side_by_side:
+            terms = LossTerms(micro, algo, kl_coef=kl_coef, num_tokens=num_tokens, num_seqs=num_seqs)
+            inputs = sequence_inputs(micro.prompt_ids, micro.prompt_mask, micro.response_ids, micro.response_mask)
             with timer("update_forward"), autocast():  # the workers take up the caller's autocast
                 (policy_losses, policy_stats), (value_losses, value_stats) = threads.run(
                     lambda: terms.policy(response_logits(models.policy, inputs, temperature)),
@@ -106,8 +106,9 @@ def minibatch_step(
             losses, stats = terms.combine(policy_losses, policy_stats, value_losses, value_stats)
         else:
             with timer("update_forward"), autocast():
-                logits, values = logits_and_values(models.policy, models.critic, inputs, temperature)
-                losses, stats = terms.combine(*terms.policy(logits), *terms.value(values))
+                losses, stats = ppo_losses(
+                    models, micro, algo, kl_coef=kl_coef, temperature=temperature, num_tokens=num_tokens, num_seqs=num_seqs
+                )
             with timer("update_backward"):
                 losses["total"].backward()
         share = micro.response_mask.sum() / num_tokens
