@@ -59,10 +59,7 @@ class ModelThreads:
 
         futures = [self._pool.submit(in_callers_mode(job)) for job in jobs]
         wait(futures)
-        for future in futures:
-            if future.exception() is not None:
-                raise future.exception()
-        return [future.result() for future in futures]
+        return [future.result() for future in futures]  # re-raises the first job's error
 
 
 @lru_cache(maxsize=None)
