@@ -40,8 +40,21 @@ def test_fast_run_writes_metrics_and_loadable_models(tmp_path):
 def test_same_seed_same_run(tmp_path):
     a = Trainer(compose_cfg(FAST + ["trainer.save_final=false"]), tmp_path / "a").fit()
     b = Trainer(compose_cfg(FAST + ["trainer.save_final=false"]), tmp_path / "b").fit()
-    strip = lambda h: [{k: v for k, v in m.items() if not k.startswith("time/")} for m in h]  # noqa: E731
+    # Wall time and memory describe the machine, not the run; every training metric must match.
+    strip = lambda h: [{k: v for k, v in m.items() if not k.startswith(("time/", "memory/"))} for m in h]  # noqa: E731
     assert strip(a) == strip(b)
+    assert REQUIRED_KEYS - {"time/rollout_s", "time/update_s", "time/iteration_s"} <= set(strip(a)[0])
+
+
+def test_peak_rss_is_the_iterations_own(tmp_path):
+    """memory/rss_peak_mb must not carry a peak reached before the run (by an earlier test, say)."""
+    from rlhand.reporting.memory import memory_stats
+
+    ballast = torch.ones(96 * 2**20, dtype=torch.float32)  # 384 MiB, touched
+    before = memory_stats(torch.device("cpu"))["memory/rss_peak_mb"]
+    del ballast
+    history = Trainer(compose_cfg(FAST + ["trainer.save_final=false"]), tmp_path).fit()
+    assert all(row["memory/rss_peak_mb"] < before - 256 for row in history), (before, [r["memory/rss_peak_mb"] for r in history])
 
 
 def test_no_reference_model_when_kl_is_off(tmp_path):

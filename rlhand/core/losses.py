@@ -5,7 +5,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from rlhand.core.kl import LOG_RATIO_CLAMP
+from rlhand.core.kl import LOG_RATIO_CLAMP, KLEstimator, kl_estimate
 from rlhand.core.masked import masked_mean, masked_sum
 
 
@@ -40,8 +40,9 @@ def clipped_policy_loss(
     """Per-token PPO-clip loss max(-A r, -A clip(r, 1-clip_low, 1+clip_high)), (B, T).
 
     clip_low == clip_high is symmetric PPO; clip_high > clip_low is DAPO's clip-higher.
-    Stats (detached): clipfrac = share of tokens where the clipped term is active,
-    approx_kl = masked mean of k3 between the old and the current policy, ratio mean.
+    Stats (detached): clipfrac = share of tokens where the clipped term is active;
+    approx_kl = masked mean of k3 for KL(pi_old || pi), the tokens being samples of pi_old
+    (per token (r - 1) - log r, r = pi / pi_old, as CleanRL and SB3 log it); ratio mean.
     """
     log_ratio = (logprobs - old_logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
@@ -51,7 +52,7 @@ def clipped_policy_loss(
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask),
-            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
+            "approx_kl": masked_mean(kl_estimate(old_logprobs, logprobs, KLEstimator.k3), mask),
             "ratio": masked_mean(ratio, mask),
         }
     return per_token, stats
@@ -60,15 +61,21 @@ def clipped_policy_loss(
 def clipped_value_loss(
     values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, clip_range: float | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-token 0.5 * max((V - R)^2, (clip(V, V_old +- eps) - R)^2), (B, T); no clip when None."""
+    """Per-token 0.5 * max((V - R)^2, (clip(V, V_old +- eps) - R)^2), (B, T); no clip when None.
+
+    clipfrac: share of tokens where the clipped term is the larger one. Inside the clip range the
+    clipped value is V itself, not V_old + (V - V_old), whose float rounding would otherwise count
+    as clipping on a share of the tokens (and pick a term that differs from V in the last bit).
+    """
     unclipped = (values - returns) ** 2
     if clip_range is None:
-        per_token, clipfrac = unclipped, torch.zeros(())
-    else:
-        clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
-        clipped = (clipped_values - returns) ** 2
-        per_token = torch.maximum(unclipped, clipped)
-        clipfrac = masked_mean((clipped > unclipped).float().detach(), mask)
+        return 0.5 * unclipped, {"clipfrac": torch.zeros((), device=values.device)}
+    delta = values - old_values
+    outside = delta.abs() > clip_range
+    clipped_values = torch.where(outside, old_values + delta.clamp(-clip_range, clip_range), values)
+    clipped = (clipped_values - returns) ** 2
+    per_token = torch.maximum(unclipped, clipped)
+    clipfrac = masked_mean((clipped > unclipped).float().detach(), mask)
     return 0.5 * per_token, {"clipfrac": clipfrac}
 
 

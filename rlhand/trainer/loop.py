@@ -15,7 +15,7 @@ from rlhand.core.masked import masked_mean
 from rlhand.data.sampler import PromptSampler, left_pad
 from rlhand.evaluation.early_stopping import EarlyStopping
 from rlhand.evaluation.validate import validate
-from rlhand.reporting.memory import memory_stats, release_cached_memory
+from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
 from rlhand.reporting.run_logger import RunLogger
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.rollout.collect import Rollout, collect_rollout
@@ -84,12 +84,14 @@ class Trainer:
         elif cfg.resume == "auto":
             log.info("resume=auto: no checkpoint in this run folder, starting fresh")
         last_checkpoint = self.step if resumed else None
+        reset_peak_memory(self.device)
         try:
             while self.step < cfg.trainer.max_steps and not self.stopped_early:
                 self.step += 1
                 metrics = self.train_step()
                 if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.trainer.max_steps):
                     metrics.update(self.evaluate(log))
+                metrics.update(memory_stats(self.device))  # peaks of this iteration, validation included
                 self.history.append(metrics)
                 log.metrics(metrics)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
@@ -157,7 +159,6 @@ class Trainer:
             "time/update_s": update_s,
             **{f"time/{phase}_s": seconds for phase, seconds in self.timer.pop().items()},
             "time/iteration_s": time.perf_counter() - started,
-            **memory_stats(self.device),
         }
 
     def collect(self) -> Rollout:

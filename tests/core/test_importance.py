@@ -66,3 +66,12 @@ def test_decoupled_stale_sample_gradient_d56():
     assert w.item() == pytest.approx(2.0) and loss == pytest.approx(-2.0) and grad == pytest.approx([-1.4, 1.4])
     loss_truncated, _ = loss_and_grad(prox, truncated_is_weights(prox, behaviour, rho_bar=1.0))
     assert loss_truncated == pytest.approx(-1.0)
+
+
+def test_untruncated_is_weights_reweight_behaviour_samples_to_the_proximal_policy():
+    # Direction check by enumeration: E_behav[w(a) f(a)] = E_prox[f(a)] with w = pi_prox / pi_behav.
+    behaviour = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    prox = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    f = torch.tensor([1.0, -2.0, 5.0], dtype=torch.float64)
+    w = truncated_is_weights(prox.log(), behaviour.log(), rho_bar=None)
+    assert (behaviour * w * f).sum().item() == pytest.approx((prox * f).sum().item(), abs=1e-12)

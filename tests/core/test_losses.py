@@ -133,3 +133,37 @@ def test_pad_positions_change_nothing():
     (g2,) = torch.autograd.grad(total2, lp)
     assert total.item() == total2.item() and torch.equal(g1, g2)
     assert (g1[mask == 0] == 0).all()
+
+
+@pytest.mark.parametrize("log_ratio, expected", [(-2.0, 1.135335), (2.0, 4.389056), (0.0, 0.0)])
+def test_approx_kl_is_k3_of_old_to_new(log_ratio, expected):
+    # lr = log pi_new - log pi_old on a token sampled from pi_old: k3 of KL(pi_old || pi_new) is
+    # (r - 1) - lr. The mirrored form exp(-lr) - 1 + lr gives 4.389 at lr = -2.
+    _, _, stats = pg([math.exp(log_ratio)], [1.0])
+    assert stats["approx_kl"].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_approx_kl_is_unbiased_for_kl_old_to_new_by_enumeration():
+    old = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    new = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    expected = 0.0
+    for action in range(3):  # E over actions sampled from pi_old
+        lp, old_lp = new[action].log().view(1, 1), old[action].log().view(1, 1)
+        _, stats = clipped_policy_loss(lp, old_lp, torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1), clip_low=0.2, clip_high=0.2)
+        expected += old[action].item() * stats["approx_kl"].item()
+    true_kl = (old * (old.log() - new.log())).sum().item()
+    assert true_kl == pytest.approx(0.2238047, abs=1e-6)
+    assert expected == pytest.approx(true_kl, abs=1e-9)
+
+
+def test_value_clipfrac_does_not_count_float_rounding():
+    # Critic outputs near 0, new and old drawn apart: V_old + (V - V_old) differs from V in the last
+    # bit on ~20% of tokens. Inside the clip range nothing is clipped and the loss is 0.5 (V - R)^2.
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(100, 100, generator=generator) * 0.1 + 0.05
+    old = torch.randn(100, 100, generator=generator) * 0.1
+    returns = torch.randn(100, 100, generator=generator)
+    inside = (values - old).abs() <= 0.2
+    loss, stats = clipped_value_loss(values, old, returns, inside.long(), clip_range=0.2)
+    assert stats["clipfrac"].item() == 0.0
+    assert torch.equal(loss[inside], 0.5 * (values - returns)[inside] ** 2)
