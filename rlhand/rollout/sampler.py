@@ -3,11 +3,19 @@
 from dataclasses import dataclass
 
 import torch
+import transformers
+from packaging.version import Version
 from torch import Tensor
 from transformers import PreTrainedModel
 
 from rlhand.models.forward import positions_from_mask
 from rlhand.models.value_head import SharedValueHead
+
+
+# transformers 5.24 renamed the forward's `past_key_values` (argument and output) to `cache`; the old
+# name warns there and is announced for removal in 5.40. Older releases (the CPU vLLM build pins
+# < 5.20) only know the old name.
+CACHE_KEY = "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
 
 
 @dataclass
@@ -87,8 +95,8 @@ def sample_responses(
             input_ids=token.unsqueeze(-1),
             attention_mask=attention_mask,
             position_ids=next_position,
-            past_key_values=out.past_key_values,
             use_cache=True,
+            **{CACHE_KEY: getattr(out, CACHE_KEY)},
             output_hidden_states=with_values,
         )
         next_position = next_position + 1
