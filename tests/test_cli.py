@@ -62,7 +62,7 @@ def test_bad_config_fails_fast_with_a_line_naming_the_field(tmp_path, override, 
 
 def test_bad_prompt_file_fails_before_models_and_names_the_line(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n{oops}\n')
-    out = cli("task=file", "task.path=p.jsonl", "hydra.run.dir=run", cwd=tmp_path)
+    out = cli("task=file", "task.path=p.jsonl", "reward=letters", "hydra.run.dir=run", cwd=tmp_path)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "p.jsonl: line 2: malformed JSON" in lines[0]
@@ -71,7 +71,7 @@ def test_bad_prompt_file_fails_before_models_and_names_the_line(tmp_path):
 
 def test_prompt_file_run(tmp_path):
     (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"abc{i}="}) + "\n" for i in range(8)))
-    out = cli(*FAST, "task=file", "task.path=p.jsonl", "hydra.run.dir=run", "trainer.save_final=false", cwd=tmp_path)
+    out = cli(*FAST, "task=file", "task.path=p.jsonl", "reward=letters", "hydra.run.dir=run", "trainer.save_final=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
 
 

@@ -25,7 +25,9 @@ def test_default_composes_to_typed_config():
 def test_every_option_composes_and_is_named_after_its_file(group):
     required = {
         ("model", "hf"): ["model.policy=some/model"],
-        ("task", "file"): ["task.path=p.jsonl"],
+        ("task", "file"): ["task.path=p.jsonl", "reward=letters"],
+        ("task", "random_text"): ["reward=model"],
+        ("reward", "none"): ["reward.function._target_=rlhand.tasks.letters.letters_reward"],
         ("scheduler", "plateau"): ["eval.every=5"],
     }
     for option in options(group):
@@ -107,5 +109,20 @@ def test_hf_critic_from_reward_model_needs_one():
 
 
 def test_reward_function_needs_target():
-    with pytest.raises(ConfigError, match="reward.function._target_"):
+    with pytest.raises(ConfigError, match="^reward: no reward chosen"):
         compose_cfg(["reward.function=null"])
+
+
+@pytest.mark.parametrize("task", [["task=file", "task.path=p.jsonl"], ["task=random_text"]])
+def test_a_task_without_a_reward_of_its_own_needs_one_chosen(task):
+    # Prompts of one's own must never be scored silently by the built-in letters reward.
+    with pytest.raises(ConfigError, match="^reward: no reward chosen"):
+        compose_cfg(task)
+    assert compose_cfg([*task, "reward.function._target_=my_rewards.brevity"]).reward.function == {"_target_": "my_rewards.brevity"}
+    assert compose_cfg([*task, "reward=model"]).reward.name == "model"
+
+
+def test_the_letters_task_brings_its_reward_unless_another_is_named():
+    assert compose_cfg().reward.name == "letters"
+    assert compose_cfg(["reward=model"]).reward.name == "model"
+    assert compose_cfg(["algo=ppo_v2"]).reward.name == "letters"

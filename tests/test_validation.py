@@ -55,7 +55,7 @@ def test_validation_does_not_disturb_training(tmp_path):
     prompts, val = tmp_path / "p.jsonl", tmp_path / "v.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}abc="}) + "\n" for i in range(16)))
     val.write_text("".join(json.dumps({"prompt": f"v{i}xyz="}) + "\n" for i in range(8)))
-    base = FAST + ["trainer.max_steps=4", "task=file", f"task.path={prompts}", f"task.val_path={val}", "trainer.save_final=false"]
+    base = FAST + ["trainer.max_steps=4", "task=file", f"task.path={prompts}", f"task.val_path={val}", "reward=letters", "trainer.save_final=false"]
     off = Trainer(compose_cfg(base), tmp_path / "off").fit()
     on = Trainer(compose_cfg(base + ["eval.every=1"]), tmp_path / "on").fit()
 

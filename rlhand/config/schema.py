@@ -326,11 +326,14 @@ class RewardConfig:
     function: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
-        if self.kind is RewardKind.function:
+        if self.kind is RewardKind.function and not (self.function or {}).get("_target_"):
+            # reward=none (conf/reward/none.yaml) is the default for every task but letters: a run
+            # on a user's prompts never falls back silently to a built-in reward.
             check(
-                bool(self.function) and "_target_" in self.function,
-                "reward.function._target_",
-                "is required for reward.kind=function",
+                False,
+                "reward",
+                "no reward chosen: use reward=model with model.reward_model=PATH, or reward.function._target_=module.function "
+                "(only task=letters brings a reward of its own)",
             )
 
 
