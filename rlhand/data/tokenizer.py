@@ -5,17 +5,21 @@ import string
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
+# Printable ASCII, then tab, newline and carriage return (appended, so the older ids keep their
+# meaning). Any other character is an error naming the prompt's line (data/prompts.py), never a
+# silently dropped one.
+CHARS = [c for c in string.printable if c not in "\t\n\r\x0b\x0c"] + ["\t", "\n", "\r"]
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per printable ASCII character plus <pad>=0, <eos>=1, <bos>=2, <unk>=3 (99 ids)."""
+    """One token per character of CHARS plus <pad>=0, <eos>=1, <bos>=2, <unk>=3 (102 ids)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    chars = [c for c in string.printable if c not in "\t\n\r\x0b\x0c"]
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
-    vocab.update({c: len(SPECIAL_TOKENS) + i for i, c in enumerate(chars)})
+    vocab.update({c: len(SPECIAL_TOKENS) + i for i, c in enumerate(CHARS)})
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # Every character on its own, line breaks included (a plain "." would skip them).
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     bos = SPECIAL_TOKENS["bos_token"]
     core.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])

@@ -40,8 +40,9 @@ class FunctionScorer:
         # Text stops before EOS: the function judges what was said, not the stop token.
         lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()
         response_lists = [row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)]
-        prompts = self.tokenizer.batch_decode(prompt_lists, skip_special_tokens=True)
-        responses = self.tokenizer.batch_decode(response_lists, skip_special_tokens=True)
+        # No clean-up of spaces: the function sees the text as generated (" ." stays " .").
+        prompts = self.tokenizer.batch_decode(prompt_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        responses = self.tokenizer.batch_decode(response_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         scores = list(self.fn(prompts, responses, prompt_ids=prompt_lists, response_ids=response_lists))
         if len(scores) != len(prompts):
             raise ValueError(f"reward function returned {len(scores)} scores for {len(prompts)} samples")

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhand.config.schema import Autocast, Device, KLControl, ModelSource, RewardKind, TrainConfig
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
-from rlhand.data.prompts import load_prompt_texts, read_prompt_file, split_holdout, truncate_prompt
+from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
@@ -52,25 +52,18 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     else:
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.policy, cfg.model.trust_remote_code)
     reward_fn = resolve_reward_function(cfg.reward.function) if cfg.reward.kind is RewardKind.function else None
-    texts = load_prompt_texts(cfg.task, cfg.seed)
-    where = cfg.task.path or f"task {cfg.task.name}"
-    val_texts, val_where = [], where
+    task = cfg.task
+    prompts, val_prompts = load_prompts(task, cfg.seed), []
     if cfg.eval.every > 0:
-        if cfg.task.val_path:
-            val_texts = read_prompt_file(Path(cfg.task.val_path), cfg.task.prompt_column)[: cfg.eval.num_prompts]
-            val_where = cfg.task.val_path
+        if task.val_path:
+            val_prompts = read_prompt_file(Path(task.val_path), task.prompt_column)[: cfg.eval.num_prompts]
         else:
-            texts, val_texts = split_holdout(texts, cfg.eval.num_prompts, cfg.seed)
-
-    def tokenize(items: list[str], source: str) -> list[list[int]]:
-        task = cfg.task
-        return [
-            truncate_prompt(tokenizer(text)["input_ids"], task.max_prompt_tokens, task.truncation, f"{source}: prompt {i}")
-            for i, text in enumerate(items)
-        ]
-
+            prompts, val_prompts = split_holdout(prompts, cfg.eval.num_prompts, cfg.seed)
     return RunInputs(
-        tokenizer=tokenizer, prompt_ids=tokenize(texts, where), val_prompt_ids=tokenize(val_texts, val_where), reward_fn=reward_fn
+        tokenizer=tokenizer,
+        prompt_ids=encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation),
+        val_prompt_ids=encode_prompts(tokenizer, val_prompts, task.max_prompt_tokens, task.truncation),
+        reward_fn=reward_fn,
     )
 
 
