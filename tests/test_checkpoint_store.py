@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from rlhand.checkpoint.atomic import atomic_dir
+from rlhand.checkpoint.atomic import atomic_dir, recover_partial_writes
 from rlhand.checkpoint.state import capture_rng, read_training_state, restore_rng
 from rlhand.checkpoint.store import (
     CheckpointError,
@@ -77,12 +77,34 @@ def test_none_when_no_checkpoint(tmp_path):
 
 
 def test_prune_keeps_newest(tmp_path):
-    for step in (1, 2, 3, 4):
+    for step in (1, 2, 3, 4, 9):
         write(tmp_path, step)
-    (tmp_path / "step_9.tmp").mkdir()
-    removed = prune_checkpoints(tmp_path, keep=2)
+    # step_9 is left from an earlier trajectory (it failed verification when this run started):
+    # pruning after step 4 keeps 3 and 4 and never deletes a later folder.
+    removed = prune_checkpoints(tmp_path, keep=2, newest=4)
     assert [p.name for p in removed] == ["step_1", "step_2"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_3", "step_4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_3", "step_4", "step_9"]
+
+
+def test_recover_partial_writes(tmp_path):
+    write(tmp_path, 3)
+    (tmp_path / "step_4.tmp").mkdir()  # killed mid-write
+    (tmp_path / "step_3.old").mkdir()  # killed after the new step_3 arrived
+    old = write(tmp_path, 5)
+    os.replace(old, tmp_path / "step_5.old")  # killed between the two renames
+    recover_partial_writes(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_3", "step_5"]
+    assert verify_checkpoint(tmp_path / "step_5") == 5
+
+
+def test_an_interrupt_inside_fsync_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path, 3)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_dir_keeps_the_old_folder_when_writing_fails(tmp_path):

@@ -81,3 +81,16 @@ def test_multirun_two_jobs(tmp_path):
     files = sorted((tmp_path / "sweep").glob("*/logs/metrics.jsonl"))
     assert len(files) == 2
     assert files[0].read_text() != files[1].read_text()
+
+
+def test_second_plain_run_into_the_same_folder_is_one_line_and_changes_nothing(tmp_path):
+    first = cli(*FAST, "trainer.max_steps=1", "trainer.save_final=false", "hydra.run.dir=run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    metrics = (tmp_path / "run" / "logs" / "metrics.jsonl").read_text()
+    again = cli(*FAST, "trainer.max_steps=1", "trainer.save_final=false", "hydra.run.dir=run", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"rlhand-train: error: {tmp_path / 'run'} already holds a run (logs/metrics.jsonl with 1 row); "
+        "continue it with resume=auto, or give this run another hydra.run.dir"
+    ]
+    assert (tmp_path / "run" / "logs" / "metrics.jsonl").read_text() == metrics

@@ -169,3 +169,36 @@ def test_sigkill_at_a_random_moment_then_resume_auto_is_exact(reference_run, tmp
     scalars = events.Scalars("reward/mean")
     assert [s.step for s in scalars] == list(range(1, 9))
     assert [s.value for s in scalars] == pytest.approx([r["reward/mean"] for r in reference], rel=1e-6)
+
+
+def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_models_load(tmp_path):
+    from rlhand.trainer.run_folder import RunFolderError
+
+    quick = RESUMABLE[:7] + ["trainer.max_steps=2", "trainer.save_final=false"]
+    Trainer(compose_cfg(quick), tmp_path).fit()
+    before = (tmp_path / "logs" / "metrics.jsonl").read_bytes()
+    with pytest.raises(RunFolderError, match=r"already holds a run \(logs/metrics.jsonl with 2 rows\); continue it with resume=auto"):
+        Trainer(compose_cfg(quick), tmp_path)
+    assert (tmp_path / "logs" / "metrics.jsonl").read_bytes() == before
+
+
+def test_resume_auto_after_a_crash_before_the_first_checkpoint_writes_each_step_once(tmp_path):
+    quick = RESUMABLE[:7] + ["trainer.max_steps=3", "checkpoint.every=10", "trainer.save_final=false"]
+    reference = Trainer(compose_cfg(quick), tmp_path / "reference").fit()
+    crashing = Trainer(compose_cfg(quick), tmp_path / "run")
+    real_step = crashing.train_step
+
+    def crash_at_step_3():
+        if crashing.step == 3:
+            raise RuntimeError("crash")
+        return real_step()
+
+    crashing.train_step = crash_at_step_3
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.fit()
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")] == [1, 2]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    Trainer(compose_cfg(quick + ["resume=auto"]), tmp_path / "run").fit()
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert comparable(rows) == comparable(reference)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 @contextmanager
 def atomic_dir(target: Path):
-    """Yields an empty temporary folder; on success it replaces `target` (which may exist)."""
+    """Yields an empty temporary folder; on success it replaces `target` (which may exist).
+    Any exception before the rename (Ctrl-C inside fsync included) removes the temporary folder."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
@@ -17,10 +18,10 @@ def atomic_dir(target: Path):
     tmp.mkdir()
     try:
         yield tmp
+        _fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_tree(tmp)
     if target.exists():
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -29,6 +30,24 @@ def atomic_dir(target: Path):
         shutil.rmtree(old)
     else:
         os.replace(tmp, target)
+
+
+def recover_partial_writes(parent: Path) -> None:
+    """Tidy what a process killed inside atomic_dir can leave in `parent`: a `.tmp` folder is an
+    unfinished write (removed); a `.old` folder is the previous version, put back if the new one
+    never arrived, else removed."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for tmp in parent.glob("*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in parent.glob("*.old"):
+        target = old.with_name(old.name[: -len(".old")])
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -81,14 +81,14 @@ def latest_valid_checkpoint(root: Path, warn: Callable[[str], None]) -> Path | N
     return None
 
 
-def prune_checkpoints(root: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` step folders (and stale temp folders); returns what went."""
+def prune_checkpoints(root: Path, keep: int, newest: int) -> list[Path]:
+    """Delete all but the newest `keep` step folders up to step `newest` (the one just written);
+    returns what went. A folder of a later step is never touched: it can only be one that failed
+    verification when this run started, and is the user's to inspect."""
     removed = []
-    for _, folder in list_checkpoints(root)[:-keep]:
+    for _, folder in [c for c in list_checkpoints(root) if c[0] <= newest][:-keep]:
         shutil.rmtree(folder)
         removed.append(folder)
-    for stale in [*Path(root).glob("step_*.tmp"), *Path(root).glob("step_*.old")]:
-        shutil.rmtree(stale, ignore_errors=True)
     return removed
 
 

@@ -13,16 +13,16 @@ def metrics_line(metrics: dict) -> str:
 
 
 class MetricsFile:
-    """Appends rows. On resume, `history` (the rows up to the checkpoint) replaces the file first,
-    atomically: rows the interrupted run wrote after its checkpoint, or a torn last line, go away."""
+    """Appends rows after `history` (the rows up to a resumed checkpoint; empty on a fresh start),
+    which first replaces the file atomically: rows an interrupted run wrote after its checkpoint,
+    a torn last line, or the rows of an attempt that crashed before its first checkpoint go away."""
 
-    def __init__(self, path: Path, history: list[dict] | None = None):
+    def __init__(self, path: Path, history: list[dict]):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        if history is not None:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(metrics_line(m) for m in history), encoding="utf-8")
-            os.replace(tmp, path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(metrics_line(m) for m in history), encoding="utf-8")
+        os.replace(tmp, path)
         self._handle = path.open("a", encoding="utf-8")
 
     def write(self, metrics: dict) -> None:

@@ -11,7 +11,7 @@ from rlhand.reporting.text_log import close_text_log, open_text_log
 
 
 class RunLogger:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, config: dict, history: list[dict] | None, resumed_step: int | None):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, config: dict, history: list[dict], resumed_step: int):
         log_dir = run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.every = cfg.logging.console_every

@@ -4,12 +4,12 @@ from pathlib import Path
 
 
 class TensorBoardSink:
-    def __init__(self, log_dir: Path, resumed_step: int | None):
+    def __init__(self, log_dir: Path, resumed_step: int):
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
-        # purge_step drops events past the checkpoint that an interrupted run had already written.
-        purge = resumed_step + 1 if resumed_step is not None else None
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
+        # purge_step drops events past the checkpoint (every event on a fresh restart) that an
+        # interrupted run had already written.
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resumed_step + 1)
 
     def write(self, metrics: dict) -> None:
         step = metrics["step"]

@@ -22,6 +22,7 @@ from rlhand.rollout.collect import Rollout, collect_rollout
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
 from rlhand.trainer.resume import find_resume_checkpoint, restore_trainer, save_trainer_checkpoint
+from rlhand.trainer.run_folder import claim_run_folder
 from rlhand.trainer.save import adopt_best, save_models
 from rlhand.trainer.schedules import LRSchedule
 from rlhand.trainer.update import ppo_update
@@ -39,6 +40,7 @@ class Trainer:
         # Everything that can be wrong on disk is checked before any model is built.
         self.inputs = setup.prepare_inputs(cfg)
         self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir, self.notes.append)
+        claim_run_folder(self.run_dir, cfg.resume, self.resume_from)
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
         self.optimizers = setup.build_optimizers(cfg, self.models)
@@ -71,7 +73,10 @@ class Trainer:
     def fit(self) -> list[dict]:
         cfg = self.cfg
         resumed = self.resume_from is not None
-        log = RunLogger(cfg, self.run_dir, self.config, self.history if resumed else None, self.step if resumed else None)
+        # metrics.jsonl and TensorBoard are rewritten up to this step (0 on a fresh start): a resume drops
+        # the rows an interrupted run wrote after its checkpoint, a fresh restart (resume=auto, no
+        # checkpoint yet) the rows of the attempt that crashed.
+        log = RunLogger(cfg, self.run_dir, self.config, self.history, self.step)
         self.save_config()
         log.info(
             f"rlhand: {cfg.algo.name} (replay {cfg.replay.name}) on {cfg.task.name}, {cfg.trainer.max_steps} steps, "

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Callable
 
+from rlhand.checkpoint.atomic import recover_partial_writes
 from rlhand.checkpoint.state import (
     capture_rng,
     load_weights,
@@ -29,6 +30,7 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path, warn: Callable[[st
     if resume is None:
         return None
     if resume == "auto":
+        recover_partial_writes(run_dir / "checkpoints")  # a checkpoint write cut short by a kill
         return latest_valid_checkpoint(run_dir / "checkpoints", warn)
     path = Path(resume).expanduser()
     if (path / "checkpoints").is_dir():  # a run folder
@@ -51,7 +53,7 @@ def save_trainer_checkpoint(trainer, config: dict) -> Path:
         write_training_state(folder, trainer_state(trainer), config)
 
     path = write_checkpoint(root, trainer.step, write)
-    prune_checkpoints(root, trainer.cfg.checkpoint.keep)
+    prune_checkpoints(root, trainer.cfg.checkpoint.keep, newest=trainer.step)
     return path
 
 
