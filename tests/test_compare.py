@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rlhand.compare.cli import main
-from rlhand.compare.runs import find_runs, group_runs
+from rlhand.compare.runs import distinguishing_keys, find_runs, group_runs
 from rlhand.compare.summary import moving_average, summarize
 
 
@@ -80,3 +80,46 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("rlhand-compare: error:") for line in err)
+
+
+def test_default_groups_split_every_swept_key_but_the_seed(tmp_path):
+    # rlhand-train -m replay=standard,priority replay.buffer_size=500,1000 seed=0,1: four groups of
+    # two seeds, labelled by the swept keys (replay.prioritized follows from replay.name).
+    job = 0
+    for replay, prioritized in (("standard", False), ("priority", True)):
+        for size in (500, 1000):
+            for seed in (0, 1):
+                folder = tmp_path / str(job)
+                write_run(folder, "ppo", replay, seed, [0.1 * i for i in range(10)])
+                config = {"algo": {"name": "ppo"}, "replay": {"name": replay, "prioritized": prioritized, "buffer_size": size}, "seed": seed}
+                (folder / "training_config.json").write_text(json.dumps(config))
+                job += 1
+    runs = find_runs([tmp_path])
+    assert distinguishing_keys(runs) == ["replay.name", "replay.buffer_size"]
+    groups = group_runs(runs, distinguishing_keys(runs))
+    assert {label: len(members) for label, members in groups.items()} == {
+        "replay=priority / buffer_size=1000": 2,
+        "replay=priority / buffer_size=500": 2,
+        "replay=standard / buffer_size=1000": 2,
+        "replay=standard / buffer_size=500": 2,
+    }
+    assert main([str(tmp_path), "--out", str(tmp_path / "cmp")]) == 0
+    assert "| replay=standard / buffer_size=500 | 2 |" in (tmp_path / "cmp" / "summary.md").read_text()
+
+
+def test_runs_that_differ_in_nothing_but_the_seed_form_one_group(fixture_runs):
+    runs = find_runs([fixture_runs / "sweep"])
+    same = [run for run in runs if run.config["replay.name"] == "off"]
+    assert distinguishing_keys(same) == [] and list(group_runs(same, [])) == ["all runs"]
+
+
+def test_a_metrics_file_holding_two_runs_is_read_as_its_last(tmp_path, capsys):
+    write_run(tmp_path / "run", "ppo", "off", 0, [0.5, 0.6])
+    metrics = tmp_path / "run" / "logs" / "metrics.jsonl"
+    stale = metrics.read_text()
+    write_run(tmp_path / "again", "ppo", "off", 0, [0.1, 0.2, 0.3])
+    metrics.write_text(stale + (tmp_path / "again" / "logs" / "metrics.jsonl").read_text())
+    (run,) = find_runs([tmp_path / "run"])
+    assert [row["reward/mean"] for row in run.rows] == [0.1, 0.2, 0.3]
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "cmp")]) == 0
+    assert "restarts at step 1 after row 2: using the last 3 rows" in capsys.readouterr().err

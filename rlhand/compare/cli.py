@@ -5,14 +5,18 @@ import sys
 from pathlib import Path
 
 from rlhand.compare.plots import plot_comparison
-from rlhand.compare.runs import find_runs, group_runs
+from rlhand.compare.runs import distinguishing_keys, find_runs, group_runs
 from rlhand.compare.summary import markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhand-compare", description=__doc__)
     parser.add_argument("dirs", nargs="+", type=Path, help="run folders, sweep folders, or folders holding them")
-    parser.add_argument("--group-by", default="algo.name,replay.name", help="config keys, comma-separated")
+    parser.add_argument(
+        "--group-by",
+        default=None,
+        help="config keys, comma-separated (default: every key whose value differs between the runs, except the seed)",
+    )
     parser.add_argument("--threshold", type=float, default=0.25, help="reward/mean threshold for samples/seconds-to-threshold")
     parser.add_argument("--window", type=int, default=5, help="moving-average window (iterations)")
     parser.add_argument("--out", type=Path, default=Path("outputs/compare"))
@@ -25,7 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"rlhand-compare: error: no runs (logs/metrics.jsonl + training_config.json) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
-    groups = group_runs(runs, [key.strip() for key in args.group_by.split(",") if key.strip()])
+    for run in runs:
+        for note in run.notes:
+            print(f"rlhand-compare: warning: {run.path}: {note}", file=sys.stderr)
+    if args.group_by is None:
+        keys = distinguishing_keys(runs)
+    else:
+        keys = [key.strip() for key in args.group_by.split(",") if key.strip()]
+    groups = group_runs(runs, keys)
     paths = plot_comparison(groups, args.out, args.threshold, args.window)
     table = markdown_table(groups, args.threshold, args.window)
     (args.out / "summary.md").write_text(table, encoding="utf-8")
