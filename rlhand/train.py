@@ -1,15 +1,29 @@
-"""rlhand-train: the Hydra entry point. Compose config -> check it -> Trainer(cfg).fit()."""
+"""rlhand-train: the Hydra entry point. Compose config -> check it -> Trainer(cfg).fit().
 
+Every fault a user can cause or fix ends the run with one line on stderr, `rlhand-train: error:
+...`, and exit status 2: bad config (Hydra's own composition errors too), prompt files, model paths,
+checkpoints, reward functions, a full disk or an unwritable run folder. Ctrl-C (or SIGTERM, e.g. a
+SLURM pre-emption) ends it with one line saying where the last checkpoint is, exit 130. Anything
+else is a bug and keeps its traceback (exit 1).
+"""
+
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rlhand.config import ConfigError, load_config, register_configs
+from rlhand.config import load_config, register_configs
+from rlhand.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def conf_dir() -> str:
@@ -26,6 +40,10 @@ class JobFailed(RuntimeError):
     """One job of a multirun failed; the sweep goes on and Hydra reports this at its end."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean exit follows."""
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path):
     """Check the config and inputs, build the models: everything before training."""
     from rlhand.trainer.loop import Trainer
@@ -33,19 +51,34 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     return Trainer(load_config(cfg), run_dir)
 
 
-def bad_input_errors() -> tuple[type[Exception], ...]:
-    from rlhand.data.prompts import PromptError
-
-    return (ConfigError, PromptError, ValueError)
+def fail(message: str, status: int = EXIT_USER_ERROR):
+    print(message, file=sys.stderr)
+    raise SystemExit(status)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
+    trainer = None
     try:
         trainer = build_trainer(cfg, run_dir)
-    except bad_input_errors() as err:
-        print(f"rlhand-train: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return trainer.fit()
+        return trainer.fit()
+    except UserError as err:
+        fail(f"rlhand-train: error: {err}{where_to_continue(trainer)}")
+    except KeyboardInterrupt:
+        step = f" at step {trainer.step}" if trainer is not None and trainer.step else " before training started"
+        fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", EXIT_INTERRUPTED)
+
+
+def where_to_continue(trainer) -> str:
+    """The part of an error line that says what is safe on disk (nothing before training starts)."""
+    if trainer is None or not trainer.step:
+        return ""
+    if trainer.last_checkpoint is None:
+        if not trainer.cfg.checkpoint.every:
+            return "; this run keeps no checkpoints (checkpoint.every=0)"
+        return "; no checkpoint was written yet"
+    same_folder = trainer.last_checkpoint.parent.parent.resolve() == trainer.run_dir.resolve()
+    again = "resume=auto" if same_folder else f"resume={trainer.last_checkpoint}"
+    return f"; last checkpoint: {trainer.last_checkpoint} (rerun with {again} to continue from it)"
 
 
 def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str) -> list[dict]:
@@ -54,7 +87,7 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str) -> list[dict]:
     try:
         try:
             trainer = build_trainer(cfg, run_dir)
-        except bad_input_errors() as err:
+        except UserError as err:
             print(f"rlhand-train: error: {err}", file=sys.stderr)
             reason = f"bad input: {err}"
         else:
@@ -71,13 +104,41 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         run_sweep_job(cfg, run_dir, f"#{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})")
     else:
         run(cfg, run_dir)
+
+
+def main() -> None:
+    """The console script. Hydra re-raises what it would print as a shortened traceback
+    (HYDRA_FULL_ERROR), so that faults of the user's making come out as one line."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # before the run started (composing, a sweep's launcher)
+        fail("rlhand-train: interrupted before training started", EXIT_INTERRUPTED)
+    except (HydraException, UserError, JobFailed) as err:
+        fail(f"rlhand-train: error: {one_line(err)}")
+    except OSError as err:  # Hydra creating the run folder or writing .hydra/ there
+        fail(f"rlhand-train: error: {err}")
+
+
+def one_line(err: BaseException) -> str:
+    """A Hydra message (several lines, often with an OmegaConf cause) as one line."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """model=hf: the real from_pretrained path, on tiny models saved to a temp dir."""
 
+import shutil
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from rlhand.data.tokenizer import build_char_tokenizer
+from rlhand.errors import ModelLoadError
 from rlhand.models.forward import sequence_inputs, sequence_scores, token_values
 from rlhand.trainer.loop import Trainer
 from tests.conftest import FAST, compose_cfg
@@ -52,9 +55,42 @@ def test_reward_model_and_critic_initialised_from_it(saved_models, tmp_path):
     trainer.fit()
 
 
-def test_missing_path_is_a_clear_error(tmp_path):
-    with pytest.raises(OSError):
-        Trainer(compose_cfg(FAST + ["model=hf", f"model.policy={tmp_path / 'missing'}"]), tmp_path)
+def broken_copy(saved_models, tmp_path, damage):
+    folder = tmp_path / "policy"
+    shutil.copytree(saved_models / "policy", folder)
+    damage(folder)
+    return folder
+
+
+def truncate_weights(folder):
+    with open(folder / "model.safetensors", "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) - 100)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: shutil.rmtree(f), r"model.policy: .*/policy: no such folder"),
+        (lambda f: (f / "config.json").unlink(), r"model.policy: .*/policy is not a transformers model folder \(no config.json\)"),
+        (lambda f: (f / "model.safetensors").unlink(), r"model.policy: .*/policy has no weights"),
+        (truncate_weights, r"model.policy: .*/policy/model.safetensors has \d+ bytes, its header describes \d+ \(truncated or damaged\)"),
+        (lambda f: (f / "model.safetensors").write_bytes(b"abc"), r"model.safetensors is truncated \(3 bytes"),
+        (lambda f: (f / "tokenizer.json").unlink() or (f / "tokenizer_config.json").unlink(), r"has no tokenizer files; set model.tokenizer"),
+    ],
+)
+def test_a_broken_model_folder_is_named_before_any_model_loads(saved_models, tmp_path, monkeypatch, damage, message):
+    folder = broken_copy(saved_models, tmp_path, damage)
+    monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(ModelLoadError, match=message) as err:
+        Trainer(compose_cfg(FAST + ["model=hf", f"model.policy={folder}"]), tmp_path / "run")
+    assert "\n" not in str(err.value)
+
+
+def test_an_unreachable_hub_id_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"^model.policy: cannot load 'no-such-org/no-such-model': ") as err:
+        Trainer(compose_cfg(FAST + ["model=hf", "model.policy=no-such-org/no-such-model"]), tmp_path)
+    assert "\n" not in str(err.value)
 
 
 def test_shared_critic_on_a_loaded_policy(saved_models, tmp_path):

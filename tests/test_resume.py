@@ -4,6 +4,7 @@ resumed ends with the same weights and metrics as an uninterrupted run with the 
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -202,3 +203,20 @@ def test_resume_auto_after_a_crash_before_the_first_checkpoint_writes_each_step_
     rows = read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert comparable(rows) == comparable(reference)
+
+
+@pytest.mark.parametrize("change, named", [("model.n_embd=32", "model.n_embd=64 (this run: 32)"), ("model.n_layer=3", "model.n_layer=2 (this run: 3)")])
+def test_resume_into_another_model_shape_is_one_line_before_models_load(reference_run, tmp_path, monkeypatch, change, named):
+    monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match=rf"^resume: .*step_8 was written with {re.escape(named)}; its weights cannot load") as err:
+        Trainer(compose_cfg(RESUMABLE + [change, f"resume={reference_run / 'checkpoints' / 'step_8'}"]), tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_of_another_shape_are_named_by_tensor(reference_run):
+    from rlhand.checkpoint.state import load_weights
+    from tests.helpers import tiny_models
+
+    models, _ = tiny_models()  # n_embd 32: the reference run's policy has 64
+    with pytest.raises(CheckpointError, match=r"policy: transformer.h.0.attn.c_attn.bias has shape \(192,\) there and \(96,\) in this run's model"):
+        load_weights(models.policy, reference_run / "checkpoints" / "step_8" / "policy")

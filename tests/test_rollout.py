@@ -1,9 +1,11 @@
 """Log-prob consistency, offsets, padding, truncation and scoring on a tiny model."""
 
+import numpy as np
 import pytest
 import torch
 
 from rlhand.config.schema import AlgoConfig, GenerationConfig
+from rlhand.errors import RewardError
 from rlhand.models.forward import response_logits, sequence_inputs, sequence_scores, token_logprobs, token_values
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.rewards import FunctionScorer, ModelScorer
@@ -161,8 +163,41 @@ def test_function_reward_sees_text_without_eos_and_penalty_applies():
 
 
 def test_function_reward_with_wrong_count_fails():
-    with pytest.raises(ValueError, match="returned 1 scores for 8"):
+    with pytest.raises(RewardError, match="returned 1 scores for 8"):
         make_rollout(reward_fn=lambda prompts, responses, **_: [0.0])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda n: [0.0] * (n - 1) + [float("nan")], r"returned nan for sample 7 \(response .*\); scores must be finite"),
+        (lambda n: [float("inf")] + [0.0] * (n - 1), r"returned inf for sample 0"),
+        (lambda n: ["good"] * n, r"returned 'good' \(str\) for sample 0; scores must be numbers"),
+        (lambda n: [1.0] + [None] * (n - 1), r"returned None \(NoneType\) for sample 1"),
+        (lambda n: None, r"returned NoneType; it must return a sequence of 8 numbers"),
+        (lambda n: "abc", r"returned str; it must return a sequence of 8 numbers"),
+        (lambda n: np.zeros((n, 2)), r"returned an array of shape \(8, 2\)"),
+    ],
+)
+def test_function_reward_returning_garbage_is_one_clear_error(bad, message):
+    with pytest.raises(RewardError, match=message) as err:
+        make_rollout(reward_fn=lambda prompts, responses, **_: bad(len(prompts)))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: np.linspace(-1, 1, n, dtype=np.float32),
+        lambda n: torch.linspace(-1, 1, n),
+        lambda n: [np.float32(0.5)] * n,
+        lambda n: tuple(range(n)),
+        lambda n: [True, False] * (n // 2),
+    ],
+)
+def test_function_reward_accepts_any_sequence_of_finite_numbers(make):
+    _, _, rollout = make_rollout(reward_fn=lambda prompts, responses, **_: make(len(prompts)))
+    assert torch.equal(rollout.raw_scores, torch.as_tensor(np.asarray(make(8), dtype=np.float32)))
 
 
 def test_score_lands_on_last_response_token():

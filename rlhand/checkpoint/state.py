@@ -36,7 +36,10 @@ def write_models(folder: Path, models: Models, tokenizer: PreTrainedTokenizerBas
 
 
 def write_training_state(folder: Path, state: dict, config: dict) -> None:
-    torch.save(state, folder / STATE_FILE)
+    # Through a Python file: a failed write (a full disk) raises OSError with its errno, where
+    # torch.save(path) reports only "unexpected pos" from its C++ writer.
+    with open(folder / STATE_FILE, "wb") as handle:
+        torch.save(state, handle)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True), encoding="utf-8")
 
 
@@ -60,8 +63,14 @@ def load_weights(model: PreTrainedModel, folder: Path) -> None:
     weights = {}
     for shard in shards:
         weights.update(load_file(shard, device="cpu"))
-    result = model.load_state_dict(weights, strict=False)
     own = model.state_dict()
+    for key, tensor in weights.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{folder}: {key} has shape {tuple(tensor.shape)} there and {tuple(own[key].shape)} in this run's model "
+                "(written for another model configuration)"
+            )
+    result = model.load_state_dict(weights, strict=False)
     loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
     untied_missing = [k for k in result.missing_keys if own[k].data_ptr() not in loaded_ptrs]
     if untied_missing or result.unexpected_keys:

@@ -9,17 +9,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhand.checkpoint.atomic import atomic_dir
+from rlhand.errors import UserError
 
 MANIFEST = "manifest.json"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A missing, truncated or corrupted checkpoint; the message names the folder and what is wrong."""
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step_{step}"
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """N of a step_N folder (None for any other name)."""
+    found = STEP_DIR.match(Path(folder).name)
+    return int(found.group(1)) if found else None
 
 
 def write_checkpoint(root: Path, step: int, write_files: Callable[[Path], None]) -> Path:

@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhand.config.load import flatten
 from rlhand.reporting.metrics_file import read_metrics
 
 # Keys that never define a group by default: the seed is what a group's runs vary over, and a
@@ -49,16 +50,6 @@ def last_trajectory(rows: list[dict]) -> tuple[list[dict], list[str]]:
     if start == 0:
         return rows, []
     return rows[start:], [f"logs/metrics.jsonl restarts at step {rows[start]['step']} after row {start}: using the last {len(rows) - start} rows"]
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def distinguishing_keys(runs: list[Run]) -> list[str]:

@@ -5,9 +5,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rlhand.config import schema
+from rlhand.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad config value; the message is one line naming the field."""
 
 
@@ -52,7 +53,17 @@ def _one_line(err: Exception) -> str:
     return f"{head} ({key})" if key and key not in head else head
 
 
-
 def config_dict(cfg: schema.TrainConfig) -> dict:
     """The resolved config as plain JSON-able values (Enums as their names)."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"algo": {"lr": 1e-3}} -> {"algo.lr": 1e-3}: a resolved config as dotted keys."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

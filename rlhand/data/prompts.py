@@ -12,10 +12,11 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from rlhand.config.schema import PromptSource, TaskConfig, Truncation
+from rlhand.errors import UserError
 from rlhand.tasks import BUILTIN_PROMPTS
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
     """A missing, empty or malformed prompt source; the message names the file (and line)."""
 
 

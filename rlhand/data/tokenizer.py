@@ -4,6 +4,8 @@ import string
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from rlhand.errors import ModelLoadError
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
 # Printable ASCII, then tab, newline and carriage return (appended, so the older ids keep their
 # meaning). Any other character is an error naming the prompt's line (data/prompts.py), never a
@@ -29,7 +31,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {path} has no eos token; rlhand needs one to end responses")
+        raise ModelLoadError(f"tokenizer {path} has no eos token; rlhand needs one to end responses")
     if tokenizer.pad_token_id is None:
         # Masks are built from lengths and the first EOS, never from pad ids, so sharing is safe.
         tokenizer.pad_token = tokenizer.eos_token

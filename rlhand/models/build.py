@@ -17,7 +17,9 @@ from transformers import (
 )
 
 from rlhand.config.schema import CriticBackbone, CriticInit, ModelConfig, ModelSource
+from rlhand.errors import ModelLoadError
 from rlhand.models import unpadded
+from rlhand.models.sources import loading
 from rlhand.models.value_head import SharedValueHead
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -102,26 +104,29 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
     kwargs = {"dtype": DTYPES[cfg.dtype.value], "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
+    with loading("model.policy", cfg.policy):
+        policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
     reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
     ref = copy.deepcopy(policy) if need_ref else None
     if cfg.critic_backbone is CriticBackbone.shared:
         critic = SharedValueHead(policy, policy.config.hidden_size, DTYPES[cfg.dtype.value])
         return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
     if cfg.critic is not None:
-        critic_path = cfg.critic
+        field, critic_path = "model.critic", cfg.critic
     elif cfg.critic_init is CriticInit.reward_model:
-        critic_path = cfg.reward_model
+        field, critic_path = "model.reward_model", cfg.reward_model
     else:
-        critic_path = cfg.policy
-    critic = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
+        field, critic_path = "model.policy", cfg.policy
+    with loading(field, critic_path):
+        critic = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
     if critic.config.pad_token_id is None:
         critic.config.pad_token_id = tokenizer.pad_token_id
     return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
 
 
 def load_reward_model(path: str, **kwargs) -> PreTrainedModel:
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    with loading("model.reward_model", path):
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     if model.config.num_labels != 1:
-        raise ValueError(f"model.reward_model: {path} has num_labels={model.config.num_labels}, a reward model needs 1")
+        raise ModelLoadError(f"model.reward_model: {path} has num_labels={model.config.num_labels}, a reward model needs 1")
     return model

@@ -21,6 +21,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from rlhand.config.schema import REMOVE_PADDING_ATTENTION
+from rlhand.errors import UserError
 
 IMPLEMENTATION = "rlhand_unpadded"
 BASES = REMOVE_PADDING_ATTENTION
@@ -92,7 +93,7 @@ def unpadded_attention(module, query, key, value, attention_mask, packing: Packi
     else:  # the model's own eager function (GQA, scaling and softcapping as the model defines them)
         base_fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
         if base_fn is None:
-            raise ValueError(f"model.remove_padding: {type(module).__name__} has no eager_attention_forward; use sdpa")
+            raise UserError(f"model.remove_padding: {type(module).__name__} has no eager_attention_forward; use sdpa")
         mask = packing.additive_mask(query.dtype)
     out, weights = base_fn(
         module, packing.pad_heads(query), packing.pad_heads(key), packing.pad_heads(value), mask, **kwargs
@@ -123,10 +124,10 @@ def check_supported(model: PreTrainedModel) -> None:
     config = model.config
     base = config._attn_implementation
     if base not in BASES:
-        raise ValueError(f"model.remove_padding: needs attn_implementation eager or sdpa, {type(model).__name__} has {base}")
+        raise UserError(f"model.remove_padding: needs attn_implementation eager or sdpa, {type(model).__name__} has {base}")
     layer_types = getattr(config, "layer_types", None) or []
     if getattr(config, "sliding_window", None) or any(kind != "full_attention" for kind in layer_types):
-        raise ValueError(f"model.remove_padding: {config.model_type} uses sliding-window attention; set it to false")
+        raise UserError(f"model.remove_padding: {config.model_type} uses sliding-window attention; set it to false")
     device = next(model.parameters()).device
     ids = torch.zeros(1, 2, dtype=torch.long, device=device)
     with torch.no_grad(), packed_attention(model, torch.ones_like(ids)) as packing:
@@ -148,7 +149,7 @@ def packed_attention(model: PreTrainedModel, attention_mask: Tensor):
     finally:
         config._attn_implementation = packing.base
     if packing.calls == 0:  # a ValueError: the CLI prints it as one line, like other bad input
-        raise ValueError(
+        raise UserError(
             f"model.remove_padding: {type(model).__name__} does not route attention through transformers' "
             "AttentionInterface; set model.remove_padding=false"
         )

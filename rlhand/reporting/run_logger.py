@@ -1,10 +1,13 @@
 """One place the trainer reports to: messages go to the console and the text log; each metrics row
-goes to the console line, logs/metrics.jsonl, TensorBoard and wandb, whichever are switched on."""
+goes to the console line, logs/metrics.jsonl, TensorBoard and wandb, whichever are switched on.
+A write that fails (a full disk) is an OutputError naming logs/; closing never hides the error
+that ended a run."""
 
 import hashlib
 from pathlib import Path
 
 from rlhand.config.schema import TrainConfig
+from rlhand.errors import writing
 from rlhand.reporting.console import ConsoleReporter, compact_line
 from rlhand.reporting.metrics_file import MetricsFile
 from rlhand.reporting.text_log import close_text_log, open_text_log
@@ -12,18 +15,19 @@ from rlhand.reporting.text_log import close_text_log, open_text_log
 
 class RunLogger:
     def __init__(self, cfg: TrainConfig, run_dir: Path, config: dict, history: list[dict], resumed_step: int):
-        log_dir = run_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir = run_dir / "logs"
         self.every = cfg.logging.console_every
         self.console = ConsoleReporter(cfg.trainer.max_steps, cfg.logging.progress_bar, cfg.logging.console_every)
-        self.text = open_text_log(log_dir) if cfg.logging.text_log else None
-        self.sinks = []
-        if cfg.logging.jsonl:
-            self.sinks.append(MetricsFile(log_dir / "metrics.jsonl", history))
-        if cfg.logging.tensorboard:
-            from rlhand.reporting.tensorboard import TensorBoardSink
+        self.text, self.sinks = None, []
+        with writing(log_dir):
+            log_dir.mkdir(parents=True, exist_ok=True)
+            self.text = open_text_log(log_dir) if cfg.logging.text_log else None
+            if cfg.logging.jsonl:
+                self.sinks.append(MetricsFile(log_dir / "metrics.jsonl", history))
+            if cfg.logging.tensorboard:
+                from rlhand.reporting.tensorboard import TensorBoardSink
 
-            self.sinks.append(TensorBoardSink(log_dir / "tensorboard", resumed_step))
+                self.sinks.append(TensorBoardSink(log_dir / "tensorboard", resumed_step))
         if cfg.logging.wandb:
             from rlhand.reporting.wandb_sink import WandbSink
 
@@ -34,27 +38,36 @@ class RunLogger:
     def info(self, message: str) -> None:
         self.console.print(message)
         if self.text:
-            self.text.info(message)
+            with writing(self.log_dir):
+                self.text.info(message)
 
     def warning(self, message: str) -> None:
         self.console.print(f"warning: {message}")
         if self.text:
-            self.text.warning(message)
+            with writing(self.log_dir):
+                self.text.warning(message)
 
     def error(self, message: str) -> None:
+        """The text log's record of what ended the run; if even that cannot be written, the
+        error being reported is what the user needs to see."""
         if self.text:
-            self.text.error(message)
+            try:
+                self.text.error(message)
+            except Exception:  # noqa: BLE001
+                pass
 
     def metrics(self, row: dict) -> None:
         self.console.step(row)
-        for sink in self.sinks:
-            sink.write(row)
-        if self.text and (row["step"] % self.every == 0 or row["step"] == 1 or "val/reward" in row):
-            self.text.info(f"step {row['step']} {compact_line(row)}")
+        with writing(self.log_dir):
+            for sink in self.sinks:
+                sink.write(row)
+            if self.text and (row["step"] % self.every == 0 or row["step"] == 1 or "val/reward" in row):
+                self.text.info(f"step {row['step']} {compact_line(row)}")
 
     def close(self) -> None:
         self.console.close()
-        for sink in self.sinks:
-            sink.close()
-        if self.text:
-            close_text_log(self.text)
+        for closing in [sink.close for sink in self.sinks] + ([lambda: close_text_log(self.text)] if self.text else []):
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - a failed flush on a full disk; the run's own error is reported
+                pass

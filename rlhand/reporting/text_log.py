@@ -12,10 +12,18 @@ def open_text_log(log_dir: Path) -> logging.Logger:
     logger = logging.getLogger(f"rlhand.run.{path}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RaisingFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger
+
+
+class _RaisingFileHandler(logging.FileHandler):
+    """logging's handlers print a traceback and carry on when a write fails; a full disk must end
+    the run with one clear line instead (rlhand.errors.writing)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        raise  # called from inside emit()'s except block: re-raise the write's own error
 
 
 def close_text_log(logger: logging.Logger) -> None:

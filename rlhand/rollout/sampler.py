@@ -11,7 +11,6 @@ from transformers import PreTrainedModel
 from rlhand.models.forward import positions_from_mask
 from rlhand.models.value_head import SharedValueHead
 
-
 # transformers 5.24 renamed the forward's `past_key_values` (argument and output) to `cache`; the old
 # name warns there and is announced for removal in 5.40. Older releases (the CPU vLLM build pins
 # < 5.20) only know the old name.

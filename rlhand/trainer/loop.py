@@ -9,10 +9,12 @@ from pathlib import Path
 
 import torch
 
+from rlhand.checkpoint.store import checkpoint_step
 from rlhand.config.load import config_dict
 from rlhand.config.schema import TrainConfig
 from rlhand.core.masked import masked_mean
 from rlhand.data.sampler import PromptSampler, left_pad
+from rlhand.errors import writing
 from rlhand.evaluation.early_stopping import EarlyStopping
 from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
@@ -21,7 +23,7 @@ from rlhand.reporting.timer import PhaseTimer
 from rlhand.rollout.collect import Rollout, collect_rollout
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.resume import find_resume_checkpoint, restore_trainer, save_trainer_checkpoint
+from rlhand.trainer.resume import check_same_model, find_resume_checkpoint, restore_trainer, save_trainer_checkpoint
 from rlhand.trainer.run_folder import claim_run_folder
 from rlhand.trainer.save import adopt_best, save_models
 from rlhand.trainer.schedules import LRSchedule
@@ -41,6 +43,8 @@ class Trainer:
         self.inputs = setup.prepare_inputs(cfg)
         self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir, self.notes.append)
         claim_run_folder(self.run_dir, cfg.resume, self.resume_from)
+        if self.resume_from is not None:
+            check_same_model(self.resume_from, self.config)
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
         self.optimizers = setup.build_optimizers(cfg, self.models)
@@ -52,9 +56,11 @@ class Trainer:
         self.timer = PhaseTimer(self.device)
         self.threads = setup.model_threads(cfg, self.device)  # None: one model at a time
         self.step, self.stopped_early = 0, False
+        self.last_checkpoint: Path | None = None  # the newest checkpoint of this trajectory, for error messages
         self.totals = {"samples/generated": 0, "samples/trained": 0}
         self.history: list[dict] = []
         if self.resume_from is not None:
+            self.last_checkpoint = self.resume_from
             changed = restore_trainer(self, self.resume_from)
             self.notes.extend(f"config differs from the checkpoint's: {line}" for line in changed)
             self.adopt_best_model()
@@ -88,7 +94,6 @@ class Trainer:
             log.info(f"resumed from {self.resume_from} at step {self.step}")
         elif cfg.resume == "auto":
             log.info("resume=auto: no checkpoint in this run folder, starting fresh")
-        last_checkpoint = self.step if resumed else None
         reset_peak_memory(self.device)
         try:
             while self.step < cfg.trainer.max_steps and not self.stopped_early:
@@ -100,10 +105,13 @@ class Trainer:
                 self.history.append(metrics)
                 log.metrics(metrics)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
-                    last_checkpoint = self.checkpoint(log)
-            if cfg.checkpoint.every and last_checkpoint != self.step:
+                    self.checkpoint(log)
+            if cfg.checkpoint.every and (self.last_checkpoint is None or checkpoint_step(self.last_checkpoint) != self.step):
                 self.checkpoint(log)
             self.finish(log)
+        except KeyboardInterrupt:
+            log.error(f"interrupted at step {self.step}")
+            raise
         except BaseException:
             log.error(traceback.format_exc())
             raise
@@ -201,7 +209,8 @@ class Trainer:
         reward = stats["val/reward"]
         self.lr_schedule.on_validation(reward)
         if self.early_stopping.update(reward, self.step) and cfg.eval.save_best:
-            save_models(self.models, self.inputs.tokenizer, self.run_dir / "best", meta={"step": self.step, "val/reward": reward})
+            with writing(self.run_dir / "best"):
+                save_models(self.models, self.inputs.tokenizer, self.run_dir / "best", meta={"step": self.step, "val/reward": reward})
             log.info(f"step {self.step}: val/reward {reward:+.4f} is the best so far; saved best/")
         stopping = self.early_stopping
         if stopping.should_stop:
@@ -217,30 +226,33 @@ class Trainer:
             "time/validate_s": time.perf_counter() - started,
         }
 
-    def checkpoint(self, log: RunLogger) -> int:
-        path = save_trainer_checkpoint(self, self.config)
-        log.info(f"step {self.step}: checkpoint {path}")
-        return self.step
+    def checkpoint(self, log: RunLogger) -> None:
+        with writing(self.run_dir / "checkpoints" / f"step_{self.step}"):
+            self.last_checkpoint = save_trainer_checkpoint(self, self.config)
+        log.info(f"step {self.step}: checkpoint {self.last_checkpoint}")
 
     def finish(self, log: RunLogger) -> None:
         cfg = self.cfg
         if cfg.trainer.save_final:
-            path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final")
+            with writing(self.run_dir / "final"):
+                path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final")
             log.info(f"saved policy and critic to {path}")
         if cfg.logging.plots and self.history:
             from rlhand.reporting.plots import plot_run
 
             title = f"{cfg.algo.name} / replay {cfg.replay.name} / seed {cfg.seed}"
-            paths = plot_run(self.history, self.run_dir / "plots", title)
+            with writing(self.run_dir / "plots"):
+                paths = plot_run(self.history, self.run_dir / "plots", title)
             log.info(f"plots: {', '.join(str(p) for p in paths)}")
         log.info(summary_line(self.history))
 
     def save_config(self) -> None:
         """training_config.json beside Hydra's .hydra/config.yaml: the resolved config as the code saw it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / "training_config.json.tmp"
-        tmp.write_text(json.dumps(self.config, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.run_dir / "training_config.json")
+        with writing(self.run_dir / "training_config.json"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.run_dir / "training_config.json.tmp"
+            tmp.write_text(json.dumps(self.config, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.run_dir / "training_config.json")
 
 
 def rollout_stats(rollout: Rollout) -> dict[str, float]:

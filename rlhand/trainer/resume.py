@@ -20,6 +20,7 @@ from rlhand.checkpoint.store import (
     verify_checkpoint,
     write_checkpoint,
 )
+from rlhand.config.load import flatten
 
 STATE_FORMAT = 1
 
@@ -43,6 +44,24 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path, warn: Callable[[st
     except CheckpointError as err:
         raise CheckpointError(f"resume: {err}") from None
     return path
+
+
+# The settings that decide the trained weights' shapes (and what they mean): a checkpoint written
+# with other values cannot be loaded into this run's models.
+TINY_MODEL_KEYS = ("model.n_layer", "model.n_embd", "model.n_head", "model.n_positions")
+MODEL_KEYS = ("model.source", "model.critic_backbone")
+
+
+def check_same_model(folder: Path, config: dict) -> None:
+    """Before any model is built: the checkpoint's model settings equal this run's, or one line
+    naming each that differs."""
+    saved, current = flatten(read_config(folder)), flatten(config)
+    keys = MODEL_KEYS + (TINY_MODEL_KEYS if current.get("model.source") == "tiny" else ())
+    differ = [f"{key}={saved.get(key)} (this run: {current.get(key)})" for key in keys if saved.get(key) != current.get(key)]
+    if differ:
+        raise CheckpointError(
+            f"resume: {folder} was written with {', '.join(differ)}; its weights cannot load into this run's models"
+        )
 
 
 def save_trainer_checkpoint(trainer, config: dict) -> Path:

@@ -11,9 +11,10 @@ them from its checkpoint.
 from pathlib import Path
 
 from rlhand.checkpoint.store import list_checkpoints
+from rlhand.errors import UserError
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UserError):
     """The run folder already holds another run; the message says how to continue or avoid it."""
 
 

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlhand.config.load import ConfigError
 from rlhand.config.schema import Autocast, Device, KLControl, ModelSource, RewardKind, TrainConfig
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
+from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
@@ -42,15 +44,18 @@ def resolve_device(device: Device) -> torch.device:
     if device is Device.auto:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device is Device.cuda and not torch.cuda.is_available():
-        raise ValueError("trainer.device: cuda was asked for but torch sees no CUDA device")
+        raise ConfigError("trainer.device: cuda was asked for but torch sees no CUDA device")
     return torch.device(device.value)
 
 
 def prepare_inputs(cfg: TrainConfig) -> RunInputs:
+    check_model_sources(cfg.model, need_reward_model=cfg.reward.kind is RewardKind.model)
     if cfg.model.source is ModelSource.tiny:
         tokenizer = build_char_tokenizer()
     else:
-        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.policy, cfg.model.trust_remote_code)
+        field, source = ("model.tokenizer", cfg.model.tokenizer) if cfg.model.tokenizer else ("model.policy", cfg.model.policy)
+        with loading(field, source):
+            tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     reward_fn = resolve_reward_function(cfg.reward.function) if cfg.reward.kind is RewardKind.function else None
     task = cfg.task
     prompts, val_prompts = load_prompts(task, cfg.seed), []
@@ -71,7 +76,10 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) ->
     need_ref = cfg.algo.kl_coef > 0 or cfg.algo.kl_control is KLControl.adaptive
     need_rm = cfg.reward.kind is RewardKind.model
     models = build_models(cfg.model, inputs.tokenizer, need_ref=need_ref, need_reward_model=need_rm, device=device)
-    scorer = ModelScorer(models.reward_model) if need_rm else FunctionScorer(inputs.reward_fn, inputs.tokenizer)
+    if need_rm:
+        scorer = ModelScorer(models.reward_model)
+    else:
+        scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
     return models, scorer
 
 
@@ -112,7 +120,7 @@ def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
     if cfg.trainer.autocast is Autocast.off:
         return nullcontext
     if cfg.trainer.autocast is Autocast.float16 and device.type != "cuda":
-        raise ValueError("trainer.autocast: float16 autocast needs a CUDA device; use bfloat16 on CPU")
+        raise ConfigError("trainer.autocast: float16 autocast needs a CUDA device; use bfloat16 on CPU")
     dtype = torch.bfloat16 if cfg.trainer.autocast is Autocast.bfloat16 else torch.float16
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 

@@ -1,0 +1,58 @@
+"""Faults a user can cause or fix: bad config, prompts, checkpoints, models, reward functions, a full
+disk. rlhand-train prints each as one line naming the field, file or line and exits with status 2
+(rlhand/train.py); anything else is a bug and keeps its traceback."""
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class UserError(ValueError):
+    """A fault the user can fix; the message is one line naming the field, file or line."""
+
+
+class OutputError(UserError):
+    """Writing under the run folder failed (a full disk, a read-only or vanished folder)."""
+
+
+class ModelLoadError(UserError):
+    """A model or tokenizer path that is missing, not a model, or damaged."""
+
+
+class RewardError(UserError):
+    """A reward function that returned something other than one finite number per sample."""
+
+
+# safetensors and other native writers report the OS error inside their message.
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def write_failure(err: BaseException) -> str | None:
+    """Why a write failed ("No space left on device", ...), or None if `err` is no I/O failure.
+    Looks down the exception chain: torch.save reports a failed write as a RuntimeError raised
+    while handling the OSError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err.strerror or str(err)
+        found = _OS_ERROR_IN_TEXT.search(str(err))
+        if found:
+            return os.strerror(int(found.group(1)))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def writing(path: Path):
+    """Turn an I/O failure inside the block into an OutputError naming `path`; other errors pass."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - classified below; anything else is re-raised as it was
+        reason = write_failure(err)
+        if reason is None:
+            raise
+        raise OutputError(f"cannot write {path}: {reason}") from None
