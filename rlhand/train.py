@@ -3,7 +3,7 @@
 Every fault a user can cause or fix ends the run with one line on stderr, `rlhand-train: error:
 ...`, and exit status 2: bad config (Hydra's own composition errors too), prompt files, model paths,
 checkpoints, reward functions, a full disk or an unwritable run folder. Ctrl-C (or SIGTERM, e.g. a
-SLURM pre-emption) ends it with one line saying where the last checkpoint is, exit 130. Anything
+SLURM pre-emption) ends it with one line saying where the last checkpoint is, exit 130 (143 for SIGTERM). Anything
 else is a bug and keeps its traceback (exit 1).
 """
 
@@ -23,7 +23,6 @@ from rlhand.config import load_config, register_configs
 from rlhand.errors import UserError
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def conf_dir() -> str:
@@ -41,7 +40,9 @@ class JobFailed(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the same clean exit follows."""
+    """SIGTERM, raised like Ctrl-C so that the same clean exit follows (status 128 + 15)."""
+
+    signum = signal.SIGTERM
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path):
@@ -63,9 +64,9 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         return trainer.fit()
     except UserError as err:
         fail(f"rlhand-train: error: {err}{where_to_continue(trainer)}")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         step = f" at step {trainer.step}" if trainer is not None and trainer.step else " before training started"
-        fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", EXIT_INTERRUPTED)
+        fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT))
 
 
 def where_to_continue(trainer) -> str:
@@ -120,12 +121,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         hydra_main()
-    except KeyboardInterrupt:  # before the run started (composing, a sweep's launcher)
-        fail("rlhand-train: interrupted before training started", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as err:  # before the run started (composing, a sweep's launcher)
+        fail("rlhand-train: interrupted before training started", 128 + getattr(err, "signum", signal.SIGINT))
     except (HydraException, UserError, JobFailed) as err:
         fail(f"rlhand-train: error: {one_line(err)}")
     except OSError as err:  # Hydra creating the run folder or writing .hydra/ there
-        fail(f"rlhand-train: error: {err}")
+        fail(f"rlhand-train: error: cannot write {err.filename}: {err.strerror}" if err.filename else f"rlhand-train: error: {err}")
 
 
 def one_line(err: BaseException) -> str:

@@ -1,0 +1,135 @@
+"""Faults a user can cause, as a user meets them: `rlhand-train` in a subprocess must end with one
+line on stderr (no traceback), a status that says what happened, and nothing on disk lost."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rlhand.errors import OutputError, writing
+from tests.conftest import FAST
+
+EXE = shutil.which("rlhand-train") or str(Path(sys.executable).parent / "rlhand-train")
+QUICK = FAST + ["trainer.save_final=false"]
+
+
+def cli(*args, cwd):
+    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def one_line(out) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert "Traceback" not in out.stderr, out.stderr
+    return lines[-1]
+
+
+def test_an_unwritable_run_folder(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = cli(*QUICK, "hydra.run.dir=a_file/run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["rlhand-train: error: cannot write a_file/run: Not a directory"]
+
+
+def test_hydra_override_errors_are_one_line(tmp_path):
+    out = cli("algo.clip_rato=0.1", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "rlhand-train: error: Could not override 'algo.clip_rato'. To append to your config use +algo.clip_rato=0.1 "
+        "(Key 'clip_rato' not in 'AlgoConfig')"
+    ]
+
+
+def test_a_reward_function_returning_nan_mid_run(tmp_path):
+    (tmp_path / "bad_reward.py").write_text("def nan_after_one_call(prompts, responses, **_):\n    return [float('nan')] * len(prompts)\n")
+    out = subprocess.run(
+        [EXE, *QUICK, "reward.function._target_=bad_reward.nan_after_one_call", "hydra.run.dir=run", "checkpoint.every=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**_env(), "PYTHONPATH": str(tmp_path)},
+    )
+    assert out.returncode == 2
+    assert one_line(out).startswith("rlhand-train: error: reward function bad_reward.nan_after_one_call returned nan for sample 0")
+
+
+def test_a_non_utf8_prompt_file_names_its_line(tmp_path):
+    (tmp_path / "p.jsonl").write_bytes(b'{"prompt": "ok="}\n{"prompt": "caf\xe9="}\n')
+    out = cli(*QUICK, "task=file", "task.path=p.jsonl", "reward=letters", "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["rlhand-train: error: p.jsonl: line 2: not valid UTF-8 (byte 0xe9 at column 16)"]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_says_where_the_last_checkpoint_is(tmp_path, sig, status):
+    run = tmp_path / "run"
+    args = [EXE, *QUICK, "trainer.max_steps=500", "checkpoint.every=2", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "step_4").is_dir():
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("rlhand-train: interrupted at step ") and "; last checkpoint: " in last and "rerun with resume=auto" in last
+    checkpoint = Path(last.split("; last checkpoint: ")[1].split(" (")[0])
+    assert checkpoint.is_dir() and not list((run / "checkpoints").glob("*.tmp"))
+
+
+def _env():
+    import os
+
+    return dict(os.environ)
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+
+def test_write_failures_keep_their_reason():
+    for err in (
+        OSError(28, "No space left on device"),
+        RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+    ):
+        with pytest.raises(OutputError, match=r"^cannot write x/step_3: No space left on device$"), writing(Path("x/step_3")):
+            raise err
+    try:  # torch.save: a RuntimeError raised while handling the OSError
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1118208 vs 1118096")
+    except RuntimeError as chained:
+        with pytest.raises(OutputError, match="No space left on device"), writing(Path("x")):
+            raise chained
+    with pytest.raises(KeyError), writing(Path("x")):  # not an I/O failure: passes unchanged
+        raise KeyError("bug")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs: room for two checkpoints of the tiny model, not three."""
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root); test_write_failures_keep_their_reason covers the logic")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_stays_whole(small_disk, tmp_path):
+    run = small_disk / "run"
+    out = cli(*QUICK, "trainer.max_steps=50", "checkpoint.every=1", "checkpoint.keep=9", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert out.returncode == 2
+    last = one_line(out)
+    assert "No space left on device; last checkpoint: " in last, last
+    checkpoint = Path(last.split("; last checkpoint: ")[1].split(" (")[0])
+    from rlhand.checkpoint.store import verify_checkpoint
+
+    assert verify_checkpoint(checkpoint) >= 1
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    rows = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[-1]["step"] >= verify_checkpoint(checkpoint)
