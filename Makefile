@@ -2,34 +2,51 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact versions CI ran, for every package (pyproject.toml keeps ranges); `make lock` refreshes it.
+LOCK := constraints.txt
+PIP := $(PY) -m pip install -q --constraint $(LOCK)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-all compare bench bench-trl clean-outputs
+.PHONY: help install run train test test-isolation lint lock compare bench bench-trl clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first and pinned: the local CPU build, never the CUDA one from the registry.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PIP) --upgrade pip
+	# torch first: the local CPU build here (pip resolves torch==2.13.0 to it), never the CUDA one from the registry.
+	$(PIP) torch
+	$(PIP) -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install rlhand (editable) with test extras
+install: $(STAMP)  ## create .venv and install rlhand (editable) with test extras, at the locked versions
 
 run: $(STAMP)  ## install, then train on the built-in default (ARGS="algo.lr=5e-4 ..." to override)
 	$(VENV)/bin/rlhand-train $(ARGS)
 
 train: run  ## same as run
 
-test: $(STAMP)  ## install, then run the default test suite (no slow tests)
-	$(PY) -m pytest -q -m "not slow"
-
-test-all: $(STAMP)  ## every test, slow ones included
+test: $(STAMP)  ## install, then run the whole test suite (in a random order; the seed is printed first)
 	$(PY) -m pytest -q
+
+test-isolation: $(STAMP)  ## the suite in reverse and two random orders, and every test file alone (~20 min)
+	scripts/check_test_isolation.sh $(PY)
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check rlhand tests
+
+lock:  ## re-resolve the newest versions pyproject.toml allows into constraints.txt, in a scratch venv
+	rm -rf .venv-lock
+	python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q torch==2.13.0
+	.venv-lock/bin/python -m pip install -q ".[dev]"
+	{ echo "# Exact versions for make install / .ci/run (Python $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version())')), made by make lock on $$(date -u +%F)."; \
+	  echo "# torch is the local CPU build where one is installed (2.13.0+cpu here); pip matches it by 2.13.0."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -i '^rlhand' | sed 's/+cpu$$//'; } > $(LOCK)
+	rm -rf .venv-lock
 
 compare: $(STAMP)  ## plots + table over every run under outputs/ (DIRS="..." to choose, ARGS="--group-by seed")
 	$(VENV)/bin/rlhand-compare $(or $(DIRS),outputs) --out outputs/compare $(ARGS)

@@ -45,15 +45,17 @@ def compose_bench_config(overrides: list[str]):
 
 
 def run_bench(overrides: list[str], iters: int, warmup: int) -> dict:
+    from rlhand.reporting.memory import memory_stats, reset_peak_memory
     from rlhand.trainer.loop import Trainer
 
     cfg = compose_bench_config(overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, Path(run_dir))
         rows = []
+        reset_peak_memory(trainer.device)
         for _ in range(warmup + iters):
             trainer.step += 1
-            rows.append(trainer.train_step())
+            rows.append({**trainer.train_step(), **memory_stats(trainer.device)})
     timed = rows[warmup:]
 
     def median(key: str) -> float:

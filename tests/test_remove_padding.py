@@ -1,5 +1,7 @@
 """model.remove_padding: forwards on the real tokens only give the padded forwards' results."""
 
+import json
+
 import pytest
 import torch
 
@@ -102,9 +104,13 @@ def test_training_with_and_without_padding_removal_logs_the_same_run(tmp_path, m
         return original(*args)
 
     monkeypatch.setattr(forward, "packed_attention", counted)
+    # Prompts of different lengths: every batch has left padding to remove, whatever is sampled.
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": "abcdefgh"[: 1 + i % 8] + "="}) + "\n" for i in range(32)))
     runs = {}
     for flag in ("true", "false"):
-        Trainer(compose_cfg(FAST + [f"model.remove_padding={flag}"]), tmp_path / flag).fit()
+        overrides = FAST + ["task=file", f"task.path={prompts}", "reward=letters", f"model.remove_padding={flag}"]
+        Trainer(compose_cfg(overrides), tmp_path / flag).fit()
         runs[flag] = read_metrics(tmp_path / flag / "logs" / "metrics.jsonl")
         if flag == "true":
             assert len(packed_forwards) > 8  # rollout scoring and every update minibatch ran packed
