@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -36,6 +37,26 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--reverse-order"):
         items.reverse()
+
+
+def pytest_collection_finish(session):
+    """Say which random order this is, also under -q (pytest-randomly's own header line is not)."""
+    config = session.config
+    if config.pluginmanager.hasplugin("randomly") and not config.getoption("--reverse-order"):
+        seed = config.getoption("randomly_seed")
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and isinstance(seed, int):
+            reporter.write_line(f"random test order, seed {seed} (repeat it with -p randomly --randomly-seed={seed})")
+
+
+@pytest.fixture(autouse=True)
+def restore_process_state():
+    """A Trainer sets torch's thread count for its process (trainer.threads), and a test may chdir:
+    each test starts from the state the process began with, whatever ran before it."""
+    threads, cwd = torch.get_num_threads(), os.getcwd()
+    yield
+    torch.set_num_threads(threads)
+    os.chdir(cwd)
 
 
 def compose_raw(overrides=()):

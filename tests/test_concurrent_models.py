@@ -53,9 +53,20 @@ def test_a_failing_job_raises_after_the_other_finished():
     assert finished.is_set()  # run() waited for the slow job before raising
 
 
+@pytest.fixture
+def one_thread():
+    """Both paths on one intra-op thread per model, whatever the process default: the claim is the
+    same math, and a different thread count alone moves float rounding (AdamW then turns ~1e-9 of
+    gradient rounding into ~1e-6 of weight)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("grad_accum_steps", [1, 2])
 @pytest.mark.parametrize("kl_placement", ["reward", "loss"])
-def test_side_by_side_step_equals_the_sequential_one(grad_accum_steps, kl_placement):
+def test_side_by_side_step_equals_the_sequential_one(grad_accum_steps, kl_placement, one_thread):
     models, _, rollout = make_rollout()
     algo = AlgoConfig(
         name="t", rollout_batch_size=8, num_minibatches=1, grad_accum_steps=grad_accum_steps, kl_placement=kl_placement,

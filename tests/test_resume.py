@@ -151,7 +151,11 @@ def test_sigkill_at_a_random_moment_then_resume_auto_is_exact(reference_run, tmp
         if metrics.exists() and metrics.read_text().count("\n") >= kill_after_rows:
             break
         time.sleep(0.005)
-    time.sleep(random.uniform(0.0, 0.15))
+    # A random moment within the next iteration (its length as the run itself measured it): late
+    # enough to land inside a checkpoint write sometimes, early enough that the run cannot finish.
+    rows = read_metrics(metrics)
+    step_s = sum(row["time/iteration_s"] for row in rows) / len(rows) if rows else 0.05
+    time.sleep(random.uniform(0.0, step_s))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
