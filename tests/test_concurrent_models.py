@@ -72,7 +72,7 @@ def test_side_by_side_step_equals_the_sequential_one(grad_accum_steps, kl_placem
         name="t", rollout_batch_size=8, num_minibatches=1, grad_accum_steps=grad_accum_steps, kl_placement=kl_placement,
         kl_estimator="k3", ent_coef=0.01, max_grad_norm=0.5,
     )
-    assign_advantages(rollout, algo, kl_coef=0.05)
+    rollout, _ = assign_advantages(rollout, algo, kl_coef=0.05)
     results = []
     for threads in (None, shared_model_threads(1)):
         trial = copy.deepcopy(models)

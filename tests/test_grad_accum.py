@@ -23,7 +23,7 @@ def grads_after_step(models, rollout, algo):
 def test_accumulated_gradient_equals_one_batch(loss_agg, kl_placement):
     models, _, rollout = make_rollout()
     kw = dict(name="t", rollout_batch_size=8, num_minibatches=1, loss_agg=loss_agg, kl_placement=kl_placement, kl_estimator="k3", ent_coef=0.01, max_grad_norm=None)
-    assign_advantages(rollout, AlgoConfig(**kw), kl_coef=0.05)
+    rollout, _ = assign_advantages(rollout, AlgoConfig(**kw), kl_coef=0.05)
     lengths = rollout.response_mask.sum(dim=1)
     assert lengths.unique().numel() > 1  # unequal lengths: the case where per-micro-batch means go wrong
     one, one_stats = grads_after_step(models, rollout, AlgoConfig(**kw, grad_accum_steps=1))

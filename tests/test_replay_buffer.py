@@ -7,7 +7,7 @@ import torch
 
 from rlhand.config.schema import ReplayConfig
 from rlhand.replay.buffer import ReplayBuffer
-from rlhand.rollout.collect import Rollout
+from rlhand.rollout.batch import Rollout
 
 PAD = 0
 
@@ -24,12 +24,14 @@ def fake_rollout(n, *, prompt_width=5, response_width=4, seed=0, score=None):
         prompt_mask=prompt_mask,
         response_ids=torch.randint(3, 90, (n, response_width), generator=g) * response_mask,
         response_mask=response_mask,
-        logprobs=per_token(),
+        behaviour_logprobs=(behaviour := per_token()),
+        proximal_logprobs=behaviour,
         ref_logprobs=per_token(),
         values=per_token(),
         scores=torch.full((n,), float(score)) if score is not None else torch.randn(n, generator=g),
         raw_scores=torch.randn(n, generator=g),
         ended=torch.rand(n, generator=g) > 0.5,
+        fresh=torch.ones(n, dtype=torch.bool),
         advantages=per_token(),
     )
 
@@ -43,7 +45,7 @@ def test_stored_samples_come_back_exactly():
     buffer, rollout = make_buffer(), fake_rollout(6)
     buffer.add(rollout, step=1, priorities=torch.ones(6))
     back = buffer.rollout(np.arange(6), torch.device("cpu"), PAD)
-    for name in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "logprobs", "ref_logprobs", "values", "scores", "ended"):
+    for name in ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "behaviour_logprobs", "ref_logprobs", "values", "scores", "ended"):
         original, restored = getattr(rollout, name), getattr(back, name)
         if original.dim() == 2:  # trimmed to the longest sample among those drawn
             width = restored.shape[1]

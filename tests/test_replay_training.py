@@ -6,7 +6,7 @@ import torch
 
 from rlhand.config import ConfigError
 from rlhand.config.schema import AlgoConfig
-from rlhand.rollout.collect import concat_rollouts
+from rlhand.rollout.batch import concat_rollouts
 from rlhand.trainer.advantages import assign_advantages
 from rlhand.trainer.loop import Trainer
 from rlhand.trainer.update import ppo_losses
@@ -62,8 +62,9 @@ def test_degenerate_replay_is_plain_ppo_d63(tmp_path):
 def test_unit_weights_give_the_plain_ppo_loss_d55():
     models, _, rollout = make_rollout()
     algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, clip_ratio_high=0.28)
-    assign_advantages(rollout, algo, kl_coef=0.05)
-    rollout.logprobs = rollout.logprobs - 0.1 * torch.rand_like(rollout.logprobs)  # ratios away from 1: clipping active
+    rollout, _ = assign_advantages(rollout, algo, kl_coef=0.05)
+    away = rollout.proximal_logprobs - 0.1 * torch.rand_like(rollout.proximal_logprobs)
+    rollout = rollout.replace(proximal_logprobs=away)  # ratios away from 1: clipping active
 
     def loss_and_grads(batch):
         models.policy.zero_grad(), models.critic.zero_grad()
@@ -72,11 +73,11 @@ def test_unit_weights_give_the_plain_ppo_loss_d55():
         return losses["total"].item(), [p.grad.clone() for p in models.policy.parameters() if p.grad is not None]
 
     plain_loss, plain_grads = loss_and_grads(rollout)
-    rollout.policy_weights, rollout.value_weights = rollout.response_mask.float(), torch.ones(len(rollout))
-    weighted_loss, weighted_grads = loss_and_grads(rollout)
+    weighted = rollout.replace(policy_weights=rollout.response_mask.float(), value_weights=torch.ones(len(rollout)))
+    weighted_loss, weighted_grads = loss_and_grads(weighted)
     assert weighted_loss == plain_loss and all(torch.equal(g, h) for g, h in zip(plain_grads, weighted_grads))
-    rollout.policy_weights = rollout.policy_weights * 2  # and the weights do act
-    assert loss_and_grads(rollout)[0] != plain_loss
+    doubled = weighted.replace(policy_weights=weighted.policy_weights * 2)  # and the weights do act
+    assert loss_and_grads(doubled)[0] != plain_loss
 
 
 def test_replayed_samples_are_anchored_to_the_proximal_policy_d61_d62(tmp_path):
@@ -97,13 +98,15 @@ def test_replayed_samples_are_anchored_to_the_proximal_policy_d61_d62(tmp_path):
 def test_kl_stats_come_from_the_fresh_rows_only_d64():
     _, _, fresh = make_rollout()
     _, _, other = make_rollout(penalty=1.0)
-    other.ref_logprobs = other.ref_logprobs - 1.0  # a very different KL on the "replayed" rows
+    # A very different KL on the "replayed" rows, which are not fresh.
+    other = other.replace(ref_logprobs=other.ref_logprobs - 1.0, fresh=torch.zeros_like(other.fresh))
     algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2)
     batch = concat_rollouts([fresh, other], pad_id=0)
-    fresh_only = assign_advantages(fresh, algo, kl_coef=0.05)
-    mixed = assign_advantages(batch, algo, kl_coef=0.05, stats_rows=len(fresh))
+    _, fresh_only = assign_advantages(fresh, algo, kl_coef=0.05)
+    _, mixed = assign_advantages(batch, algo, kl_coef=0.05)
     assert mixed["kl/ref"] == pytest.approx(fresh_only["kl/ref"], abs=1e-6)
-    assert assign_advantages(batch, algo, kl_coef=0.05)["kl/ref"] != pytest.approx(fresh_only["kl/ref"], abs=1e-3)
+    all_fresh = batch.replace(fresh=torch.ones_like(batch.fresh))
+    assert assign_advantages(all_fresh, algo, kl_coef=0.05)[1]["kl/ref"] != pytest.approx(fresh_only["kl/ref"], abs=1e-3)
 
 
 def test_replay_run_resumes_exactly(tmp_path):
@@ -122,3 +125,33 @@ def test_replay_run_resumes_exactly(tmp_path):
     plain.fit()
     with pytest.raises(ValueError, match="has no replay buffer"):
         Trainer(compose_cfg(run + [f"resume={tmp_path / 'plain' / 'checkpoints' / 'step_3'}"]), tmp_path / "x")
+
+
+def test_truncated_share_counts_the_replayed_tokens_above_the_cap():
+    """replay/tis_truncated_frac: the share of replayed tokens whose pi_prox / pi_behaviour exceeds
+    is_truncation (it read 0 whatever the ratios, when it compared the recomputed log-probs with themselves)."""
+    import math
+
+    from rlhand.config.schema import ReplayConfig
+    from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
+    from rlhand.replay.buffer import ReplayBuffer
+    from rlhand.replay.mixer import ExperienceReplay
+    from rlhand.reporting.timer import PhaseTimer
+
+    models, tok, rollout = make_rollout()
+    inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
+    with torch.no_grad():
+        current = token_logprobs(response_logits(models.policy, inputs, 0.7), rollout.response_ids) * rollout.response_mask
+    older = torch.zeros(len(rollout), 1)
+    older[:4] = math.log(3.0)  # rows 0-3 were 3x less likely under the policy that sampled them
+    stored = rollout.replace(behaviour_logprobs=(current - older) * rollout.response_mask, advantages=torch.zeros_like(current))
+    cfg = ReplayConfig(name="t", enabled=True, buffer_size=8, min_size=1, sample_size=8, max_reuse=1, is_truncation=2.0)
+    buffer = ReplayBuffer(cfg, prompt_width=32, response_width=8, vocab_size=len(tok), with_ref=True, seed=0)
+    buffer.add(stored, step=1, priorities=torch.ones(8))
+    replay = ExperienceReplay(cfg, buffer, tok.pad_token_id, torch.device("cpu"))
+    batch, stats = replay.extend(rollout, step=2, models=models, temperature=0.7, timer=PhaseTimer(torch.device("cpu")))
+    replayed = batch.select(torch.nonzero(~batch.fresh).squeeze(1))
+    expected = (replayed.response_mask * (replayed.proximal_logprobs - replayed.behaviour_logprobs > math.log(2.0))).sum() / replayed.response_mask.sum()
+    assert 0.2 < stats["replay/tis_truncated_frac"] < 0.8
+    assert stats["replay/tis_truncated_frac"] == pytest.approx(expected.item())
+    assert batch.num_fresh == 8 and len(batch) == 16

@@ -128,7 +128,7 @@ def make_rollout(penalty=None, reward_fn=None):
 def test_first_minibatch_ratio_is_one_and_kl_starts_at_zero():
     models, _, rollout = make_rollout()
     algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2)
-    stats = assign_advantages(rollout, algo, kl_coef=0.05)
+    rollout, stats = assign_advantages(rollout, algo, kl_coef=0.05)
     assert abs(stats["kl/ref"]) < 1e-5
     _, mb_stats = ppo_losses(models, rollout.select(torch.arange(4)), algo, kl_coef=0.05, temperature=0.7)
     assert mb_stats["policy/ratio"].item() == pytest.approx(1.0, abs=1e-5)
@@ -139,7 +139,7 @@ def test_first_minibatch_ratio_is_one_and_kl_starts_at_zero():
 def test_ratio_check_has_teeth_when_dropout_is_on():
     models, _, rollout = make_rollout()
     algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2)
-    assign_advantages(rollout, algo, kl_coef=0.05)
+    rollout, _ = assign_advantages(rollout, algo, kl_coef=0.05)
     for module in models.policy.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.5
@@ -202,9 +202,10 @@ def test_function_reward_accepts_any_sequence_of_finite_numbers(make):
 
 def test_score_lands_on_last_response_token():
     _, _, rollout = make_rollout()
-    assign_advantages(rollout, AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2), kl_coef=0.0)
+    rollout, _ = assign_advantages(rollout, AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2), kl_coef=0.0)
     last = rollout.response_mask.sum(dim=1) - 1
     rows = torch.arange(len(rollout))
     assert torch.allclose(rollout.rewards[rows, last], rollout.scores)
-    rollout.rewards[rows, last] = 0
-    assert (rollout.rewards == 0).all()
+    rewards = rollout.rewards.clone()
+    rewards[rows, last] = 0
+    assert (rewards == 0).all()

@@ -42,7 +42,7 @@ def validate(
         scores.append(rollout.scores)
         lengths.append(response_mask.sum(dim=1).float())
         if rollout.ref_logprobs is not None:
-            kl = kl_estimate(rollout.logprobs, rollout.ref_logprobs, KLEstimator.k1)
+            kl = kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, KLEstimator.k1)
             kls.append(masked_sum(kl, response_mask, dim=1))
         with timer("validate_entropy"):
             inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask)

@@ -16,9 +16,9 @@ from torch import Tensor
 from rlhand.config.schema import ReplayConfig
 from rlhand.core.importance import annealed_beta, per_is_weights
 from rlhand.replay.sum_tree import SumTree
-from rlhand.rollout.collect import Rollout
+from rlhand.rollout.batch import Rollout
 
-PER_TOKEN = ("logprobs", "ref_logprobs", "values", "advantages")
+PER_TOKEN = ("behaviour_logprobs", "ref_logprobs", "values", "advantages")
 PER_SAMPLE = ("scores", "raw_scores")
 
 
@@ -56,7 +56,7 @@ class ReplayBuffer:
         return sum(t[0].numel() * t.element_size() for t in self.data.values()) + 2 * 8  # + two float64 tree leaves
 
     def add(self, rollout: Rollout, step: int, priorities: Tensor) -> None:
-        """Store a fresh rollout (behaviour log-probs in rollout.logprobs) with its priorities."""
+        """Store a rollout's rows (their behaviour log-probs, values and advantages) with their priorities."""
         rows = (self.next + np.arange(len(rollout))) % self.capacity
         self.next = int((self.next + len(rollout)) % self.capacity)
         self.count = min(self.capacity, self.count + len(rollout))
@@ -157,14 +157,16 @@ class ReplayBuffer:
             prompt_mask=prompt_mask,
             response_ids=response_ids,
             response_mask=response_mask,
-            logprobs=per_token["logprobs"],
+            behaviour_logprobs=per_token["behaviour_logprobs"],
+            proximal_logprobs=per_token["behaviour_logprobs"],  # until the mixer recomputes them
             ref_logprobs=per_token.get("ref_logprobs"),
             values=per_token["values"],
             scores=d["scores"][index],
             raw_scores=d["raw_scores"][index],
             ended=d["ended"][index],
+            fresh=torch.zeros(len(indices), dtype=torch.bool),
         )
-        return _to(rollout, device)
+        return rollout.to(device)
 
     def stats(self, step: int) -> dict[str, float]:
         if self.count == 0:
@@ -198,10 +200,3 @@ class ReplayBuffer:
         self.tree.load_state_dict({"leaves": state["tree"]["leaves"].numpy()})
         self.count, self.next, self.draws = state["count"], state["next"], state["draws"]
         self.rng.bit_generator.state = state["rng"]
-
-
-def _to(rollout: Rollout, device: torch.device) -> Rollout:
-    for name, value in vars(rollout).items():
-        if isinstance(value, Tensor):
-            setattr(rollout, name, value.to(device))
-    return rollout

@@ -24,54 +24,55 @@ from rlhand.core.masked import masked_mean
 from rlhand.models.build import Models
 from rlhand.models.forward import logits_and_values, sequence_inputs, token_logprobs
 from rlhand.replay.buffer import Draw, ReplayBuffer
-from rlhand.rollout.collect import Rollout, concat_rollouts
+from rlhand.rollout.batch import Rollout, concat_rollouts
 
 
 class ExperienceReplay:
     def __init__(self, cfg: ReplayConfig, buffer: ReplayBuffer, pad_id: int, device: torch.device):
         self.cfg, self.buffer, self.pad_id, self.device = cfg, buffer, pad_id, device
-        self.draw: Draw | None = None
-        self.fresh_rows = 0
+        self.draw: Draw | None = None  # this iteration's draw, until after_update
 
     @torch.no_grad()
     def extend(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Rollout, dict]:
-        """The update batch: fresh rows first, then replayed ones (if the buffer can serve them)."""
-        self.fresh_rows = len(fresh)
+        """The update batch: the fresh rows, then replayed ones (if the buffer can serve them)."""
         self.draw = self.buffer.draw(self.cfg.sample_size, step)
         if self.draw is None:
             return fresh, {"replay/sampled": 0}
         with timer("score_replay"):
-            replayed = self.buffer.rollout(self.draw.indices, self.device, self.pad_id)
-            mask = replayed.response_mask.bool()
-            inputs = sequence_inputs(replayed.prompt_ids, replayed.prompt_mask, replayed.response_ids, replayed.response_mask)
+            stored = self.buffer.rollout(self.draw.indices, self.device, self.pad_id)
+            mask = stored.response_mask.bool()
+            inputs = sequence_inputs(stored.prompt_ids, stored.prompt_mask, stored.response_ids, stored.response_mask)
             logits, values = logits_and_values(models.policy, models.critic, inputs, temperature)
-            prox = token_logprobs(logits, replayed.response_ids).masked_fill(~mask, 0.0)
+            prox = token_logprobs(logits, stored.response_ids).masked_fill(~mask, 0.0)
             values = values.masked_fill(~mask, 0.0)
-        tis = truncated_is_weights(prox, replayed.logprobs, self.cfg.is_truncation)
+        tis = truncated_is_weights(prox, stored.behaviour_logprobs, self.cfg.is_truncation)
         per = self.draw.weights.to(self.device)
-        replayed.logprobs, replayed.values = prox, values
-        replayed.policy_weights = per.unsqueeze(-1) * tis * replayed.response_mask
-        replayed.value_weights = per
-        fresh.policy_weights = fresh.response_mask.float()
-        fresh.value_weights = torch.ones(len(fresh), device=self.device)
+        replayed = stored.replace(
+            proximal_logprobs=prox,
+            values=values,
+            policy_weights=per.unsqueeze(-1) * tis * stored.response_mask,
+            value_weights=per,
+        )
+        fresh = fresh.replace(policy_weights=fresh.response_mask.float(), value_weights=torch.ones(len(fresh), device=self.device))
         stats = {
             "replay/sampled": len(replayed),
             "replay/is_weight_mean": per.mean().item(),
             "replay/beta": self.draw.beta,
             "replay/tis_mean": masked_mean(tis, replayed.response_mask).item(),
-            "replay/tis_truncated_frac": _truncated_fraction(prox - replayed.logprobs, self.cfg.is_truncation, replayed.response_mask),
+            "replay/tis_truncated_frac": _truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask),
             "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask).item(),
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
 
     def after_update(self, batch: Rollout, step: int) -> None:
+        """Refresh the drawn rows' priorities (the replayed rows of `batch`, in draw order) and
+        store the fresh rows with their raw GAE advantages."""
         priorities = sequence_priorities(batch, self.cfg.priority_eps)
         if self.draw is not None:
-            self.buffer.update_priorities(self.draw.indices, priorities[self.fresh_rows :])
-        rows = torch.arange(self.fresh_rows, device=batch.response_ids.device)
-        fresh = batch.select(rows)
-        fresh.advantages = (fresh.returns - fresh.values) * fresh.response_mask  # raw GAE, before whitening
-        self.buffer.add(fresh, step, priorities[: self.fresh_rows])
+            self.buffer.update_priorities(self.draw.indices, priorities[~batch.fresh])
+        fresh = batch.only_fresh()
+        raw_advantages = (fresh.returns - fresh.values) * fresh.response_mask  # GAE before whitening
+        self.buffer.add(fresh.replace(advantages=raw_advantages), step, priorities[batch.fresh])
         self.draw = None
 
 

@@ -20,7 +20,8 @@ from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
 from rlhand.reporting.run_logger import RunLogger
 from rlhand.reporting.timer import PhaseTimer
-from rlhand.rollout.collect import Rollout, collect_rollout
+from rlhand.rollout.batch import Rollout
+from rlhand.rollout.collect import collect_rollout
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
 from rlhand.trainer.resume import check_same_model, find_resume_checkpoint, restore_trainer, save_trainer_checkpoint
@@ -131,7 +132,7 @@ class Trainer:
                 batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
-            kl_stats = assign_advantages(batch, cfg.algo, kl_coef, stats_rows=len(rollout))
+            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef)
         update_started = time.perf_counter()
         update_stats = ppo_update(
             self.models,

@@ -15,7 +15,7 @@ from rlhand.models.build import Models
 from rlhand.models.concurrent import ModelThreads
 from rlhand.models.forward import logits_and_values, response_logits, sequence_inputs, token_logprobs, token_values
 from rlhand.models.value_head import SharedValueHead
-from rlhand.rollout.collect import Rollout
+from rlhand.rollout.batch import Rollout
 
 
 @dataclass
@@ -159,7 +159,7 @@ class LossTerms:
         batch, algo, mask = self.batch, self.algo, self.batch.response_mask
         logprobs = token_logprobs(logits, batch.response_ids)
         pg_tokens, pg_stats = clipped_policy_loss(
-            logprobs, batch.logprobs, batch.advantages, mask, clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high
+            logprobs, batch.proximal_logprobs, batch.advantages, mask, clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high
         )
         if batch.policy_weights is not None:  # replay: decoupled-PPO IS x PER weights (detached)
             pg_tokens = pg_tokens * batch.policy_weights
