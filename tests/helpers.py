@@ -20,3 +20,17 @@ def tiny_models(need_ref=True, need_reward_model=False, seed=0, critic_backbone=
 
 def prompt_batch(tokenizer, texts=("abc=", "hello world=", "xy=")):
     return left_pad([tokenizer(t)["input_ids"] for t in texts], tokenizer.pad_token_id)
+
+
+def make_update(models, algo, optimizer=lambda params: torch.optim.SGD(params, lr=0.0), threads=None):
+    """A PPOUpdate over `models` with one optimizer per model (default: lr-0 SGD, so a step changes
+    nothing and the accumulated .grad stays readable)."""
+    from rlhand.reporting.timer import PhaseTimer
+    from rlhand.trainer.learner import Learner
+    from rlhand.trainer.update import Learners, PPOUpdate
+
+    learners = Learners(
+        policy=Learner(models.policy, optimizer(models.policy.parameters()), algo.max_grad_norm),
+        critic=Learner(models.critic.module, optimizer(models.critic.module.parameters()), algo.max_grad_norm),
+    )
+    return PPOUpdate(learners, models.critic, algo, timer=PhaseTimer(torch.device("cpu")), threads=threads)

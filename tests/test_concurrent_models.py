@@ -8,12 +8,11 @@ import torch
 
 from rlhand.config.schema import AlgoConfig
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
-from rlhand.reporting.timer import PhaseTimer
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
 from rlhand.trainer.loop import Trainer
-from rlhand.trainer.update import Optimizers, minibatch_step
 from tests.conftest import FAST, compose_cfg
+from tests.helpers import make_update
 from tests.test_rollout import make_rollout
 
 
@@ -76,18 +75,15 @@ def test_side_by_side_step_equals_the_sequential_one(grad_accum_steps, kl_placem
     results = []
     for threads in (None, shared_model_threads(1)):
         trial = copy.deepcopy(models)
-        opts = Optimizers(
-            policy=torch.optim.AdamW(trial.policy.parameters(), lr=1e-3), critic=torch.optim.AdamW(trial.critic.parameters(), lr=1e-3)
-        )
-        timer = PhaseTimer(torch.device("cpu"))
-        stats = minibatch_step(trial, opts, rollout, algo, kl_coef=0.05, temperature=0.7, timer=timer, threads=threads)
-        params = [p.detach().clone() for m in (trial.policy, trial.critic) for p in m.parameters()]
-        results.append((stats, params, timer.pop()))
+        update = make_update(trial, algo, lambda params: torch.optim.AdamW(params, lr=1e-3), threads=threads)
+        stats = update.minibatch_step(rollout, kl_coef=0.05, temperature=0.7)
+        params = [p.detach().clone() for m in (trial.policy, trial.critic.module) for p in m.parameters()]
+        results.append((stats, params, update.timer.pop()))
     (seq_stats, seq_params, seq_phases), (par_stats, par_params, par_phases) = results
     assert seq_stats.keys() == par_stats.keys()
     for key in seq_stats:
         assert par_stats[key].item() == pytest.approx(seq_stats[key].item(), rel=1e-5, abs=1e-6), key
-    moved = max((a - b).abs().max().item() for a, b in zip(seq_params, (p for m in (models.policy, models.critic) for p in m.parameters())))
+    moved = max((a - b).abs().max().item() for a, b in zip(seq_params, (p for m in (models.policy, models.critic.module) for p in m.parameters())))
     assert moved > 1e-5  # the step changed the weights, so equal weights below mean equal steps
     assert max((a - b).abs().max().item() for a, b in zip(seq_params, par_params)) < 1e-6
     assert set(par_phases) == set(seq_phases) == {"update_forward", "update_backward", "optimizer_step"}

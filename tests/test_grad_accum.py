@@ -4,17 +4,15 @@ import pytest
 import torch
 
 from rlhand.config.schema import AlgoConfig
-from rlhand.reporting.timer import PhaseTimer
 from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.update import Optimizers, minibatch_step
+from tests.helpers import make_update
 from tests.test_rollout import make_rollout
 
 
 def grads_after_step(models, rollout, algo):
     # lr=0 SGD: the step changes nothing, and the accumulated .grad stays readable afterwards.
-    opts = Optimizers(policy=torch.optim.SGD(models.policy.parameters(), lr=0.0), critic=torch.optim.SGD(models.critic.parameters(), lr=0.0))
-    stats = minibatch_step(models, opts, rollout, algo, kl_coef=0.05, temperature=0.7, timer=PhaseTimer(torch.device("cpu")))
-    grads = [p.grad.clone() for m in (models.policy, models.critic) for p in m.parameters() if p.grad is not None]
+    stats = make_update(models, algo).minibatch_step(rollout, kl_coef=0.05, temperature=0.7)
+    grads = [p.grad.clone() for m in (models.policy, models.critic.module) for p in m.parameters() if p.grad is not None]
     return grads, stats
 
 
@@ -39,13 +37,13 @@ def test_grad_accum_must_divide_the_minibatch():
 
 
 def test_grad_norm_is_measured_without_clipping_and_clipped_when_asked():
-    from rlhand.trainer.update import _clip
+    from rlhand.trainer.learner import grad_norm
 
     layer = torch.nn.Linear(3, 2)
     layer(torch.ones(4, 3)).pow(2).sum().backward()
     before = [p.grad.clone() for p in layer.parameters()]
     expected = torch.cat([g.flatten() for g in before]).norm()
-    assert torch.allclose(_clip(layer, None), expected)
+    assert torch.allclose(grad_norm(layer, None), expected)
     assert all(torch.equal(p.grad, g) for p, g in zip(layer.parameters(), before))
-    assert torch.allclose(_clip(layer, 0.5), expected)
+    assert torch.allclose(grad_norm(layer, 0.5), expected)
     assert torch.allclose(torch.cat([p.grad.flatten() for p in layer.parameters()]).norm(), torch.tensor(0.5), atol=1e-5)

@@ -47,11 +47,11 @@ def test_reward_model_and_critic_initialised_from_it(saved_models, tmp_path):
     # last real token give the same number, and that number is the rollout's score.
     with torch.no_grad():
         rm_scores = sequence_scores(trainer.models.reward_model, inputs, last)
-        critic_at_last = sequence_scores(trainer.models.critic, inputs, last)
+        critic_at_last = sequence_scores(trainer.models.critic.module, inputs, last)
     assert torch.allclose(rm_scores, critic_at_last, atol=1e-6)
     assert torch.allclose(rollout.raw_scores, rm_scores, atol=1e-5)
     assert not any(p.requires_grad for p in trainer.models.reward_model.parameters())
-    assert token_values(trainer.models.critic, inputs).shape == rollout.response_ids.shape
+    assert token_values(trainer.models.critic.module, inputs).shape == rollout.response_ids.shape
     trainer.fit()
 
 
@@ -95,7 +95,7 @@ def test_an_unreachable_hub_id_is_one_line(tmp_path, monkeypatch):
 
 def test_shared_critic_on_a_loaded_policy(saved_models, tmp_path):
     trainer = Trainer(compose_cfg(hf_overrides(saved_models, "model.critic_backbone=shared", "replay=standard", "replay.min_size=8")), tmp_path)
-    assert trainer.models.critic.score.in_features == 32  # the loaded policy's hidden size
+    assert trainer.models.critic.module.score.in_features == 32  # the loaded policy's hidden size
     history = trainer.fit()
     assert history[0]["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5)
     assert history[-1]["replay/sampled"] > 0  # the replay recompute runs through the shared head too

@@ -7,7 +7,8 @@ import torch
 
 from rlhand.config import ConfigError
 from rlhand.models import forward, unpadded
-from rlhand.models.forward import logits_and_values, response_logits, sequence_inputs, sequence_scores, token_values
+from rlhand.models.critic import logits_and_values
+from rlhand.models.forward import response_logits, sequence_inputs, sequence_scores, token_values
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.rollout.sampler import sample_responses
 from rlhand.trainer.loop import Trainer
@@ -19,8 +20,8 @@ def padded_and_packed(attn="eager", **kwargs):
     """The same tiny models twice: plain padded forwards, and marked for packing."""
     models, tokenizer = tiny_models(need_reward_model=True, remove_padding=False, attn_implementation=attn, **kwargs)
     packed, _ = tiny_models(need_reward_model=True, remove_padding=True, attn_implementation=attn, **kwargs)
-    for name in ("policy", "critic", "ref", "reward_model"):
-        getattr(packed, name).load_state_dict(getattr(models, name).state_dict())
+    for plain, fast in zip(models.modules(), packed.modules()):
+        fast.load_state_dict(plain.state_dict())
     return models, packed, tokenizer
 
 
@@ -48,7 +49,7 @@ def test_packed_forwards_equal_the_padded_ones_at_every_real_position(attn):
         pairs = [
             (response_logits(models.policy, inputs, 0.7), response_logits(packed.policy, inputs, 0.7)),
             (response_logits(models.ref, inputs, 0.7), response_logits(packed.ref, inputs, 0.7)),
-            (token_values(models.critic, inputs), token_values(packed.critic, inputs)),
+            (token_values(models.critic.module, inputs), token_values(packed.critic.module, inputs)),
         ]
         scores = sequence_scores(models.reward_model, inputs, last), sequence_scores(packed.reward_model, inputs, last)
     for plain, fast in pairs:
@@ -64,14 +65,14 @@ def test_packed_gradients_equal_the_padded_ones():
     for m in (models, packed):
         logits, values = logits_and_values(m.policy, m.critic, inputs, 1.0)
         (logits.logsumexp(-1)[real].mean() + values[real].pow(2).mean()).backward()
-    for plain, fast in ((models.policy, packed.policy), (models.critic, packed.critic)):
+    for plain, fast in ((models.policy, packed.policy), (models.critic.module, packed.critic.module)):
         for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_shared_head_reads_the_packed_hidden_states():
     models, packed, tokenizer = padded_and_packed(critic_backbone="shared")
-    packed.critic.load_state_dict(models.critic.state_dict())
+    packed.critic.module.load_state_dict(models.critic.module.state_dict())
     inputs, real = batch(models, tokenizer)
     with torch.no_grad():
         (plain_logits, plain_values), (logits, values) = (

@@ -67,8 +67,8 @@ def test_unit_weights_give_the_plain_ppo_loss_d55():
     rollout = rollout.replace(proximal_logprobs=away)  # ratios away from 1: clipping active
 
     def loss_and_grads(batch):
-        models.policy.zero_grad(), models.critic.zero_grad()
-        losses, _ = ppo_losses(models, batch, algo, kl_coef=0.05, temperature=0.7)
+        models.policy.zero_grad(), models.critic.module.zero_grad()
+        losses, _ = ppo_losses(models.policy, models.critic, batch, algo, kl_coef=0.05, temperature=0.7)
         losses["total"].backward()
         return losses["total"].item(), [p.grad.clone() for p in models.policy.parameters() if p.grad is not None]
 

@@ -66,7 +66,7 @@ def test_left_padding_does_not_change_logprobs_values_or_scores():
         outs.append(
             (
                 token_logprobs(response_logits(models.policy, inputs, 1.0), response),
-                token_values(models.critic, inputs),
+                token_values(models.critic.module, inputs),
                 sequence_scores(models.reward_model, inputs, torch.tensor([3])),
             )
         )
@@ -130,7 +130,7 @@ def test_first_minibatch_ratio_is_one_and_kl_starts_at_zero():
     algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2)
     rollout, stats = assign_advantages(rollout, algo, kl_coef=0.05)
     assert abs(stats["kl/ref"]) < 1e-5
-    _, mb_stats = ppo_losses(models, rollout.select(torch.arange(4)), algo, kl_coef=0.05, temperature=0.7)
+    _, mb_stats = ppo_losses(models.policy, models.critic, rollout.select(torch.arange(4)), algo, kl_coef=0.05, temperature=0.7)
     assert mb_stats["policy/ratio"].item() == pytest.approx(1.0, abs=1e-5)
     assert mb_stats["policy/clipfrac"].item() == 0
     assert abs(mb_stats["policy/approx_kl"].item()) < 1e-8
@@ -144,7 +144,7 @@ def test_ratio_check_has_teeth_when_dropout_is_on():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.5
     models.policy.train()
-    _, mb_stats = ppo_losses(models, rollout, algo, kl_coef=0.05, temperature=0.7)
+    _, mb_stats = ppo_losses(models.policy, models.critic, rollout, algo, kl_coef=0.05, temperature=0.7)
     assert abs(mb_stats["policy/ratio"].item() - 1.0) > 1e-3
 
 

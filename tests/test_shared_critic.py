@@ -8,12 +8,13 @@ from safetensors.torch import load_file
 from rlhand.checkpoint.state import load_weights
 from rlhand.checkpoint.store import CheckpointError
 from rlhand.config import ConfigError
-from rlhand.models.forward import logits_and_values, response_logits, sequence_inputs
+from rlhand.models.critic import logits_and_values
+from rlhand.models.forward import response_logits, sequence_inputs
 from rlhand.models.value_head import WEIGHTS_FILE, SharedValueHead
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.rollout.sampler import sample_responses
 from rlhand.trainer.loop import Trainer
-from rlhand.trainer.setup import build_optimizers
+from rlhand.trainer.setup import build_learners
 from tests.conftest import FAST, compose_cfg
 from tests.helpers import prompt_batch, tiny_models
 
@@ -30,12 +31,12 @@ def sampled_inputs(models, tokenizer, value_head=None):
 
 def test_the_shared_critic_owns_only_its_head():
     models, _ = tiny_models(critic_backbone="shared")
-    assert isinstance(models.critic, SharedValueHead) and models.critic.policy is models.policy
-    assert [name for name, _ in models.critic.named_parameters()] == ["score.weight"]
-    optimizers = build_optimizers(compose_cfg(FAST + ["model.critic_backbone=shared"]), models)
-    critic_params = optimizers.critic.param_groups[0]["params"]
-    assert len(critic_params) == 1 and critic_params[0] is models.critic.score.weight
-    policy_ids = {id(p) for p in optimizers.policy.param_groups[0]["params"]}
+    assert isinstance(models.critic.module, SharedValueHead) and models.critic.module.policy is models.policy
+    assert [name for name, _ in models.critic.module.named_parameters()] == ["score.weight"]
+    learners = build_learners(compose_cfg(FAST + ["model.critic_backbone=shared"]), models)
+    critic_params = learners.critic.optimizer.param_groups[0]["params"]
+    assert len(critic_params) == 1 and critic_params[0] is models.critic.module.score.weight
+    policy_ids = {id(p) for p in learners.policy.optimizer.param_groups[0]["params"]}
     assert policy_ids == {id(p) for p in models.policy.parameters()}
 
 
@@ -48,7 +49,7 @@ def test_one_forward_gives_the_policy_logits_and_the_head_on_the_final_hidden_st
         hidden = models.policy.transformer(
             input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids
         ).last_hidden_state  # after the final layer norm
-        expected_values = models.critic.score(hidden[:, inputs.prompt_len - 1 : -1]).squeeze(-1)
+        expected_values = models.critic.module.score(hidden[:, inputs.prompt_len - 1 : -1]).squeeze(-1)
     assert torch.equal(logits, expected_logits)
     real = inputs.attention_mask[:, inputs.prompt_len :].bool()  # padding-free forwards leave 0 after EOS
     torch.testing.assert_close(values[real], expected_values[real], rtol=0, atol=1e-6)
@@ -57,7 +58,7 @@ def test_one_forward_gives_the_policy_logits_and_the_head_on_the_final_hidden_st
 
 def test_the_sampler_reads_the_same_values_as_a_full_forward():
     models, tokenizer = tiny_models(critic_backbone="shared")
-    samples, inputs = sampled_inputs(models, tokenizer, value_head=models.critic)
+    samples, inputs = sampled_inputs(models, tokenizer, value_head=models.critic.module)
     with torch.no_grad():
         _, full = logits_and_values(models.policy, models.critic, inputs, 1.0)
     mask = samples.response_mask.bool()
@@ -75,7 +76,7 @@ def test_the_value_loss_reaches_the_policy_backbone_only_when_shared(backbone):
         assert all(g is not None for g in backbone_grads) and sum(g.abs().sum() for g in backbone_grads) > 0
     else:
         assert all(g is None for g in backbone_grads)
-    assert models.critic.score.weight.grad.abs().sum() > 0
+    assert models.critic.module.score.weight.grad.abs().sum() > 0
 
 
 SHARED = FAST + ["model.critic_backbone=shared", "trainer.max_steps=3", "checkpoint.every=1", "trainer.threads=1"]
@@ -88,7 +89,7 @@ def test_a_shared_critic_run_saves_its_head_and_resumes_exactly(tmp_path):
     assert list(load_file(head_file)) == ["score.weight"]
     models, _ = tiny_models(critic_backbone="shared")
     with pytest.raises(CheckpointError, match=r"score.weight has shape \(1, 64\) there and \(1, 32\)"):  # another width does not fit
-        load_weights(models.critic, ref_dir / "final" / "critic")
+        load_weights(models.critic.module, ref_dir / "final" / "critic")
     resumed = Trainer(compose_cfg(SHARED + [f"resume={ref_dir / 'checkpoints' / 'step_2'}"]), resumed_dir)
     assert resumed.step == 2
     resumed.fit()

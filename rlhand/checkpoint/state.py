@@ -1,4 +1,4 @@
-"""What a checkpoint folder holds, and loading it back without unpickling arbitrary objects.
+"""What a checkpoint folder holds, writing and reading it without unpickling arbitrary objects.
 
 step_N/policy/         transformers folder (safetensors + config + tokenizer): from_pretrained works
 step_N/critic/         the same for the value model (a shared value head: its weight only)
@@ -19,9 +19,8 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from rlhand.checkpoint.store import CheckpointError
+from rlhand.checkpoint.store import CheckpointError, prune_checkpoints, write_checkpoint
 from rlhand.models.build import Models
-from rlhand.models.value_head import SharedValueHead
 
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.json"
@@ -29,10 +28,9 @@ CONFIG_FILE = "config.json"
 
 def write_models(folder: Path, models: Models, tokenizer: PreTrainedTokenizerBase) -> None:
     hf_logging.disable_progress_bar()
-    for name, model in (("policy", models.policy), ("critic", models.critic)):
-        model.save_pretrained(folder / name, safe_serialization=True)
-        if not isinstance(model, SharedValueHead):  # a shared head is not a model to load alone
-            tokenizer.save_pretrained(folder / name)
+    models.policy.save_pretrained(folder / "policy", safe_serialization=True)
+    tokenizer.save_pretrained(folder / "policy")
+    models.critic.save(folder / "critic", tokenizer)
 
 
 def write_training_state(folder: Path, state: dict, config: dict) -> None:
@@ -106,3 +104,29 @@ def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+STATE_FORMAT = 2  # 2: learners' optimizer states under "learners", replay rows keep "behaviour_logprobs"
+
+
+def save_training_checkpoint(root: Path, step: int, models: Models, tokenizer: PreTrainedTokenizerBase, state: dict, config: dict, keep: int) -> Path:
+    """checkpoints/step_N: the models' weights and the trainer's state, atomic and with a manifest;
+    then all but the newest `keep` are pruned."""
+
+    def write(folder: Path) -> None:
+        write_models(folder, models, tokenizer)
+        write_training_state(folder, {"format": STATE_FORMAT, **state}, config)
+
+    path = write_checkpoint(root, step, write)
+    prune_checkpoints(root, keep, newest=step)
+    return path
+
+
+def load_training_checkpoint(folder: Path, models: Models) -> dict:
+    """Load the checkpoint's weights into `models` and return the trainer's state."""
+    state = read_training_state(folder)
+    if state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{folder}: training state format {state.get('format')!r}, this version reads {STATE_FORMAT}")
+    load_weights(models.policy, Path(folder) / "policy")
+    load_weights(models.critic.module, Path(folder) / "critic")
+    return state

@@ -19,6 +19,7 @@ from transformers import (
 from rlhand.config.schema import CriticBackbone, CriticInit, ModelConfig, ModelSource
 from rlhand.errors import ModelLoadError
 from rlhand.models import unpadded
+from rlhand.models.critic import Critic, SeparateCritic, SharedHeadCritic
 from rlhand.models.sources import loading
 from rlhand.models.value_head import SharedValueHead
 
@@ -28,24 +29,24 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @dataclass
 class Models:
     policy: PreTrainedModel
-    # A *ForSequenceClassification model read at every token, or (critic_backbone=shared) a
-    # SharedValueHead on the policy.
-    critic: PreTrainedModel | SharedValueHead
+    critic: Critic  # a model of its own, or a head on the policy (rlhand/models/critic.py)
     ref: Optional[PreTrainedModel]  # None when no KL term needs it
     reward_model: Optional[PreTrainedModel]  # None when a reward function scores
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in (self.policy, self.critic.module, self.ref, self.reward_model) if m is not None]
 
 
 def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_ref: bool, need_reward_model: bool, device: torch.device) -> Models:
     build = _build_tiny if cfg.source is ModelSource.tiny else _build_hf
     models = build(cfg, tokenizer, need_ref, need_reward_model)
-    for model in (models.policy, models.critic, models.ref, models.reward_model):
-        if model is not None:
-            prepare(model, device)
+    for model in models.modules():
+        prepare(model, device)
     for frozen in (models.ref, models.reward_model):
         if frozen is not None:
             frozen.requires_grad_(False)
     if cfg.remove_padding:
-        for model in (models.policy, models.critic, models.ref, models.reward_model):
+        for model in models.modules():
             if isinstance(model, PreTrainedModel):  # a shared value head reads the policy's forward
                 unpadded.enable(model)
     return models
@@ -88,11 +89,12 @@ def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: 
     dtype = DTYPES[cfg.dtype.value]
     policy = GPT2LMHeadModel(_tiny_config(cfg, tokenizer)).to(dtype)
     if cfg.critic_backbone is CriticBackbone.shared:
-        critic = SharedValueHead(policy, cfg.n_embd, dtype)
+        critic = SharedHeadCritic(SharedValueHead(policy, cfg.n_embd, dtype))
     else:
-        critic = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
+        model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
         # Critic starts from the policy backbone, with a fresh scalar head.
-        critic.transformer.load_state_dict(policy.transformer.state_dict())
+        model.transformer.load_state_dict(policy.transformer.state_dict())
+        critic = SeparateCritic(model)
     reward_model = None
     if need_reward_model:  # random weights: only useful for benchmarks with reward=model
         reward_model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
@@ -109,7 +111,7 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
     reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
     ref = copy.deepcopy(policy) if need_ref else None
     if cfg.critic_backbone is CriticBackbone.shared:
-        critic = SharedValueHead(policy, policy.config.hidden_size, DTYPES[cfg.dtype.value])
+        critic = SharedHeadCritic(SharedValueHead(policy, policy.config.hidden_size, DTYPES[cfg.dtype.value]))
         return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
     if cfg.critic is not None:
         field, critic_path = "model.critic", cfg.critic
@@ -118,10 +120,10 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
     else:
         field, critic_path = "model.policy", cfg.policy
     with loading(field, critic_path):
-        critic = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
-    if critic.config.pad_token_id is None:
-        critic.config.pad_token_id = tokenizer.pad_token_id
-    return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
+        model = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return Models(policy=policy, critic=SeparateCritic(model), ref=ref, reward_model=reward_model)
 
 
 def load_reward_model(path: str, **kwargs) -> PreTrainedModel:

@@ -13,7 +13,6 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from rlhand.models.unpadded import packed_attention, uses_packing
-from rlhand.models.value_head import SharedValueHead
 
 
 @dataclass
@@ -40,7 +39,14 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
 
 def response_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float) -> Tensor:
     """(B, R, V) float32 logits / temperature at the positions that predict response tokens."""
-    return _causal_lm_forward(model, inputs)[0].float() / temperature
+    return policy_logits(model, inputs, temperature)[0]
+
+
+def policy_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float, with_hidden: bool = False):
+    """response_logits and, `with_hidden`, the final hidden states at the same positions (B, R, d),
+    as the model itself returns them (after its final norm): what a shared value head reads."""
+    logits, hidden = _causal_lm_forward(model, inputs, with_hidden=with_hidden)
+    return logits.float() / temperature, hidden
 
 
 def _causal_lm_forward(model: PreTrainedModel, inputs: SequenceInputs, with_hidden: bool = False):
@@ -116,21 +122,10 @@ def _unpack(rows: Tensor, where: Tensor) -> Tensor:
 
 def token_values(critic: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
     """(B, R) float32 values V(s_t) from a *ForSequenceClassification critic's score head (a shared
-    head reads the policy's forward instead: logits_and_values, or the sampler at rollout)."""
+    head reads the policy's forward instead: rlhand.models.critic)."""
     want = _response_positions(inputs)
     hidden = _hidden_states(critic, inputs, want)
     return _unpack(critic.score(hidden).squeeze(-1).float(), want[:, inputs.prompt_len - 1 : -1])
-
-
-def logits_and_values(
-    policy: PreTrainedModel, critic: PreTrainedModel | SharedValueHead, inputs: SequenceInputs, temperature: float
-) -> tuple[Tensor, Tensor]:
-    """(B, R, V) response logits / temperature and (B, R) values: two forwards with a critic of its
-    own, one with a shared head (the policy's final hidden state, as the model itself returns it)."""
-    if not isinstance(critic, SharedValueHead):
-        return response_logits(policy, inputs, temperature), token_values(critic, inputs)
-    logits, hidden = _causal_lm_forward(policy, inputs, with_hidden=True)
-    return logits.float() / temperature, critic.values(hidden)
 
 
 def sequence_scores(reward_model: PreTrainedModel, inputs: SequenceInputs, last_index: Tensor) -> Tensor:

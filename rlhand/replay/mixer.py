@@ -22,7 +22,8 @@ from rlhand.config.schema import ReplayConfig
 from rlhand.core.importance import effective_sample_size, truncated_is_weights
 from rlhand.core.masked import masked_mean
 from rlhand.models.build import Models
-from rlhand.models.forward import logits_and_values, sequence_inputs, token_logprobs
+from rlhand.models.critic import logits_and_values
+from rlhand.models.forward import sequence_inputs, token_logprobs
 from rlhand.replay.buffer import Draw, ReplayBuffer
 from rlhand.rollout.batch import Rollout, concat_rollouts
 
@@ -63,6 +64,12 @@ class ExperienceReplay:
             "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask).item(),
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
+
+    def state_dict(self) -> dict:
+        return self.buffer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer.load_state_dict(state)
 
     def after_update(self, batch: Rollout, step: int) -> None:
         """Refresh the drawn rows' priorities (the replayed rows of `batch`, in draw order) and

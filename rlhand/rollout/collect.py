@@ -7,8 +7,8 @@ from torch import Tensor
 
 from rlhand.config.schema import GenerationConfig
 from rlhand.models.build import Models
-from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs, token_values
-from rlhand.models.value_head import SharedValueHead
+from rlhand.models.critic import rollout_values
+from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
 from rlhand.rollout.batch import Rollout
 from rlhand.rollout.sampler import sample_responses
 
@@ -26,7 +26,6 @@ def collect_rollout(
     timer,
     generator: torch.Generator | None = None,
 ) -> Rollout:
-    shared_critic = isinstance(models.critic, SharedValueHead)
     with timer("generate"):
         samples = sample_responses(
             models.policy,
@@ -39,7 +38,7 @@ def collect_rollout(
             eos_id=eos_id,
             pad_id=pad_id,
             generator=generator,
-            value_head=models.critic if shared_critic else None,
+            value_head=models.critic.sampler_head(),
         )
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()
@@ -49,8 +48,7 @@ def collect_rollout(
             logits = response_logits(models.ref, inputs, gen.temperature)
             ref_logprobs = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
     with timer("score_value"):
-        values = samples.values if shared_critic else token_values(models.critic, inputs)
-        values = values.masked_fill(~mask, 0.0)
+        values = rollout_values(models.critic, inputs, samples.values).masked_fill(~mask, 0.0)
     with timer("score_reward"):
         raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended)
     scores = raw_scores

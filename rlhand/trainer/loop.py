@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
-from rlhand.checkpoint.store import checkpoint_step
+from rlhand.checkpoint.resume import check_same_model, config_differences, find_resume_checkpoint
+from rlhand.checkpoint.state import capture_rng, load_training_checkpoint, read_config, restore_rng, save_training_checkpoint
+from rlhand.checkpoint.store import CheckpointError, checkpoint_step
 from rlhand.config.load import config_dict
 from rlhand.config.schema import TrainConfig
 from rlhand.core.masked import masked_mean
@@ -24,11 +26,10 @@ from rlhand.rollout.batch import Rollout
 from rlhand.rollout.collect import collect_rollout
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.resume import check_same_model, find_resume_checkpoint, restore_trainer, save_trainer_checkpoint
 from rlhand.trainer.run_folder import claim_run_folder
 from rlhand.trainer.save import adopt_best, save_models
 from rlhand.trainer.schedules import LRSchedule
-from rlhand.trainer.update import ppo_update
+from rlhand.trainer.update import PPOUpdate
 
 
 class Trainer:
@@ -48,23 +49,58 @@ class Trainer:
             check_same_model(self.resume_from, self.config)
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
-        self.optimizers = setup.build_optimizers(cfg, self.models)
-        self.lr_schedule = LRSchedule(cfg.scheduler, [self.optimizers.policy, self.optimizers.critic], cfg.trainer.max_steps)
+        self.learners = setup.build_learners(cfg, self.models)
+        self.lr_schedule = LRSchedule(cfg.scheduler, [learner.optimizer for learner in self.learners.all()], cfg.trainer.max_steps)
         self.kl_ctl = setup.build_kl_controller(cfg)
         self.sampler = PromptSampler(len(self.inputs.prompt_ids), cfg.seed)
         self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
         self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device)  # None when replay=off
         self.timer = PhaseTimer(self.device)
         self.threads = setup.model_threads(cfg, self.device)  # None: one model at a time
+        self.update = PPOUpdate(self.learners, self.models.critic, cfg.algo, timer=self.timer, autocast=self.autocast, threads=self.threads)
         self.step, self.stopped_early = 0, False
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this trajectory, for error messages
         self.totals = {"samples/generated": 0, "samples/trained": 0}
         self.history: list[dict] = []
         if self.resume_from is not None:
             self.last_checkpoint = self.resume_from
-            changed = restore_trainer(self, self.resume_from)
+            self.load_state_dict(load_training_checkpoint(self.resume_from, self.models))
+            changed = config_differences(read_config(self.resume_from), self.config)
             self.notes.extend(f"config differs from the checkpoint's: {line}" for line in changed)
             self.adopt_best_model()
+
+    def state_dict(self) -> dict:
+        """Everything besides the model weights that decides the rest of the run; each stateful part
+        gives its own state."""
+        return {
+            "step": self.step,
+            "stopped_early": self.stopped_early,
+            "totals": dict(self.totals),
+            "history": self.history,
+            "learners": {"policy": self.learners.policy.state_dict(), "critic": self.learners.critic.state_dict()},
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "replay": self.replay.state_dict() if self.replay is not None else None,
+            "rng": capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.learners.policy.load_state_dict(state["learners"]["policy"])
+        self.learners.critic.load_state_dict(state["learners"]["critic"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.totals = dict(state["totals"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.history = list(state["history"])
+        if self.replay is not None:
+            if state["replay"] is None:
+                raise CheckpointError(f"{self.resume_from}: has no replay buffer, but replay is on (replay={self.cfg.replay.name})")
+            self.replay.load_state_dict(state["replay"])
+        self.step, self.stopped_early = state["step"], state["stopped_early"]
+        restore_rng(state["rng"])  # last: building the trainer drew from the same generators
 
     def adopt_best_model(self) -> None:
         """Resuming another run's checkpoint into this folder: bring its best/ along when it matches."""
@@ -134,17 +170,7 @@ class Trainer:
         with self.timer("advantages"):
             batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef)
         update_started = time.perf_counter()
-        update_stats = ppo_update(
-            self.models,
-            self.optimizers,
-            batch,
-            cfg.algo,
-            kl_coef=kl_coef,
-            temperature=cfg.generation.temperature,
-            timer=self.timer,
-            autocast=self.autocast,
-            threads=self.threads,
-        )
+        update_stats = self.update(batch, kl_coef=kl_coef, temperature=cfg.generation.temperature)
         update_s = time.perf_counter() - update_started
         self.kl_ctl.update(kl_stats["kl/ref"], len(rollout))
         lr = self.lr_schedule.lr
@@ -229,7 +255,9 @@ class Trainer:
 
     def checkpoint(self, log: RunLogger) -> None:
         with writing(self.run_dir / "checkpoints" / f"step_{self.step}"):
-            self.last_checkpoint = save_trainer_checkpoint(self, self.config)
+            self.last_checkpoint = save_training_checkpoint(
+                self.run_dir / "checkpoints", self.step, self.models, self.inputs.tokenizer, self.state_dict(), self.config, self.cfg.checkpoint.keep
+            )
         log.info(f"step {self.step}: checkpoint {self.last_checkpoint}")
 
     def finish(self, log: RunLogger) -> None:

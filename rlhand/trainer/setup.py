@@ -21,7 +21,8 @@ from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
-from rlhand.trainer.update import Optimizers
+from rlhand.trainer.learner import Learner
+from rlhand.trainer.update import Learners
 
 
 @dataclass
@@ -83,15 +84,17 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) ->
     return models, scorer
 
 
-def build_optimizers(cfg: TrainConfig, models: Models) -> Optimizers:
+def build_learners(cfg: TrainConfig, models: Models) -> Learners:
+    """A learner per trained model, each with its own AdamW (separate learning rates) and clipping."""
     algo = cfg.algo
 
-    def adam(model, lr):
+    def learner(module, lr) -> Learner:
         # fused: one kernel for all parameters (CPU and CUDA), the same update as the default loop.
-        params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
+        return Learner(module, optimizer, algo.max_grad_norm)
 
-    return Optimizers(policy=adam(models.policy, algo.lr), critic=adam(models.critic, algo.critic_lr or algo.lr))
+    return Learners(policy=learner(models.policy, algo.lr), critic=learner(models.critic.module, algo.critic_lr or algo.lr))
 
 
 def build_kl_controller(cfg: TrainConfig) -> FixedKLController:

@@ -1,0 +1,80 @@
+"""The critic interface: what the trainer needs from a value function, whatever it is made of.
+
+- SeparateCritic: a *ForSequenceClassification model of its own, its score head read at every
+  response token (TRL's PPOTrainer, OpenRLHF, verl). It has its own forward, so its update can run
+  beside the policy's (rlhand/models/concurrent.py).
+- SharedHeadCritic (model.critic_backbone=shared): a scalar head on the policy's final hidden
+  state. Its values come out of the policy's own forward (and out of the sampler at rollout).
+
+`module` is what the critic's learner trains, checkpoints and saves. Callers ask the critic for
+values and never look at which kind it is.
+"""
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhand.models.forward import SequenceInputs, policy_logits, token_values
+from rlhand.models.value_head import SharedValueHead
+
+
+class Critic:
+    module: nn.Module
+    # True: values() needs the policy forward's final hidden states (one forward serves both).
+    reads_policy_hidden: bool = False
+
+    def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
+        """(B, R) float32 V(s_t) at the positions that predict each response token."""
+        raise NotImplementedError
+
+    def sampler_head(self) -> SharedValueHead | None:
+        """A head the sampler applies to its own hidden states, or None (values come from a forward)."""
+        return None
+
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        raise NotImplementedError
+
+
+class SeparateCritic(Critic):
+    def __init__(self, model: PreTrainedModel):
+        self.module = model
+
+    def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
+        return token_values(self.module, inputs)
+
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.module.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+
+class SharedHeadCritic(Critic):
+    reads_policy_hidden = True
+
+    def __init__(self, head: SharedValueHead):
+        self.module = head
+
+    def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
+        if policy_hidden is None:
+            raise ValueError("a shared-head critic reads the policy forward's hidden states")
+        return self.module.values(policy_hidden)
+
+    def sampler_head(self) -> SharedValueHead:
+        return self.module
+
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.module.save_pretrained(folder)  # the head alone: it is no model to load on its own
+
+
+def logits_and_values(policy: PreTrainedModel, critic: Critic, inputs: SequenceInputs, temperature: float) -> tuple[Tensor, Tensor]:
+    """(B, R, V) response logits / temperature and (B, R) values: two forwards with a critic of its
+    own, one with a shared head."""
+    logits, hidden = policy_logits(policy, inputs, temperature, with_hidden=critic.reads_policy_hidden)
+    return logits, critic.values(inputs, hidden)
+
+
+@torch.no_grad()
+def rollout_values(critic: Critic, inputs: SequenceInputs, sampled: Tensor | None) -> Tensor:
+    """The values of a fresh rollout: read by the sampler (a shared head) or one forward of the critic."""
+    return sampled if sampled is not None else critic.values(inputs)
