@@ -126,3 +126,17 @@ def test_the_letters_task_brings_its_reward_unless_another_is_named():
     assert compose_cfg().reward.name == "letters"
     assert compose_cfg(["reward=model"]).reward.name == "model"
     assert compose_cfg(["algo=ppo_v2"]).reward.name == "letters"
+
+
+def test_presets_are_the_algorithm_plus_feature_groups():
+    """algo=ppo_v1 is algo=ppo with features=production; algo=ppo_v2 adds replay=standard."""
+    from rlhand.config.load import config_dict
+
+    def settings(*overrides):
+        config = config_dict(compose_cfg(list(overrides)))
+        config["algo"].pop("name")
+        return config
+
+    assert settings("algo=ppo_v1") == settings("algo=ppo", "features=production")
+    assert settings("algo=ppo_v2") == settings("algo=ppo", "features=production", "replay=standard")
+    assert settings("algo=ppo") != settings("algo=ppo", "features=production")
