@@ -4,6 +4,7 @@ disk. rlhand-train prints each as one line naming the field, file or line and ex
 
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,8 +25,9 @@ class RewardError(UserError):
     """A reward function that returned something other than one finite number per sample."""
 
 
-# safetensors and other native writers report the OS error inside their message.
-_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+# safetensors and other native writers report the OS error inside their message; DCP carries each
+# rank's failure as a formatted traceback ("OSError: [Errno 28] ...").
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
 
 
 def write_failure(err: BaseException) -> str | None:
@@ -39,9 +41,14 @@ def write_failure(err: BaseException) -> str | None:
             return err.strerror or str(err)
         found = _OS_ERROR_IN_TEXT.search(str(err))
         if found:
-            return os.strerror(int(found.group(1)))
+            return os.strerror(int(found.group(1) or found.group(2)))
         err = err.__cause__ or err.__context__
     return None
+
+
+# Some writers lose the OS error (DCP's torch.save reports "unexpected pos"): a failed write on a disk
+# with less than this left is a full disk.
+NEARLY_FULL = 64 * 2**20
 
 
 @contextmanager
@@ -49,10 +56,18 @@ def writing(path: Path):
     """Turn an I/O failure inside the block into an OutputError naming `path`; other errors pass."""
     try:
         yield
-    except UserError:
+    except (UserError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as err:  # noqa: BLE001 - classified below; anything else is re-raised as it was
-        reason = write_failure(err)
+    except BaseException as err:  # noqa: BLE001 - DCP's CheckpointException is a BaseException; others re-raise as they were
+        reason = write_failure(err) or _full_disk(Path(path))
         if reason is None:
             raise
         raise OutputError(f"cannot write {path}: {reason}") from None
+
+
+def _full_disk(path: Path) -> str | None:
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is None:
+        return None
+    free = shutil.disk_usage(existing).free
+    return f"No space left on device ({free / 2**20:.1f} MiB free)" if free < NEARLY_FULL else None

@@ -1,5 +1,9 @@
 """rlhand-train: the Hydra entry point. Compose config -> check it -> Trainer(cfg).fit().
 
+One process: `rlhand-train ...`. Several: `torchrun --nproc-per-node N -m rlhand.train ...` (and
+--nnodes/--node-rank with a c10d rendezvous across machines), or a SLURM job of N tasks through
+hydra/launcher=slurm. Every rank composes the same config and agrees on one run folder.
+
 Every fault a user can cause or fix ends the run with one line on stderr, `rlhand-train: error:
 ...`, and exit status 2: bad config (Hydra's own composition errors too), prompt files, model paths,
 checkpoints, reward functions, a full disk or an unwritable run folder. Ctrl-C (or SIGTERM, e.g. a
@@ -10,16 +14,19 @@ else is a bug and keeps its traceback (exit 1).
 import os
 import signal
 import sys
+import time
 import traceback
+from datetime import datetime
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rlhand.config import load_config, register_configs
+from rlhand.distributed import context
 from rlhand.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -52,8 +59,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path):
     return Trainer(load_config(cfg), run_dir)
 
 
-def fail(message: str, status: int = EXIT_USER_ERROR):
-    print(message, file=sys.stderr)
+def fail(message: str, status: int = EXIT_USER_ERROR, quiet: bool = False):
+    if not quiet:
+        print(message, file=sys.stderr)
     raise SystemExit(status)
 
 
@@ -63,10 +71,21 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         trainer = build_trainer(cfg, run_dir)
         return trainer.fit()
     except UserError as err:
-        fail(f"rlhand-train: error: {err}{where_to_continue(trainer)}")
+        fail(f"{who(trainer)}: error: {err}{where_to_continue(trainer)}", quiet=not says_it(trainer))
     except KeyboardInterrupt as err:
         step = f" at step {trainer.step}" if trainer is not None and trainer.step else " before training started"
-        fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT))
+        fail(f"{who(trainer)}: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT), quiet=not says_it(trainer))
+
+
+def who(trainer) -> str:
+    ctx = context.current()
+    return f"rlhand-train[rank {ctx.rank}]" if ctx.enabled and not ctx.is_main else "rlhand-train"
+
+
+def says_it(trainer) -> bool:
+    """Rank 0 reports every fault. Before training starts every rank sees the same inputs, so the
+    others keep quiet; once it runs, a rank's own fault (its shard's reward, say) is its to report."""
+    return context.current().is_main or (trainer is not None and trainer.step > 0)
 
 
 def where_to_continue(trainer) -> str:
@@ -102,10 +121,25 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str) -> list[dict]:
 
 
 register_configs()
+_LAUNCH_TIME = time.time()
+OmegaConf.register_new_resolver("launch_time", lambda pattern: datetime.fromtimestamp(_LAUNCH_TIME).strftime(pattern), replace=True)
+
+
+def agree_on_launch() -> None:
+    """Ranks start a little apart: all take rank 0's start time (the run folder's name), and only
+    rank 0 writes Hydra's .hydra/ folder."""
+    global _LAUNCH_TIME
+    ctx = context.init_from_env()
+    if not ctx.enabled:
+        return
+    _LAUNCH_TIME = ctx.broadcast_object(_LAUNCH_TIME)
+    if not ctx.is_main:
+        sys.argv.append("hydra.output_subdir=null")
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
+    context.init_from_env()  # a SLURM job's tasks join here (torchrun's ranks already have, in main)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -119,14 +153,19 @@ def main() -> None:
     (HYDRA_FULL_ERROR), so that faults of the user's making come out as one line."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    finished = False
     try:
+        agree_on_launch()
         hydra_main()
+        finished = True
     except KeyboardInterrupt as err:  # before the run started (composing, a sweep's launcher)
         fail("rlhand-train: interrupted before training started", 128 + getattr(err, "signum", signal.SIGINT))
     except (HydraException, UserError, JobFailed) as err:
         fail(f"rlhand-train: error: {one_line(err)}")
     except OSError as err:  # Hydra creating the run folder or writing .hydra/ there
         fail(f"rlhand-train: error: cannot write {err.filename}: {err.strerror}" if err.filename else f"rlhand-train: error: {err}")
+    finally:
+        context.shutdown(wait_for_others=finished)  # after a fault, peers may never arrive
 
 
 def one_line(err: BaseException) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhand.checkpoint.atomic import atomic_dir, recover_partial_writes
-from rlhand.checkpoint.state import capture_rng, read_training_state, restore_rng
+from rlhand.checkpoint.rng import capture_rng, restore_rng
 from rlhand.checkpoint.store import (
     CheckpointError,
     latest_valid_checkpoint,
@@ -15,6 +15,7 @@ from rlhand.checkpoint.store import (
     verify_checkpoint,
     write_checkpoint,
 )
+from rlhand.checkpoint.training import read_rank_state, read_training_state
 
 
 def write(root, step, payload=b"x" * 1000):
@@ -129,6 +130,9 @@ def test_training_state_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"step": 1, "payload": Evil()}, tmp_path / "training_state.pt")
     with pytest.raises(CheckpointError, match="cannot read training_state.pt"):
         read_training_state(tmp_path)
+    torch.save({"rng": Evil()}, tmp_path / "rank_0.pt")
+    with pytest.raises(CheckpointError, match="cannot read rank_0.pt"):
+        read_rank_state(tmp_path, 0)
 
 
 def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
@@ -137,9 +141,9 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
     import numpy as np
 
     torch.manual_seed(1), random.seed(1), np.random.seed(1)
-    torch.save({"rng": capture_rng()}, tmp_path / "training_state.pt")
+    torch.save({"rng": capture_rng()}, tmp_path / "rank_0.pt")
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.manual_seed(2), random.seed(2), np.random.seed(2)
-    restore_rng(read_training_state(tmp_path)["rng"])
+    restore_rng(read_rank_state(tmp_path, 0)["rng"])
     again = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]

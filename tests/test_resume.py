@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlhand.checkpoint.store import CheckpointError
+from rlhand.config.schema import AlgoConfig
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.trainer.loop import Trainer
 from tests.conftest import compose_cfg
@@ -81,10 +82,12 @@ def test_checkpoints_hold_the_seed_layout(reference_run):
     # every=3 over 8 steps: 3, 6 and the end (8); keep=2 leaves the newest two.
     assert sorted(p.name for p in (reference_run / "checkpoints").iterdir()) == ["step_6", "step_8"]
     step = reference_run / "checkpoints" / "step_8"
-    assert {p.name for p in step.iterdir()} == {"policy", "critic", "training_state.pt", "config.json", "manifest.json"}
+    assert {p.name for p in step.iterdir()} == {"weights", "training_state.pt", "rank_0.pt", "config.json", "manifest.json"}
     assert json.loads((step / "config.json").read_text()) == json.loads((reference_run / "training_config.json").read_text())
     state = torch.load(step / "training_state.pt", weights_only=True)
-    assert state["step"] == 8 and len(state["history"]) == 8 and state["sampler"]["epoch"] >= 1
+    assert state["step"] == 8 and len(state["history"]) == 8 and state["sampler"]["epoch"] >= 1 and state["world_size"] == 1
+    assert set(torch.load(step / "rank_0.pt", weights_only=True)) == {"rng", "replay"}
+    assert (step / "weights" / ".metadata").is_file()  # torch.distributed.checkpoint: models and optimizers
 
 
 def test_resume_from_a_checkpoint_path_is_exact(reference_run, tmp_path):
@@ -110,9 +113,10 @@ def test_resume_of_a_finished_run_does_nothing_more(reference_run, tmp_path):
 def test_explicit_bad_checkpoint_is_a_clear_error_before_models_load(reference_run, tmp_path):
     broken = tmp_path / "step_6"
     shutil.copytree(reference_run / "checkpoints" / "step_6", broken)
-    with open(broken / "policy" / "model.safetensors", "r+b") as handle:
+    shard = sorted((broken / "weights").glob("*.distcp"))[0]
+    with open(shard, "r+b") as handle:
         handle.truncate(100)
-    with pytest.raises(CheckpointError, match=r"resume: .*step_6: policy/model.safetensors has 100 bytes"):
+    with pytest.raises(CheckpointError, match=rf"resume: .*step_6: weights/{shard.name} has 100 bytes"):
         Trainer(compose_cfg(RESUMABLE + [f"resume={broken}"]), tmp_path / "run")
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
         Trainer(compose_cfg(RESUMABLE + [f"resume={tmp_path / 'nope'}"]), tmp_path / "run")
@@ -217,10 +221,15 @@ def test_resume_into_another_model_shape_is_one_line_before_models_load(referenc
     assert "\n" not in str(err.value)
 
 
-def test_weights_of_another_shape_are_named_by_tensor(reference_run):
-    from rlhand.checkpoint.state import load_weights
-    from tests.helpers import tiny_models
+def test_weights_of_another_shape_are_one_line(reference_run):
+    from rlhand.checkpoint.models_io import load_weights
+    from rlhand.checkpoint.training import load_learners
+    from tests.helpers import make_update, tiny_models
 
-    models, _ = tiny_models()  # n_embd 32: the reference run's policy has 64
+    models, _ = tiny_models()  # n_embd 32: the reference run's models have 64
     with pytest.raises(CheckpointError, match=r"policy: transformer.h.0.attn.c_attn.bias has shape \(192,\) there and \(96,\) in this run's model"):
-        load_weights(models.policy, reference_run / "checkpoints" / "step_8" / "policy")
+        load_weights(models.policy, reference_run / "final" / "policy")
+    learners = make_update(models, AlgoConfig(name="t")).learners
+    with pytest.raises(CheckpointError, match=r"step_8: its weights do not load into this run's models \(") as err:
+        load_learners(reference_run / "checkpoints" / "step_8", {"policy": learners.policy, "critic": learners.critic})
+    assert "\n" not in str(err.value)

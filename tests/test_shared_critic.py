@@ -5,7 +5,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
 
-from rlhand.checkpoint.state import load_weights
+from rlhand.checkpoint.models_io import load_weights
 from rlhand.checkpoint.store import CheckpointError
 from rlhand.config import ConfigError
 from rlhand.models.critic import logits_and_values

@@ -11,17 +11,31 @@ from pathlib import Path
 def atomic_dir(target: Path):
     """Yields an empty temporary folder; on success it replaces `target` (which may exist).
     Any exception before the rename (Ctrl-C inside fsync included) removes the temporary folder."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed mid-write
-    tmp.mkdir()
+    tmp = fresh_tmp(target)
     try:
         yield tmp
         _fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish(tmp, target)
+
+
+def fresh_tmp(target: Path) -> Path:
+    """An empty `<target>.tmp` folder (one left by a process killed mid-write is cleared first)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def publish(tmp: Path, target: Path, flush: bool = False) -> None:
+    """Rename the finished `tmp` to `target`, replacing an existing one (kept as `.old` until the
+    new one is in place)."""
+    if flush:
+        _fsync_tree(tmp)
     if target.exists():
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

@@ -4,8 +4,8 @@ from pathlib import Path
 from typing import Callable
 
 from rlhand.checkpoint.atomic import recover_partial_writes
-from rlhand.checkpoint.state import read_config
 from rlhand.checkpoint.store import CheckpointError, latest_valid_checkpoint, verify_checkpoint
+from rlhand.checkpoint.training import read_config
 from rlhand.config.load import flatten
 
 # The settings that decide the trained weights' shapes (and what they mean): a checkpoint written

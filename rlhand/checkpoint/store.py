@@ -8,7 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rlhand.checkpoint.atomic import atomic_dir
+from rlhand.checkpoint.atomic import atomic_dir, fresh_tmp, publish
+from rlhand.distributed.context import DistContext
 from rlhand.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -29,18 +30,38 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def write_checkpoint(root: Path, step: int, write_files: Callable[[Path], None]) -> Path:
-    """`write_files(folder)` fills the folder; the manifest is written last, inside the temp folder."""
+def write_checkpoint(root: Path, step: int, write_files: Callable[[Path], None], ctx: DistContext | None = None) -> Path:
+    """`write_files(folder)` fills the folder, on every rank; then rank 0 writes the manifest inside
+    the temporary folder and renames it into place. On one process an exception removes the
+    temporary folder; with several, a rank that fails ends the job (its launcher stops the others)
+    and the next resume=auto removes what was left."""
+    ctx = ctx or DistContext()
     target = checkpoint_dir(root, step)
-    with atomic_dir(target) as tmp:
-        write_files(tmp)
-        files = {
-            str(path.relative_to(tmp)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-            for path in sorted(tmp.rglob("*"))
-            if path.is_file()
-        }
-        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+    if not ctx.enabled:
+        with atomic_dir(target) as tmp:
+            write_files(tmp)
+            _write_manifest(tmp, step)
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    if ctx.is_main:
+        fresh_tmp(target)
+    ctx.barrier()
+    write_files(tmp)
+    ctx.barrier()
+    if ctx.is_main:
+        _write_manifest(tmp, step)
+        publish(tmp, target, flush=True)
+    ctx.barrier()
     return target
+
+
+def _write_manifest(folder: Path, step: int) -> None:
+    files = {
+        str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    (folder / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
 
 
 def verify_checkpoint(folder: Path) -> int:

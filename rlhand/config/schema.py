@@ -49,6 +49,17 @@ class Autocast(str, Enum):
     float16 = "float16"
 
 
+class Strategy(str, Enum):
+    auto = "auto"  # one process: none; several ranks: fsdp
+    fsdp = "fsdp"  # FSDP2: parameters, gradients and optimizer states sharded over ranks
+    ddp = "ddp"  # every rank holds the whole model; gradients summed over ranks
+
+
+class FrozenModels(str, Enum):
+    replicate = "replicate"  # reference and reward model whole on every rank: no communication
+    shard = "shard"  # sharded like the trained models: 1/N of the memory, an all-gather per forward
+
+
 class KLPlacement(str, Enum):
     reward = "reward"
     loss = "loss"
@@ -373,6 +384,10 @@ class TrainerConfig:
     # same math; only float rounding in the matmuls may differ. Not used on CUDA, nor with a
     # shared-backbone critic (one forward serves both).
     concurrent_models: bool = True
+    # Several processes (torchrun / a SLURM job): how the trained models are laid out over them,
+    # and the frozen ones (rlhand/distributed/sharding.py). Ignored by a one-process run.
+    strategy: Strategy = Strategy.auto
+    frozen_models: FrozenModels = FrozenModels.replicate
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, "trainer.max_steps", "must be > 0")

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from rlhand.core.masked import masked_sum
+from rlhand.core.masked import Reduce, masked_sum
 
 
 def truncated_is_weights(prox_logprobs: Tensor, behaviour_logprobs: Tensor, rho_bar: float | None) -> Tensor:
@@ -36,7 +36,10 @@ def annealed_beta(beta0: float, increment: float, draws: int) -> float:
     return min(1.0, beta0 + increment * draws)
 
 
-def effective_sample_size(weights: Tensor, mask: Tensor) -> Tensor:
-    """Normalised ESS = (sum w)^2 / (N sum w^2) over masked entries, in (0, 1]."""
+def effective_sample_size(weights: Tensor, mask: Tensor, reduce: Reduce | None = None) -> Tensor:
+    """Normalised ESS = (sum w)^2 / (N sum w^2) over masked entries (every rank's, with `reduce`), in (0, 1]."""
+    if reduce is not None:
+        total, count, squares = reduce(torch.stack([masked_sum(weights, mask), mask.sum().to(weights.dtype), masked_sum(weights**2, mask)]))
+        return total**2 / (count * squares)
     total = masked_sum(weights, mask)
     return total**2 / (mask.sum() * masked_sum(weights**2, mask))

@@ -10,7 +10,7 @@ import torch
 from rlhand.config.schema import GenerationConfig
 from rlhand.core.kl import KLEstimator, kl_estimate
 from rlhand.core.losses import entropy_from_logits
-from rlhand.core.masked import masked_mean, masked_sum
+from rlhand.core.masked import Reduce, masked_mean, masked_sum, mean
 from rlhand.data.sampler import left_pad
 from rlhand.models.build import Models
 from rlhand.models.forward import response_logits, sequence_inputs
@@ -30,7 +30,9 @@ def validate(
     seed: int,
     device: torch.device,
     timer,
+    reduce: Reduce | None = None,
 ) -> dict[str, float]:
+    """val/* over `prompts` (this rank's share of them; with `reduce`, over every rank's)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     scores, kls, entropies, lengths = [], [], [], []
     for start in range(0, len(prompts), batch_size):
@@ -50,11 +52,14 @@ def validate(
             # Weighted by token count so the batches combine into one per-token mean.
             entropies.append(masked_mean(entropy_from_logits(logits), response_mask) * response_mask.sum())
     total_tokens = torch.cat(lengths).sum()
+    entropy_sum = torch.stack(entropies).sum()
+    if reduce is not None:
+        entropy_sum, total_tokens = reduce(torch.stack([entropy_sum, total_tokens]))
     out = {
-        "val/reward": torch.cat(scores).mean().item(),
-        "val/entropy": (torch.stack(entropies).sum() / total_tokens).item(),
-        "val/response_length": torch.cat(lengths).mean().item(),
+        "val/reward": mean(torch.cat(scores), reduce).item(),
+        "val/entropy": (entropy_sum / total_tokens).item(),
+        "val/response_length": mean(torch.cat(lengths), reduce).item(),
     }
     if kls:
-        out["val/kl"] = torch.cat(kls).mean().item()
+        out["val/kl"] = mean(torch.cat(kls), reduce).item()
     return out

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhand.checkpoint.models_io import save_pretrained_folder
 from rlhand.models.forward import SequenceInputs, policy_logits, token_values
 from rlhand.models.value_head import SharedValueHead
 
@@ -33,7 +34,8 @@ class Critic:
         """A head the sampler applies to its own hidden states, or None (values come from a forward)."""
         return None
 
-    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
+        """A folder of the critic's weights `state_dict` (whole, gathered from any shards)."""
         raise NotImplementedError
 
 
@@ -44,9 +46,8 @@ class SeparateCritic(Critic):
     def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
         return token_values(self.module, inputs)
 
-    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.module.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
+        save_pretrained_folder(self.module, folder, state_dict, tokenizer)
 
 
 class SharedHeadCritic(Critic):
@@ -63,8 +64,8 @@ class SharedHeadCritic(Critic):
     def sampler_head(self) -> SharedValueHead:
         return self.module
 
-    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.module.save_pretrained(folder)  # the head alone: it is no model to load on its own
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
+        self.module.save_pretrained(folder, state_dict=state_dict)  # the head alone: no model to load on its own
 
 
 def logits_and_values(policy: PreTrainedModel, critic: Critic, inputs: SequenceInputs, temperature: float) -> tuple[Tensor, Tensor]:

@@ -30,14 +30,20 @@ class SharedValueHead(nn.Module):
     def policy(self) -> PreTrainedModel:
         return self.__dict__["policy"]
 
-    def values(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., d) final hidden states -> (...) float32 values."""
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) final hidden states -> (...) float32 values. Call the module (not .score): a
+        sharded head gathers its weight in the forward's hooks."""
         return self.score(hidden).squeeze(-1).float()
 
-    def save_pretrained(self, folder: Path, **_) -> None:
-        """The head's weight and what it belongs to; load it back with checkpoint.state.load_weights."""
+    def values(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self(hidden)
+
+    def save_pretrained(self, folder: Path, state_dict: dict | None = None, **_) -> None:
+        """The head's weight (`state_dict`, e.g. gathered from shards, or its own) and what it
+        belongs to; load it back with rlhand.checkpoint.models_io.load_weights."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}, folder / WEIGHTS_FILE)
+        weights = state_dict if state_dict is not None else self.state_dict()
+        save_file({name: t.detach().contiguous().cpu() for name, t in weights.items()}, folder / WEIGHTS_FILE)
         meta = {"critic_backbone": "shared", "hidden_size": self.score.in_features, "note": "a value head on the policy in ../policy"}
         (folder / "config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

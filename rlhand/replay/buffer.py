@@ -103,16 +103,20 @@ class ReplayBuffer:
         self.tree.set(np.flatnonzero(dead), np.zeros(int(dead.sum())))
         return eligible
 
+    def ready(self, count: int, step: int) -> bool:
+        """Whether `count` rows can be drawn at `step`: at least min_size rows eligible, with enough
+        remaining reuses between them."""
+        eligible = self.retire_ineligible(step)
+        remaining = (self.cfg.max_reuse - self.data["reuse"].numpy()[eligible].astype(np.int64)).sum()
+        return int(eligible.sum()) >= max(1, self.cfg.min_size) and remaining >= count
+
     def draw(self, count: int, step: int) -> Draw | None:
         """`count` rows drawn with replacement, proportionally to the tree (uniform when not prioritized),
-        or None while fewer than min_size rows are eligible or their remaining reuses cannot cover
-        `count`. Each draw counts as a reuse; a row reaching max_reuse leaves the tree at once, so
-        not even a duplicate within this draw can exceed the cap."""
-        eligible = self.retire_ineligible(step)
-        num_items = int(eligible.sum())  # positive leaves; falls by one whenever a row reaches its cap
-        remaining = (self.cfg.max_reuse - self.data["reuse"].numpy()[eligible].astype(np.int64)).sum()
-        if num_items < max(1, self.cfg.min_size) or remaining < count:
+        or None while the buffer is not `ready`. Each draw counts as a reuse; a row reaching
+        max_reuse leaves the tree at once, so not even a duplicate within this draw can exceed the cap."""
+        if not self.ready(count, step):
             return None
+        num_items = int(self.eligible(step).sum())  # positive leaves; falls by one whenever a row reaches its cap
         beta = annealed_beta(self.cfg.beta, self.cfg.beta_increment, self.draws)
         self.draws += 1
         indices = np.empty(count, dtype=np.int64)
@@ -182,6 +186,21 @@ class ReplayBuffer:
             "replay/avg_age": (step - generated.float()).mean().item(),
             "replay/oldest_step": int(generated.min()),
             "replay/buffer_mb": self.count * self.bytes_per_sample / 2**20,
+        }
+
+    def partial_stats(self, step: int) -> dict[str, tuple[str, float]]:
+        """stats() as parts that combine over ranks: (how, value) with how sum, max or min."""
+        filled = slice(0, self.count)
+        reuse = self.data["reuse"][filled].double()
+        generated = self.data["step"][filled].double()
+        return {
+            "count": ("sum", self.count),
+            "eligible": ("sum", int(self.eligible(step).sum())),
+            "reuse_sum": ("sum", reuse.sum().item()),
+            "reuse_max": ("max", reuse.max().item() if self.count else 0.0),
+            "age_sum": ("sum", (step - generated).sum().item()),
+            "oldest_step": ("min", generated.min().item() if self.count else float("inf")),
+            "mb": ("sum", self.count * self.bytes_per_sample / 2**20),
         }
 
     def state_dict(self) -> dict:

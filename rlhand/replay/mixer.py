@@ -20,7 +20,8 @@ from torch import Tensor
 
 from rlhand.config.schema import ReplayConfig
 from rlhand.core.importance import effective_sample_size, truncated_is_weights
-from rlhand.core.masked import masked_mean
+from rlhand.core.masked import masked_mean, mean
+from rlhand.distributed.context import DistContext
 from rlhand.models.build import Models
 from rlhand.models.critic import logits_and_values
 from rlhand.models.forward import sequence_inputs, token_logprobs
@@ -29,14 +30,23 @@ from rlhand.rollout.batch import Rollout, concat_rollouts
 
 
 class ExperienceReplay:
-    def __init__(self, cfg: ReplayConfig, buffer: ReplayBuffer, pad_id: int, device: torch.device):
+    """With several ranks each keeps its own buffer (its 1/N share, of its own samples) and draws
+    its share of sample_size from it: a prioritized draw is proportional within the rank's buffer,
+    and its IS weights are normalised by that buffer. An iteration replays only when every rank's
+    buffer can serve its share, so all ranks train on batches of the same shape."""
+
+    def __init__(self, cfg: ReplayConfig, buffer: ReplayBuffer, pad_id: int, device: torch.device, ctx: DistContext | None = None):
         self.cfg, self.buffer, self.pad_id, self.device = cfg, buffer, pad_id, device
+        self.ctx = ctx or DistContext()
         self.draw: Draw | None = None  # this iteration's draw, until after_update
 
     @torch.no_grad()
     def extend(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Rollout, dict]:
-        """The update batch: the fresh rows, then replayed ones (if the buffer can serve them)."""
-        self.draw = self.buffer.draw(self.cfg.sample_size, step)
+        """The update batch: the fresh rows, then replayed ones (if the buffers can serve them)."""
+        ready = self.buffer.ready(self.cfg.sample_size, step)
+        if self.ctx.enabled:
+            ready = bool(self.ctx.all_reduce(torch.tensor(int(ready)), "min"))
+        self.draw = self.buffer.draw(self.cfg.sample_size, step) if ready else None
         if self.draw is None:
             return fresh, {"replay/sampled": 0}
         with timer("score_replay"):
@@ -55,15 +65,39 @@ class ExperienceReplay:
             value_weights=per,
         )
         fresh = fresh.replace(policy_weights=fresh.response_mask.float(), value_weights=torch.ones(len(fresh), device=self.device))
+        reduce = self.ctx.sum if self.ctx.enabled else None
         stats = {
-            "replay/sampled": len(replayed),
-            "replay/is_weight_mean": per.mean().item(),
+            "replay/sampled": len(replayed) * self.ctx.world_size,
+            "replay/is_weight_mean": mean(per, reduce).item(),
             "replay/beta": self.draw.beta,
-            "replay/tis_mean": masked_mean(tis, replayed.response_mask).item(),
-            "replay/tis_truncated_frac": _truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask),
-            "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask).item(),
+            "replay/tis_mean": masked_mean(tis, replayed.response_mask, reduce=reduce).item(),
+            "replay/tis_truncated_frac": _truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask, reduce),
+            "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask, reduce).item(),
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
+
+    def stats(self, step: int) -> dict[str, float]:
+        """The buffer's figures (every rank's buffers together)."""
+        if not self.ctx.enabled:
+            return self.buffer.stats(step)
+        parts = self.buffer.partial_stats(step)
+        combined = {}
+        for how in ("sum", "max", "min"):
+            keys = [key for key, (kind, _) in parts.items() if kind == how]
+            values = self.ctx.all_reduce(torch.tensor([float(parts[key][1]) for key in keys], dtype=torch.float64), how)
+            combined.update(zip(keys, values.tolist()))
+        count = combined["count"]
+        if count == 0:
+            return {"replay/buffer_size": 0}
+        return {
+            "replay/buffer_size": int(count),
+            "replay/eligible": int(combined["eligible"]),
+            "replay/avg_reuse": combined["reuse_sum"] / count,
+            "replay/max_reuse": combined["reuse_max"],
+            "replay/avg_age": combined["age_sum"] / count,
+            "replay/oldest_step": int(combined["oldest_step"]),
+            "replay/buffer_mb": combined["mb"],
+        }
 
     def state_dict(self) -> dict:
         return self.buffer.state_dict()
@@ -83,10 +117,10 @@ class ExperienceReplay:
         self.draw = None
 
 
-def _truncated_fraction(log_rho: Tensor, rho_bar: float | None, mask: Tensor) -> float:
+def _truncated_fraction(log_rho: Tensor, rho_bar: float | None, mask: Tensor, reduce=None) -> float:
     if rho_bar is None:
         return 0.0
-    return masked_mean((log_rho > math.log(rho_bar)).float(), mask).item()
+    return masked_mean((log_rho > math.log(rho_bar)).float(), mask, reduce=reduce).item()
 
 
 def sequence_priorities(batch: Rollout, eps: float) -> Tensor:

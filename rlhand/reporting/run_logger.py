@@ -71,3 +71,22 @@ class RunLogger:
                 closing()
             except Exception:  # noqa: BLE001 - a failed flush on a full disk; the run's own error is reported
                 pass
+
+
+class SilentLogger:
+    """What ranks other than 0 report to: nothing (rank 0 writes the run's logs and metrics)."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        pass
+
+    def error(self, message: str) -> None:
+        pass
+
+    def metrics(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -5,14 +5,15 @@ import torch
 from rlhand.config.schema import AlgoConfig, KLPlacement
 from rlhand.core.advantages import compute_gae
 from rlhand.core.kl import KLEstimator, kl_estimate, kl_shaped_rewards
-from rlhand.core.masked import masked_mean, masked_sum, masked_whiten
+from rlhand.core.masked import Reduce, masked_mean, masked_sum, masked_whiten, mean
 from rlhand.rollout.batch import Rollout
 
 
 @torch.no_grad()
-def assign_advantages(batch: Rollout, algo: AlgoConfig, kl_coef: float) -> tuple[Rollout, dict[str, float]]:
+def assign_advantages(batch: Rollout, algo: AlgoConfig, kl_coef: float, reduce: Reduce | None = None) -> tuple[Rollout, dict[str, float]]:
     """The batch with rewards / advantages / returns, and KL stats over its fresh rows (the adaptive
-    KL controller and the kl/ref metric see the current policy's own samples only).
+    KL controller and the kl/ref metric see the current policy's own samples only). With `reduce`
+    (data-parallel ranks) whitening and stats are over every rank's rows.
 
     The KL penalty is taken against the proximal log-probs: for fresh rows those are the sampled
     ones; a replayed row is penalised for where the current policy stands, not its old one."""
@@ -26,18 +27,18 @@ def assign_advantages(batch: Rollout, algo: AlgoConfig, kl_coef: float) -> tuple
     penalty = kl_k1 if reuse_k1 else kl_estimate(batch.proximal_logprobs, batch.ref_logprobs, algo.kl_estimator)
     rewards = kl_shaped_rewards(batch.scores, penalty, mask, kl_coef=kl_coef if in_reward else 0.0)
     if algo.whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False)
+        rewards = masked_whiten(rewards, mask, shift_mean=False, reduce=reduce)
     advantages, returns = compute_gae(rewards, batch.values, mask, gamma=algo.gamma, lam=algo.lam)
     if algo.whiten_advantages:
-        advantages = masked_whiten(advantages, mask)
+        advantages = masked_whiten(advantages, mask, reduce=reduce)
     fresh = batch.fresh
     fresh_kl, fresh_mask = kl_k1[fresh], mask[fresh]
     stats = {
-        "kl/ref": masked_sum(fresh_kl, fresh_mask, dim=1).mean().item(),
-        "kl/ref_per_token": masked_mean(fresh_kl, fresh_mask).item(),
+        "kl/ref": mean(masked_sum(fresh_kl, fresh_mask, dim=1), reduce).item(),
+        "kl/ref_per_token": masked_mean(fresh_kl, fresh_mask, reduce=reduce).item(),
     }
     if not algo.whiten_rewards:  # after whitening, reward minus score is no longer the KL penalty
-        total = masked_sum(rewards[fresh], fresh_mask, dim=1).mean().item()
+        total = mean(masked_sum(rewards[fresh], fresh_mask, dim=1), reduce).item()
         stats["reward/total"] = total
-        stats["reward/non_score"] = total - batch.scores[fresh].mean().item()
+        stats["reward/non_score"] = total - mean(batch.scores[fresh], reduce).item()
     return batch.replace(rewards=rewards, advantages=advantages, returns=returns), stats

@@ -1,17 +1,31 @@
 """One trained model's execution: its optimizer, backward, gradient clipping and step.
 
 The update (rlhand/trainer/update.py) decides what to compute; a Learner is how one model is
-stepped. Everything that changes with the way a model is run (wrapping it for data parallelism,
-scaling the loss to its gradient reduction, a global gradient norm) lives here, once per model.
+stepped. What changes with the way a model is run over ranks lives here, once per model: under
+`ddp` the learner sums the gradients over ranks before its step; under `fsdp` FSDP2 has already
+reduce-scattered them (as sums, rlhand/distributed/sharding.py) and the norm is global by
+construction. Losses are normalised by global token / sequence counts, so summed gradients are
+the gradient of the whole batch, however it is split over ranks.
 """
 
 import torch
 from torch import Tensor, nn
 
+from rlhand.distributed.context import DistContext
+
 
 class Learner:
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float | None):
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        max_grad_norm: float | None,
+        ctx: DistContext | None = None,
+        sum_gradients: bool = False,
+    ):
         self.module, self.optimizer, self.max_grad_norm = module, optimizer, max_grad_norm
+        self.ctx = ctx or DistContext()
+        self.sum_gradients = sum_gradients and self.ctx.enabled  # ddp: replicated weights, gradients summed here
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -22,6 +36,8 @@ class Learner:
     def step(self) -> Tensor:
         """Clip the global gradient norm (max_grad_norm None: measure it only), then step;
         returns the norm before clipping."""
+        if self.sum_gradients:
+            sum_over_ranks([p.grad for p in self.module.parameters() if p.grad is not None], self.ctx)
         norm = grad_norm(self.module, self.max_grad_norm)
         self.optimizer.step()
         return norm
@@ -34,8 +50,22 @@ class Learner:
 
 
 def grad_norm(module: nn.Module, max_norm: float | None) -> Tensor:
-    """The global norm of `module`'s gradients, clipped to max_norm when it is set."""
+    """The global norm of `module`'s gradients, clipped to max_norm when it is set (a plain tensor
+    also when the gradients are sharded DTensors)."""
     params = [p for p in module.parameters() if p.grad is not None]
     if max_norm is None:  # clip_grad_norm_(inf) would still multiply every gradient by 1.0
-        return torch.nn.utils.get_total_norm([p.grad for p in params])
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def sum_over_ranks(grads: list[Tensor], ctx: DistContext) -> None:
+    """Sum gradients over ranks in place, through one flat buffer (one collective, not one per tensor)."""
+    if not grads:
+        return
+    flat = ctx.sum(torch.cat([g.reshape(-1) for g in grads]))
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()

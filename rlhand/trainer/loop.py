@@ -1,5 +1,11 @@
 """The PPO iteration: prompts -> rollout -> rewards and advantages -> update -> log, plus the
-features every preset shares: validation, early stopping, checkpoints and resume, best model."""
+features every preset shares: validation, early stopping, checkpoints and resume, best model.
+
+With several ranks (torchrun) every rank runs this same loop on its own share of each batch:
+rollout_batch_size prompts per iteration in all, each rank sampling its contiguous share. Every
+statistic is reduced over ranks before it is logged or acted on, so all ranks take the same
+decisions; rank 0 alone writes logs, metrics, plots and the final models.
+"""
 
 import json
 import os
@@ -10,17 +16,20 @@ from pathlib import Path
 import torch
 
 from rlhand.checkpoint.resume import check_same_model, config_differences, find_resume_checkpoint
-from rlhand.checkpoint.state import capture_rng, load_training_checkpoint, read_config, restore_rng, save_training_checkpoint
+from rlhand.checkpoint.rng import capture_rng, restore_rng
 from rlhand.checkpoint.store import CheckpointError, checkpoint_step
+from rlhand.checkpoint.training import load_learners, read_config, read_rank_state, read_training_state, save_training_checkpoint
 from rlhand.config.load import config_dict
 from rlhand.config.schema import TrainConfig
-from rlhand.core.masked import masked_mean
+from rlhand.core.masked import Reduce, masked_mean, mean, std
 from rlhand.data.sampler import PromptSampler, left_pad
-from rlhand.errors import writing
+from rlhand.distributed import context
+from rlhand.distributed.sharding import gathered
+from rlhand.errors import UserError, writing
 from rlhand.evaluation.early_stopping import EarlyStopping
 from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
-from rlhand.reporting.run_logger import RunLogger
+from rlhand.reporting.run_logger import RunLogger, SilentLogger
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.rollout.batch import Rollout
 from rlhand.rollout.collect import collect_rollout
@@ -35,60 +44,101 @@ from rlhand.trainer.update import PPOUpdate
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.config = config_dict(cfg)
+        self.dist = ctx = context.current()
+        self.config = {**config_dict(cfg), "world_size": ctx.world_size}
         self.notes: list[str] = []  # warnings raised before the run logger exists
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
-        self.device = setup.resolve_device(cfg.trainer.device)
+        self.device = setup.resolve_device(cfg.trainer.device, ctx)
         self.autocast = setup.autocast_context(cfg, self.device)
         # Everything that can be wrong on disk is checked before any model is built.
+        setup.check_layout(cfg, ctx)
         self.inputs = setup.prepare_inputs(cfg)
-        self.resume_from = find_resume_checkpoint(cfg.resume, self.run_dir, self.notes.append)
-        claim_run_folder(self.run_dir, cfg.resume, self.resume_from)
-        if self.resume_from is not None:
-            check_same_model(self.resume_from, self.config)
+        self.resume_from = self.claim_folder()
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
-        self.learners = setup.build_learners(cfg, self.models)
+        self.strategy = setup.distribute_models(cfg, self.models, ctx, self.device)
+        setup.seed_for_rank(cfg.seed, ctx)  # ranks built identical models; from here each samples its own
+        self.learners = setup.build_learners(cfg, self.models, ctx, self.strategy)
         self.lr_schedule = LRSchedule(cfg.scheduler, [learner.optimizer for learner in self.learners.all()], cfg.trainer.max_steps)
         self.kl_ctl = setup.build_kl_controller(cfg)
         self.sampler = PromptSampler(len(self.inputs.prompt_ids), cfg.seed)
         self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
-        self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device)  # None when replay=off
+        self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device, ctx)  # None when replay=off
         self.timer = PhaseTimer(self.device)
-        self.threads = setup.model_threads(cfg, self.device)  # None: one model at a time
-        self.update = PPOUpdate(self.learners, self.models.critic, cfg.algo, timer=self.timer, autocast=self.autocast, threads=self.threads)
+        self.threads = setup.model_threads(cfg, self.device, ctx)  # None: one model at a time
+        self.reduce: Reduce | None = ctx.sum if ctx.enabled else None
+        self.update = PPOUpdate(
+            self.learners, self.models.critic, cfg.algo, timer=self.timer, autocast=self.autocast, threads=self.threads, reduce=self.reduce
+        )
         self.step, self.stopped_early = 0, False
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this trajectory, for error messages
         self.totals = {"samples/generated": 0, "samples/trained": 0}
         self.history: list[dict] = []
         if self.resume_from is not None:
             self.last_checkpoint = self.resume_from
-            self.load_state_dict(load_training_checkpoint(self.resume_from, self.models))
-            changed = config_differences(read_config(self.resume_from), self.config)
-            self.notes.extend(f"config differs from the checkpoint's: {line}" for line in changed)
-            self.adopt_best_model()
+            self.resume(self.resume_from)
+
+    def claim_folder(self) -> Path | None:
+        """The checkpoint to resume from, after checking that this run may write its folder. Rank 0
+        decides (it alone tidies interrupted writes) and every rank takes its answer, error included."""
+        cfg, ctx = self.cfg, self.dist
+        decision: tuple = (None, [], None)
+        if ctx.is_main:
+            notes: list[str] = []
+            try:
+                found = find_resume_checkpoint(cfg.resume, self.run_dir, notes.append)
+                claim_run_folder(self.run_dir, cfg.resume, found)
+                if found is not None:
+                    check_same_model(found, self.config)
+                decision = (found, notes, None)
+            except UserError as err:
+                decision = (None, notes, err)
+        found, notes, error = ctx.broadcast_object(decision)
+        if error is not None:
+            raise error
+        self.notes.extend(notes)
+        return found
+
+    def resume(self, folder: Path) -> None:
+        state = read_training_state(folder)
+        load_learners(folder, {"policy": self.learners.policy, "critic": self.learners.critic})
+        written_by = state["world_size"]
+        if written_by != self.dist.world_size:
+            if self.replay is not None:
+                raise CheckpointError(
+                    f"resume: {folder} was written by {written_by} processes, each with its own replay buffer; "
+                    f"resume it with {written_by} processes (this run has {self.dist.world_size}), or with replay=off"
+                )
+            self.notes.append(
+                f"{folder} was written by {written_by} processes and resumes on {self.dist.world_size}: "
+                "the weights, optimizer and schedule continue exactly, the random streams do not"
+            )
+        rank_state = read_rank_state(folder, self.dist.rank if written_by == self.dist.world_size else 0)
+        self.load_state_dict(state, rank_state, restore_random=written_by == self.dist.world_size)
+        changed = config_differences(read_config(folder), self.config)
+        self.notes.extend(f"config differs from the checkpoint's: {line}" for line in changed)
+        self.adopt_best_model()
 
     def state_dict(self) -> dict:
-        """Everything besides the model weights that decides the rest of the run; each stateful part
-        gives its own state."""
+        """The trainer's global state besides the learners' (model and optimizer, checkpointed apart
+        and sharded): the same on every rank. Each stateful part gives its own state."""
         return {
             "step": self.step,
             "stopped_early": self.stopped_early,
             "totals": dict(self.totals),
             "history": self.history,
-            "learners": {"policy": self.learners.policy.state_dict(), "critic": self.learners.critic.state_dict()},
             "lr_schedule": self.lr_schedule.state_dict(),
             "kl_controller": self.kl_ctl.state_dict(),
             "sampler": self.sampler.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
-            "replay": self.replay.state_dict() if self.replay is not None else None,
-            "rng": capture_rng(),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.learners.policy.load_state_dict(state["learners"]["policy"])
-        self.learners.critic.load_state_dict(state["learners"]["critic"])
+    def rank_state_dict(self) -> dict:
+        """What this rank holds alone: its random streams and its share of the replay buffer."""
+        return {"rng": capture_rng(), "replay": self.replay.state_dict() if self.replay is not None else None}
+
+    def load_state_dict(self, state: dict, rank_state: dict, restore_random: bool = True) -> None:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.sampler.load_state_dict(state["sampler"])
@@ -96,17 +146,18 @@ class Trainer:
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])
         if self.replay is not None:
-            if state["replay"] is None:
+            if rank_state["replay"] is None:
                 raise CheckpointError(f"{self.resume_from}: has no replay buffer, but replay is on (replay={self.cfg.replay.name})")
-            self.replay.load_state_dict(state["replay"])
+            self.replay.load_state_dict(rank_state["replay"])
         self.step, self.stopped_early = state["step"], state["stopped_early"]
-        restore_rng(state["rng"])  # last: building the trainer drew from the same generators
+        if restore_random:
+            restore_rng(rank_state["rng"])  # last: building the trainer drew from the same generators
 
     def adopt_best_model(self) -> None:
         """Resuming another run's checkpoint into this folder: bring its best/ along when it matches."""
         source_run = self.resume_from.parent.parent  # <run>/checkpoints/step_N
         best_step = self.early_stopping.best_step
-        if source_run.resolve() == self.run_dir.resolve() or not best_step:
+        if source_run.resolve() == self.run_dir.resolve() or not best_step or not self.dist.is_main:
             return
         if not adopt_best(source_run, self.run_dir, best_step):
             self.notes.append(
@@ -114,16 +165,17 @@ class Trainer:
             )
 
     def fit(self) -> list[dict]:
-        cfg = self.cfg
+        cfg, ctx = self.cfg, self.dist
         resumed = self.resume_from is not None
         # metrics.jsonl and TensorBoard are rewritten up to this step (0 on a fresh start): a resume drops
         # the rows an interrupted run wrote after its checkpoint, a fresh restart (resume=auto, no
         # checkpoint yet) the rows of the attempt that crashed.
-        log = RunLogger(cfg, self.run_dir, self.config, self.history, self.step)
+        log = RunLogger(cfg, self.run_dir, self.config, self.history, self.step) if ctx.is_main else SilentLogger()
         self.save_config()
+        ranks = f", {ctx.world_size} ranks ({self.strategy})" if ctx.enabled else ""
         log.info(
             f"rlhand: {cfg.algo.name} (replay {cfg.replay.name}) on {cfg.task.name}, {cfg.trainer.max_steps} steps, "
-            f"device {self.device}, run dir {self.run_dir}"
+            f"device {self.device}{ranks}, run dir {self.run_dir}"
         )
         for note in self.notes:
             log.warning(note)
@@ -138,7 +190,7 @@ class Trainer:
                 metrics = self.train_step()
                 if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.trainer.max_steps):
                     metrics.update(self.evaluate(log))
-                metrics.update(memory_stats(self.device))  # peaks of this iteration, validation included
+                metrics.update(self.slowest(memory_stats(self.device)))  # peaks of this iteration, validation included
                 self.history.append(metrics)
                 log.metrics(metrics)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
@@ -168,23 +220,29 @@ class Trainer:
                 batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
-            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef)
+            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef, reduce=self.reduce)
         update_started = time.perf_counter()
         update_stats = self.update(batch, kl_coef=kl_coef, temperature=cfg.generation.temperature)
         update_s = time.perf_counter() - update_started
-        self.kl_ctl.update(kl_stats["kl/ref"], len(rollout))
+        self.kl_ctl.update(kl_stats["kl/ref"], cfg.algo.rollout_batch_size)
         lr = self.lr_schedule.lr
         self.lr_schedule.step()
         if self.replay is not None:
             self.replay.after_update(batch, self.step)
-            replay_stats.update(self.replay.buffer.stats(self.step))
-        self.totals["samples/generated"] += len(rollout)
+            replay_stats.update(self.replay.stats(self.step))
+        self.totals["samples/generated"] += cfg.algo.rollout_batch_size
         # Samples that reached at least one optimizer step this iteration, each counted once however
         # many epochs used it (target_kl can end an iteration early): plain PPO trains 1x what it generates.
         self.totals["samples/trained"] += update_stats.pop("samples/used")
-        stats = rollout_stats(rollout)
+        stats = rollout_stats(rollout, self.reduce)
         del rollout, batch  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(self.device, cfg.trainer.empty_cache)
+        times = {
+            "time/rollout_s": rollout_s,
+            "time/update_s": update_s,
+            **{f"time/{phase}_s": seconds for phase, seconds in self.timer.pop().items()},
+            "time/iteration_s": time.perf_counter() - started,
+        }
         return {
             "step": self.step,
             **stats,
@@ -195,49 +253,67 @@ class Trainer:
             **self.totals,
             "replay/sample_efficiency": self.totals["samples/trained"] / self.totals["samples/generated"],
             **replay_stats,
-            "time/rollout_s": rollout_s,
-            "time/update_s": update_s,
-            **{f"time/{phase}_s": seconds for phase, seconds in self.timer.pop().items()},
-            "time/iteration_s": time.perf_counter() - started,
+            **self.slowest(times),
+            **({"dist/world_size": self.dist.world_size} if self.dist.enabled else {}),
         }
 
+    def slowest(self, figures: dict[str, float]) -> dict[str, float]:
+        """Times and memory peaks: the largest over ranks (the slowest rank sets the pace)."""
+        if not self.dist.enabled:
+            return figures
+        keys = sorted(figures)
+        worst = self.dist.all_reduce(torch.tensor([float(figures[k]) for k in keys], dtype=torch.float64), "max")
+        return dict(zip(keys, worst.tolist()))
+
     def collect(self) -> Rollout:
-        indices = self.sampler.next_indices(self.cfg.algo.rollout_batch_size)
+        """This rank's share of the iteration's prompts, sampled and scored. The policy (and a shared
+        value head) stay gathered while sampling, so each rank generates at its own pace."""
+        indices = self.sampler.next_indices(self.cfg.algo.rollout_batch_size)[self.dist.shard(self.cfg.algo.rollout_batch_size)]
         ids, mask = left_pad([self.inputs.prompt_ids[i] for i in indices], self.inputs.tokenizer.pad_token_id)
-        return collect_rollout(
-            self.models,
-            self.scorer,
-            ids.to(self.device),
-            mask.to(self.device),
-            self.cfg.generation,
-            eos_id=self.inputs.tokenizer.eos_token_id,
-            pad_id=self.inputs.tokenizer.pad_token_id,
-            timer=self.timer,
-        )
+        with gathered(self.sampling_modules()):
+            return collect_rollout(
+                self.models,
+                self.scorer,
+                ids.to(self.device),
+                mask.to(self.device),
+                self.cfg.generation,
+                eos_id=self.inputs.tokenizer.eos_token_id,
+                pad_id=self.inputs.tokenizer.pad_token_id,
+                timer=self.timer,
+            )
+
+    def sampling_modules(self) -> list[torch.nn.Module]:
+        modules = [self.models.policy]
+        if self.models.critic.reads_policy_hidden:
+            modules.append(self.models.critic.module)
+        return modules
 
     def evaluate(self, log: RunLogger) -> dict:
         """Validation, then the things it drives: plateau LR, best model, early stopping."""
         cfg, started = self.cfg, time.perf_counter()
-        with self.autocast():
+        prompts = self.inputs.val_prompt_ids[self.dist.shard(len(self.inputs.val_prompt_ids))]
+        with self.autocast(), gathered(self.sampling_modules()):
             stats = validate(
                 self.models,
                 self.scorer,
-                self.inputs.val_prompt_ids,
+                prompts,
                 cfg.generation,
-                batch_size=cfg.algo.rollout_batch_size,
+                batch_size=cfg.algo.rollout_batch_size // self.dist.world_size,
                 eos_id=self.inputs.tokenizer.eos_token_id,
                 pad_id=self.inputs.tokenizer.pad_token_id,
-                seed=cfg.seed + 1,
+                seed=cfg.seed + 1 + self.dist.rank,
                 device=self.device,
                 timer=self.timer,
+                reduce=self.reduce,
             )
         self.timer.pop()  # validation phases are not training time
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         reward = stats["val/reward"]
         self.lr_schedule.on_validation(reward)
         if self.early_stopping.update(reward, self.step) and cfg.eval.save_best:
+            meta = {"step": self.step, "val/reward": reward}
             with writing(self.run_dir / "best"):
-                save_models(self.models, self.inputs.tokenizer, self.run_dir / "best", meta={"step": self.step, "val/reward": reward})
+                save_models(self.models, self.inputs.tokenizer, self.run_dir / "best", self.dist, meta=meta)
             log.info(f"step {self.step}: val/reward {reward:+.4f} is the best so far; saved best/")
         stopping = self.early_stopping
         if stopping.should_stop:
@@ -250,13 +326,20 @@ class Trainer:
             **stats,
             "val/best_reward": stopping.best,
             "early_stop/bad_evals": stopping.bad_evals,
-            "time/validate_s": time.perf_counter() - started,
+            **self.slowest({"time/validate_s": time.perf_counter() - started}),
         }
 
     def checkpoint(self, log: RunLogger) -> None:
         with writing(self.run_dir / "checkpoints" / f"step_{self.step}"):
             self.last_checkpoint = save_training_checkpoint(
-                self.run_dir / "checkpoints", self.step, self.models, self.inputs.tokenizer, self.state_dict(), self.config, self.cfg.checkpoint.keep
+                self.run_dir / "checkpoints",
+                self.step,
+                self.dist,
+                {"policy": self.learners.policy, "critic": self.learners.critic},
+                self.state_dict(),
+                self.rank_state_dict(),
+                self.config,
+                self.cfg.checkpoint.keep,
             )
         log.info(f"step {self.step}: checkpoint {self.last_checkpoint}")
 
@@ -264,9 +347,9 @@ class Trainer:
         cfg = self.cfg
         if cfg.trainer.save_final:
             with writing(self.run_dir / "final"):
-                path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final")
+                path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final", self.dist)
             log.info(f"saved policy and critic to {path}")
-        if cfg.logging.plots and self.history:
+        if cfg.logging.plots and self.history and self.dist.is_main:
             from rlhand.reporting.plots import plot_run
 
             title = f"{cfg.algo.name} / replay {cfg.replay.name} / seed {cfg.seed}"
@@ -277,6 +360,8 @@ class Trainer:
 
     def save_config(self) -> None:
         """training_config.json beside Hydra's .hydra/config.yaml: the resolved config as the code saw it."""
+        if not self.dist.is_main:
+            return
         with writing(self.run_dir / "training_config.json"):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.run_dir / "training_config.json.tmp"
@@ -284,17 +369,19 @@ class Trainer:
             os.replace(tmp, self.run_dir / "training_config.json")
 
 
-def rollout_stats(rollout: Rollout) -> dict[str, float]:
+def rollout_stats(rollout: Rollout, reduce: Reduce | None = None) -> dict[str, float]:
+    """The fresh rollout's statistics (over every rank's rows, with `reduce`)."""
     lengths = rollout.response_mask.sum(dim=1).float()
+    generated = torch.tensor(float(rollout.response_ids.numel()))
     return {
-        "reward/mean": rollout.scores.mean().item(),
-        "reward/std": rollout.scores.std().item() if len(rollout) > 1 else 0.0,
-        "reward/raw_mean": rollout.raw_scores.mean().item(),
-        "response/length_mean": lengths.mean().item(),
-        "response/eos_fraction": rollout.ended.float().mean().item(),
+        "reward/mean": mean(rollout.scores, reduce).item(),
+        "reward/std": std(rollout.scores, reduce).item(),
+        "reward/raw_mean": mean(rollout.raw_scores, reduce).item(),
+        "response/length_mean": mean(lengths, reduce).item(),
+        "response/eos_fraction": mean(rollout.ended.float(), reduce).item(),
         # Sampling steps x prompts: the tokens the sampler produced (rows stop early only together).
-        "response/generated_tokens": rollout.response_ids.numel(),
-        "value/mean": masked_mean(rollout.values, rollout.response_mask).item(),
+        "response/generated_tokens": int(generated if reduce is None else reduce(generated)),
+        "value/mean": masked_mean(rollout.values, rollout.response_mask, reduce=reduce).item(),
     }
 
 

@@ -3,7 +3,7 @@
 import random
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +11,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlhand.config.load import ConfigError
-from rlhand.config.schema import Autocast, Device, KLControl, ModelSource, RewardKind, TrainConfig
+from rlhand.config.schema import Autocast, Device, FrozenModels, KLControl, ModelSource, RewardKind, Strategy, TrainConfig
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
+from rlhand.distributed.context import DistContext
+from rlhand.distributed.sharding import shard_model
 from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
 from rlhand.models.sources import check_model_sources, loading
@@ -41,12 +43,58 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: Device) -> torch.device:
-    if device is Device.auto:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def seed_for_rank(seed: int, ctx: DistContext) -> None:
+    """Every rank builds its models from the same seed (identical weights to shard or replicate);
+    after that each samples and shuffles with a stream of its own. One process: unchanged."""
+    if ctx.enabled:
+        seed_everything(int(np.random.SeedSequence([seed, ctx.rank]).generate_state(1)[0]))
+
+
+def resolve_device(device: Device, ctx: DistContext | None = None) -> torch.device:
+    """The run's device; with several ranks on CUDA, this rank's GPU (its LOCAL_RANK)."""
     if device is Device.cuda and not torch.cuda.is_available():
         raise ConfigError("trainer.device: cuda was asked for but torch sees no CUDA device")
-    return torch.device(device.value)
+    if device is Device.cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", ctx.local_rank) if ctx is not None and ctx.enabled else torch.device("cuda")
+
+
+def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
+    """Every rank takes an equal share of each batch (and of validation, and of the replay buffer);
+    a size that does not split is a one-line error before anything loads."""
+    if not ctx.enabled:
+        return
+    n, algo = ctx.world_size, cfg.algo
+
+    def require(splits: bool, field: str, what) -> None:
+        if not splits:
+            raise ConfigError(f"{field}: {what} does not split over {n} ranks")
+
+    require(algo.rollout_batch_size % n == 0, "algo.rollout_batch_size", algo.rollout_batch_size)
+    local, parts = algo.rollout_batch_size // n, algo.num_minibatches * algo.grad_accum_steps
+    require(local % parts == 0, "algo.num_minibatches", f"each rank's {local} prompts into {algo.num_minibatches} x {algo.grad_accum_steps}")
+    if cfg.eval.every:
+        require(cfg.eval.num_prompts % n == 0, "eval.num_prompts", cfg.eval.num_prompts)
+    if cfg.replay.enabled:
+        for field in ("buffer_size", "min_size", "sample_size"):
+            require(getattr(cfg.replay, field) % n == 0, f"replay.{field}", getattr(cfg.replay, field))
+        require((local + cfg.replay.sample_size // n) % parts == 0, "replay.sample_size", "each rank's fresh + replayed rows")
+
+
+def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, device: torch.device) -> str:
+    """Lay the models out over the ranks (trainer.strategy); returns the strategy in use."""
+    if not ctx.enabled:
+        return "single"
+    strategy = "fsdp" if cfg.trainer.strategy in (Strategy.auto, Strategy.fsdp) else "ddp"
+    param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
+    if strategy == "fsdp":
+        shard_model(models.policy, ctx, device, param_dtype)
+        shard_model(models.critic.module, ctx, device, param_dtype)
+    if cfg.trainer.frozen_models is FrozenModels.shard:
+        for frozen in (models.ref, models.reward_model):
+            if frozen is not None:
+                shard_model(frozen, ctx, device, param_dtype)
+    return strategy
 
 
 def prepare_inputs(cfg: TrainConfig) -> RunInputs:
@@ -84,15 +132,16 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) ->
     return models, scorer
 
 
-def build_learners(cfg: TrainConfig, models: Models) -> Learners:
-    """A learner per trained model, each with its own AdamW (separate learning rates) and clipping."""
+def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = None, strategy: str = "single") -> Learners:
+    """A learner per trained model, each with its own AdamW (separate learning rates) and clipping.
+    Built after sharding: an optimizer over FSDP2's sharded parameters keeps sharded states."""
     algo = cfg.algo
 
     def learner(module, lr) -> Learner:
         # fused: one kernel for all parameters (CPU and CUDA), the same update as the default loop.
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
-        return Learner(module, optimizer, algo.max_grad_norm)
+        return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=strategy == "ddp")
 
     return Learners(policy=learner(models.policy, algo.lr), critic=learner(models.critic.module, algo.critic_lr or algo.lr))
 
@@ -104,18 +153,24 @@ def build_kl_controller(cfg: TrainConfig) -> FixedKLController:
     return FixedKLController(algo.kl_coef)
 
 
-def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: torch.device) -> ExperienceReplay | None:
+def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: torch.device, ctx: DistContext | None = None) -> ExperienceReplay | None:
+    """The replay buffer; with several ranks each keeps its own 1/N of it (buffer_size, min_size and
+    sample_size divided by the world size), filled with its own samples."""
     if not cfg.replay.enabled:
         return None
+    ctx = ctx or DistContext()
+    share = cfg.replay
+    if ctx.enabled:
+        share = replace(share, **{f: getattr(share, f) // ctx.world_size for f in ("buffer_size", "min_size", "sample_size")})
     buffer = ReplayBuffer(
-        cfg.replay,
+        share,
         prompt_width=cfg.task.max_prompt_tokens,
         response_width=cfg.generation.max_new_tokens,
         vocab_size=len(inputs.tokenizer),
         with_ref=models.ref is not None,
         seed=cfg.seed,
     )
-    return ExperienceReplay(cfg.replay, buffer, inputs.tokenizer.pad_token_id, device)
+    return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx)
 
 
 def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
@@ -128,9 +183,10 @@ def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def model_threads(cfg: TrainConfig, device: torch.device) -> ModelThreads | None:
-    """The worker pair for trainer.concurrent_models, or None where it does not apply."""
+def model_threads(cfg: TrainConfig, device: torch.device, ctx: DistContext | None = None) -> ModelThreads | None:
+    """The worker pair for trainer.concurrent_models, or None where it does not apply (also with
+    several ranks: two threads' collectives on one process group could interleave differently)."""
     threads = torch.get_num_threads()
-    if not cfg.trainer.concurrent_models or device.type != "cpu" or threads < 2:
+    if not cfg.trainer.concurrent_models or device.type != "cpu" or threads < 2 or (ctx is not None and ctx.enabled):
         return None
     return shared_model_threads(threads // 2)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from rlhand.config.schema import AlgoConfig
-from rlhand.core.masked import explained_variance
+from rlhand.core.masked import Reduce, explained_variance
 from rlhand.models.concurrent import ModelThreads
 from rlhand.models.critic import Critic
 from rlhand.models.forward import policy_logits, response_logits, sequence_inputs
@@ -44,10 +44,14 @@ class PPOUpdate:
         timer,
         autocast=nullcontext,
         threads: ModelThreads | None = None,
+        reduce: Reduce | None = None,
     ):
         self.learners, self.critic, self.algo = learners, critic, algo
         self.timer, self.autocast = timer, autocast
         self.threads = threads if not critic.reads_policy_hidden else None
+        # Data-parallel ranks: sums a tensor over ranks. Each rank holds its share of every minibatch;
+        # counts, statistics and the target_kl decision are global, so all ranks agree.
+        self.reduce = reduce
 
     @property
     def policy(self):
@@ -55,7 +59,8 @@ class PPOUpdate:
 
     def __call__(self, batch: Rollout, *, kl_coef: float, temperature: float) -> dict[str, float]:
         """ppo_epochs passes, each a fresh permutation split into num_minibatches optimizer steps.
-        The batch may be larger than rollout_batch_size (fresh + replayed samples)."""
+        The batch may be larger than rollout_batch_size (fresh + replayed samples). With several
+        ranks each shuffles its own rows, and minibatch k is every rank's k-th share."""
         algo = self.algo
         history: list[dict[str, Tensor]] = []
         stop = False
@@ -67,27 +72,37 @@ class PPOUpdate:
                 stats = self.minibatch_step(batch.select(index), kl_coef=kl_coef, temperature=temperature)
                 history.append(stats)
                 used[index] = True
-                if algo.target_kl is not None and stats["policy/approx_kl"].item() > 1.5 * algo.target_kl:
+                if algo.target_kl is not None and self._global(stats["policy/approx_kl"]).item() > 1.5 * algo.target_kl:
                     stop = True
                     break
             if stop:
                 break
-        means = torch.stack([torch.stack([h[key].float() for key in history[0]]) for h in history]).mean(dim=0).tolist()
-        summary = dict(zip(history[0], means))
-        summary["policy/ratio_first_minibatch"] = history[0]["policy/ratio"].item()
+        keys = [key for key in history[0] if not key.startswith("grad/")]  # grad norms are global already
+        partial = self._global(torch.stack([torch.stack([h[key].float() for key in keys]) for h in history]))
+        summary = dict(zip(keys, partial.mean(dim=0).tolist()))
+        for key in ("grad/policy_norm", "grad/critic_norm"):
+            summary[key] = torch.stack([h[key].float() for h in history]).mean().item()
+        summary["policy/ratio_first_minibatch"] = partial[0, keys.index("policy/ratio")].item()
         summary["policy/optimizer_steps"] = len(history)
-        summary["samples/used"] = int(used.sum())
+        summary["samples/used"] = int(self._global(used.sum()))
         summary["policy/early_stopped"] = float(stop)
-        summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask).item()
+        summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask, reduce=self.reduce).item()
         return summary
+
+    def _global(self, tensor: Tensor) -> Tensor:
+        return tensor if self.reduce is None else self.reduce(tensor)
 
     def minibatch_step(self, batch: Rollout, *, kl_coef: float, temperature: float) -> dict[str, Tensor]:
         """One optimizer step per learner on one minibatch, accumulated over algo.grad_accum_steps
         micro-batches. Each micro-batch's loss is normalised by the token / sequence count of the
         whole minibatch, so the accumulated gradient equals the one-batch gradient (not a mean of
         per-micro-batch means). Stats stay 0-dim tensors (no device sync here); per-token stats
-        are weighted by token share."""
+        are weighted by token share; with several ranks they are this rank's part of the global
+        values (rank sums of them are the global ones: PPOUpdate reduces them)."""
         num_tokens, num_seqs = batch.response_mask.sum(), len(batch)
+        if self.reduce is not None:  # the whole minibatch is every rank's share of it
+            num_tokens = self.reduce(num_tokens)
+            num_seqs = self.reduce(torch.tensor(num_seqs, device=num_tokens.device))
         for learner in self.learners.all():
             learner.zero_grad()
         totals: dict[str, Tensor] = {}

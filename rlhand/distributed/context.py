@@ -1,0 +1,122 @@
+"""The process group a run belongs to, and the collectives the trainer needs.
+
+`rlhand-train` alone is one process; `torchrun --nproc-per-node N -m rlhand.train ...` (or a SLURM
+job of N tasks through hydra/launcher=slurm) makes N ranks. Every rank runs the same trainer on
+its own shard of each batch; statistics are reduced across ranks (rlhand/distributed/stats.py),
+and rank 0 alone writes logs, metrics, plots and final models.
+
+On one process every collective here is the identity, so the single-process run does exactly what
+it did before there were ranks.
+"""
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+# Long enough for a slow rank's checkpoint or validation, short enough that a dead peer is noticed.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, tensor: Tensor, op: str = "sum") -> Tensor:
+        """A reduced copy of `tensor` (sum, max or min over ranks); `tensor` itself is left alone."""
+        if not self.enabled:
+            return tensor
+        out = tensor.detach().clone()
+        dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+        return out
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        return self.all_reduce(tensor, "sum")
+
+    def broadcast_object(self, obj, src: int = 0):
+        """Rank `src`'s object on every rank (a decision one rank makes for all)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def all_gather_object(self, obj) -> list:
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def shard(self, count: int) -> slice:
+        """This rank's contiguous share of `count` items (count divides by the world size)."""
+        per_rank = count // self.world_size
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+
+_current = DistContext()
+
+
+def current() -> DistContext:
+    """The context of this process (single-process unless init_from_env found ranks)."""
+    return _current
+
+
+def init_from_env() -> DistContext:
+    """Join the process group that torchrun (RANK, WORLD_SIZE, MASTER_ADDR, ...) or a SLURM job of
+    several tasks describes; a single process otherwise. Idempotent. Collectives on CPU tensors go
+    through gloo, on CUDA tensors through nccl (one group serves both)."""
+    global _current
+    if dist.is_initialized():
+        return _current
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        export_slurm_env()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _current
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    _current = DistContext(rank=rank, world_size=world, local_rank=local_rank)
+    return _current
+
+
+def export_slurm_env() -> None:
+    """SLURM's task variables as torch's env:// ones (MASTER_ADDR from the job's first host)."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def shutdown(wait_for_others: bool = True) -> None:
+    """Leave the process group: a barrier first, without which ~1 run in 8 aborts at exit
+    ('terminate called without an active exception'). After a fault, no barrier: the other ranks
+    may be gone, or stuck in a collective until their launcher stops them."""
+    global _current
+    if dist.is_initialized():
+        try:
+            if wait_for_others:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    _current = DistContext()
