@@ -102,9 +102,12 @@ def init_from_env() -> DistContext:
 
 
 def export_slurm_env() -> None:
-    """SLURM's task variables as torch's env:// ones (MASTER_ADDR from the job's first host)."""
+    """SLURM's task variables (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST, ...) as
+    torch's env:// ones, MASTER_ADDR being the job's first host and MASTER_PORT derived from the job
+    id unless set. submitit's reading of them also serves a plain `srun python -m rlhand.train`."""
     from submitit.helpers import TorchDistributedEnvironment
 
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
