@@ -115,8 +115,9 @@ def test_a_two_process_checkpoint_resumes_in_one_or_says_why_not(reference_run, 
 
 
 def test_two_nodes_on_one_machine_train_together(tmp_path):
+    """Also the other layouts: replicated trained models (ddp) with a sharded reference and reward model."""
     port = free_port()
-    args = [*FAST, "trainer.save_final=false", "hydra.run.dir=run"]
+    args = [*FAST, "trainer.save_final=false", "hydra.run.dir=run", "trainer.strategy=ddp", "trainer.frozen_models=shard", "reward=model"]
     nodes = [
         subprocess.Popen(
             [TORCHRUN, "--nnodes=2", f"--node-rank={rank}", "--nproc-per-node=1", "--rdzv-backend=c10d",
