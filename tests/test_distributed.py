@@ -245,16 +245,15 @@ def test_every_statistic_is_over_all_ranks():
 
 
 def test_a_slurm_task_finds_its_rank_and_the_job_s_first_host(monkeypatch):
-    from rlhand.distributed.context import export_slurm_env
-
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_EXECUTOR"):
-        monkeypatch.delenv(key, raising=False)
-    slurm = {"SLURM_JOB_ID": "123", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_PROCID": "3", "SLURM_NTASKS": "4",
-             "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1"}
-    for key, value in slurm.items():
-        monkeypatch.setenv(key, value)
-    export_slurm_env()
     import os
 
-    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"], os.environ["MASTER_ADDR"]) == ("3", "4", "1", "gpu07")
-    assert int(os.environ["MASTER_PORT"]) > 1024
+    from rlhand.distributed.context import export_slurm_env
+
+    # A private environment: the exported RANK, WORLD_SIZE, MASTER_ADDR ... must not reach the
+    # processes that later tests start (they would try to join this made-up job).
+    environ = {"SLURM_JOB_ID": "123", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_PROCID": "3", "SLURM_NTASKS": "4",
+               "SLURM_LOCALID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1"}
+    monkeypatch.setattr(os, "environ", environ)
+    export_slurm_env()
+    assert (environ["RANK"], environ["WORLD_SIZE"], environ["LOCAL_RANK"], environ["MASTER_ADDR"]) == ("3", "4", "1", "gpu07")
+    assert int(environ["MASTER_PORT"]) > 1024
