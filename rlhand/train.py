@@ -74,7 +74,8 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         fail(f"{who(trainer)}: error: {err}{where_to_continue(trainer)}", quiet=not says_it(trainer))
     except KeyboardInterrupt as err:
         step = f" at step {trainer.step}" if trainer is not None and trainer.step else " before training started"
-        fail(f"{who(trainer)}: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT), quiet=not says_it(trainer))
+        # A signal reaches every rank alike: rank 0 says it for all.
+        fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT), quiet=not context.current().is_main)
 
 
 def who(trainer) -> str:

@@ -15,6 +15,7 @@ from rlhand.config.schema import Autocast, Device, FrozenModels, KLControl, Mode
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
+from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import shard_model
 from rlhand.models.build import Models, build_models
@@ -113,6 +114,9 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
             val_prompts = read_prompt_file(Path(task.val_path), task.prompt_column)[: cfg.eval.num_prompts]
         else:
             prompts, val_prompts = split_holdout(prompts, cfg.eval.num_prompts, cfg.seed)
+    ctx = context.current()
+    if ctx.enabled and len(val_prompts) % ctx.world_size:
+        raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
     return RunInputs(
         tokenizer=tokenizer,
         prompt_ids=encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation),
