@@ -144,7 +144,6 @@ def statistics_worker():
     from rlhand.reporting.timer import PhaseTimer
     from rlhand.trainer.advantages import assign_advantages
     from rlhand.trainer.loop import rollout_stats
-    from tests.helpers import prompt_batch
     from tests.test_rollout import make_rollout
 
     ctx = context.current()

@@ -56,7 +56,7 @@ def test_packed_forwards_equal_the_padded_ones_at_every_real_position(attn):
         torch.testing.assert_close(fast[real], plain[real], rtol=0, atol=1e-5)
         assert fast[~real].abs().max() == 0  # padding positions are never computed
     torch.testing.assert_close(scores[1], scores[0], rtol=0, atol=1e-5)
-    assert packed.policy.config._attn_implementation == attn  # switched back after each forward
+    assert unpadded.base_attention(packed.policy) == attn  # the model's own attention underneath
 
 
 def test_packed_gradients_equal_the_padded_ones():
@@ -86,14 +86,14 @@ def test_a_batch_without_padding_takes_the_plain_forward():
     _, packed, tokenizer = padded_and_packed()
     ids = torch.tensor([tokenizer("ab=")["input_ids"]] * 2)
     inputs = sequence_inputs(ids, torch.ones_like(ids), ids, torch.ones_like(ids))
-    calls = []
-    original = unpadded.unpadded_attention
-    unpadded.AttentionInterface.register(unpadded.IMPLEMENTATION, lambda *a, **k: calls.append(1) or original(*a, **k))
+    packings = []
+    original = unpadded.Packing.from_mask
+    unpadded.Packing.from_mask = classmethod(lambda cls, mask: packings.append(1) or original(mask))
     try:
         response_logits(packed.policy, inputs, 1.0)
     finally:
-        unpadded.AttentionInterface.register(unpadded.IMPLEMENTATION, original)
-    assert calls == []
+        unpadded.Packing.from_mask = original
+    assert packings == []
 
 
 def test_training_with_and_without_padding_removal_logs_the_same_run(tmp_path, monkeypatch):
@@ -144,7 +144,7 @@ def test_unsupported_attention_is_a_config_error():
 
 def test_the_packed_row_holds_every_real_token_and_rounds_up_with_pads():
     mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
-    packing = unpadded.Packing.from_mask(mask, base="eager")
+    packing = unpadded.Packing.from_mask(mask)
     real = mask.flatten().nonzero().squeeze(1)
     assert len(packing.rows) == min(len(real) + (-len(real) % unpadded.ROW_MULTIPLE), mask.numel())
     assert set(real.tolist()) <= set(packing.rows.tolist())

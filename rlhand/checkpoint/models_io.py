@@ -12,6 +12,18 @@ from transformers.utils import logging as hf_logging
 from rlhand.checkpoint.store import CheckpointError
 
 
+def save_trained_model(model: nn.Module, folder: Path, state_dict: dict, tokenizer: PreTrainedTokenizerBase | None) -> None:
+    """A trained model as a transformers folder; with LoRA the merged model there, and the adapters
+    as PEFT saves them in <folder>_adapter."""
+    from rlhand.models.lora import is_lora, merged_state_dict, save_adapter
+
+    if is_lora(model):
+        save_adapter(model, Path(f"{folder}_adapter"), state_dict)
+        save_pretrained_folder(model.get_base_model(), folder, merged_state_dict(model, state_dict), tokenizer)
+    else:
+        save_pretrained_folder(model, folder, state_dict, tokenizer)
+
+
 def save_pretrained_folder(model: nn.Module, folder: Path, state_dict: dict, tokenizer: PreTrainedTokenizerBase | None) -> None:
     """`model` with the weights `state_dict` (whole, e.g. gathered from FSDP shards) as a
     save_pretrained folder; the tokenizer beside it when given."""

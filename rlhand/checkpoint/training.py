@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from rlhand.checkpoint.store import CheckpointError, prune_checkpoints, write_checkpoint
 from rlhand.distributed.context import DistContext
@@ -83,16 +83,26 @@ def load_learners(folder: Path, learners: dict) -> None:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise CheckpointError(f"{folder}: its weights do not load into this run's models ({(lines or [type(err).__name__])[-1][:300]})") from None
     for name, learner in learners.items():
-        set_state_dict(learner.module, learner.optimizer, model_state_dict=weights[name]["model"], optim_state_dict=weights[name]["optim"])
+        set_state_dict(
+            learner.module, learner.optimizer, model_state_dict=weights[name]["model"], optim_state_dict=weights[name]["optim"], options=TRAINED
+        )
 
 
 def read_config(folder: Path) -> dict:
     return json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
 
 
+# Only what the learner trains: with LoRA the adapters (and a trained head), never the frozen base,
+# which comes back from the model's own folder.
+TRAINED = StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
 def _learner_state(learner) -> dict:
-    model, optim = get_state_dict(learner.module, learner.optimizer)
-    return {"model": model, "optim": optim}
+    model, optim = get_state_dict(learner.module, learner.optimizer, options=TRAINED)
+    # ignore_frozen_params keeps a frozen weight that another name ties (GPT-2's lm_head = wte): keep
+    # exactly the parameters that train.
+    trained = {name for name, param in learner.module.named_parameters() if param.requires_grad}
+    return {"model": {k: v for k, v in model.items() if k in trained}, "optim": optim}
 
 
 def _save_plain(state: dict, path: Path) -> None:

@@ -8,7 +8,7 @@ in the YAML, on the command line and in the code.
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -107,6 +107,37 @@ def check(condition: bool, field_name: str, message: str) -> None:
 REMOVE_PADDING_ATTENTION = ("eager", "sdpa")
 
 
+class LoraCritic(str, Enum):
+    lora = "lora"  # adapters (and a score head) of its own on its frozen base (the policy's, the RM's or model.critic)
+    full = "full"  # every weight of the critic trained, as without LoRA
+
+
+@dataclass
+class LoraSettings:
+    """model.lora: LoRA adapters (PEFT) on the policy, and on the critic unless it is full or a shared head."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 32.0
+    # Must be 0: rlhand switches every dropout off, LoRA's too. The policy that samples and the one
+    # that trains must be the same function (the first PPO ratio is exactly 1), and the reference
+    # (the base with adapters off) must be deterministic.
+    dropout: float = 0.0
+    # Module name suffixes, e.g. [q_proj, v_proj]; null: every linear layer of the blocks (PEFT's
+    # all-linear, the output layer left out).
+    target_modules: Optional[List[str]] = None
+    critic: LoraCritic = LoraCritic.lora
+
+    def __post_init__(self) -> None:
+        check(self.rank > 0, "model.lora.rank", "must be > 0")
+        check(self.alpha > 0, "model.lora.alpha", "must be > 0")
+        check(
+            self.dropout == 0,
+            "model.lora.dropout",
+            "must be 0: every dropout is off in rlhand, so that the sampling and the training policy are the same function",
+        )
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -121,6 +152,13 @@ class ModelConfig:
     reward_model: Optional[str] = None
     tokenizer: Optional[str] = None
     dtype: DType = DType.float32
+    # The frozen models' (reference, reward model) weights; null = dtype. bf16 halves their memory;
+    # trained models keep fp32 master weights (bf16 compute: trainer.autocast=bfloat16).
+    frozen_dtype: Optional[DType] = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    # Recompute each block's activations in the backward instead of keeping them: less memory for
+    # about one more forward of compute (trained models; the gradients are the same).
+    gradient_checkpointing: bool = False
     # transformers' attention implementation (eager, sdpa, flash_attention_2); null = its default.
     # For small models on CPU, eager beats sdpa (measured: tiny GPT-2 backward 22% faster).
     attn_implementation: Optional[str] = None

@@ -47,15 +47,16 @@ def shard_model(module: nn.Module, ctx: DistContext, device: torch.device, param
     kwargs = {"mesh": mesh}
     if param_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    block_names = set(getattr(module, "_no_split_modules", None) or [])
-    for child in module.modules():
-        if child is not module and type(child).__name__ in block_names:
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module  # inside a LoRA (PEFT) wrapper
+    block_names = set(getattr(base, "_no_split_modules", None) or [])
+    for child in base.modules():
+        if child is not base and type(child).__name__ in block_names:
             fully_shard(child, **kwargs)
-    if isinstance(module, PreTrainedModel) and module.get_output_embeddings() is None:
+    if isinstance(base, PreTrainedModel) and base.get_output_embeddings() is None:
         # A sequence classifier: its backbone and score head are called one by one (hidden states
         # at chosen positions, then the head), so each gathers its own parameters. A causal LM is
         # only ever called whole, and its output layer may be tied to the input embeddings.
-        for child in module.children():
+        for child in base.children():
             if any(True for _ in child.parameters()):
                 fully_shard(child, **kwargs)
     fully_shard(module, **kwargs)

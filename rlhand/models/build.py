@@ -1,6 +1,7 @@
 """Policy, frozen reference, critic and (optional) reward model, from a tiny config or from_pretrained."""
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,10 +17,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlhand.config.schema import CriticBackbone, CriticInit, ModelConfig, ModelSource
+from rlhand.config.schema import CriticBackbone, CriticInit, LoraCritic, ModelConfig, ModelSource
 from rlhand.errors import ModelLoadError
 from rlhand.models import unpadded
 from rlhand.models.critic import Critic, SeparateCritic, SharedHeadCritic
+from rlhand.models.lora import add_lora
 from rlhand.models.sources import loading
 from rlhand.models.value_head import SharedValueHead
 
@@ -28,40 +30,83 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class Models:
-    policy: PreTrainedModel
+    policy: PreTrainedModel  # with LoRA: a PEFT model around it
     critic: Critic  # a model of its own, or a head on the policy (rlhand/models/critic.py)
-    ref: Optional[PreTrainedModel]  # None when no KL term needs it
+    ref: Optional[PreTrainedModel]  # a frozen copy of the policy; None when no KL term needs one or with LoRA
     reward_model: Optional[PreTrainedModel]  # None when a reward function scores
+    # LoRA: the reference is the policy's base, its adapters switched off (no second copy).
+    reference_is_base: bool = False
 
     def modules(self) -> list[nn.Module]:
         return [m for m in (self.policy, self.critic.module, self.ref, self.reward_model) if m is not None]
 
+    @property
+    def has_reference(self) -> bool:
+        return self.ref is not None or self.reference_is_base
+
+    @contextmanager
+    def reference(self):
+        """The model whose log-probs are the reference's, for the block's forwards."""
+        if self.ref is not None:
+            yield self.ref
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
+
 
 def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_ref: bool, need_reward_model: bool, device: torch.device) -> Models:
     build = _build_tiny if cfg.source is ModelSource.tiny else _build_hf
-    models = build(cfg, tokenizer, need_ref, need_reward_model)
-    for model in models.modules():
-        prepare(model, device)
+    models = build(cfg, tokenizer, need_ref and not cfg.lora.enabled, need_reward_model)
+    frozen_dtype = DTYPES[(cfg.frozen_dtype or cfg.dtype).value]
     for frozen in (models.ref, models.reward_model):
         if frozen is not None:
-            frozen.requires_grad_(False)
+            frozen.to(frozen_dtype).requires_grad_(False)
+    for model in models.modules():
+        prepare(model, device)
     if cfg.remove_padding:
         for model in models.modules():
             if isinstance(model, PreTrainedModel):  # a shared value head reads the policy's forward
                 unpadded.enable(model)
+    trained = [models.policy] + ([models.critic.module] if isinstance(models.critic, SeparateCritic) else [])
+    if cfg.gradient_checkpointing:
+        for model in trained:
+            enable_activation_checkpointing(model)
+    if cfg.lora.enabled:
+        models.policy = add_lora(models.policy, cfg.lora, "CAUSAL_LM")
+        if isinstance(models.critic, SharedHeadCritic):
+            models.critic.module.rebind(models.policy)
+        elif cfg.lora.critic is LoraCritic.lora:
+            models.critic = SeparateCritic(add_lora(models.critic.module, cfg.lora, "SEQ_CLS"))
+        models.reference_is_base = need_ref
     return models
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant checkpointing of every block (transformers 5.24 renamed the method)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(type(model), "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def prepare(model: nn.Module, device: torch.device) -> None:
     """Dropout off for good: eval mode (gradients still flow) and p=0, so log-probs of a sample
-    are the same at rollout and at update and the first PPO ratio is exactly 1."""
+    are the same at rollout and at update and the first PPO ratio is exactly 1. The config's
+    dropout rates go to 0 too: gradient checkpointing runs the update forward in train mode, where
+    models read them (attention_dropout, ...)."""
     model.to(device)
     model.eval()
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    if getattr(getattr(model, "config", None), "use_cache", None) is not None:
-        model.config.use_cache = False  # the sampler asks for a cache explicitly
+    config = getattr(model, "config", None)
+    if config is not None:
+        for key, value in list(vars(config).items()):
+            if (key.endswith("dropout") or key.endswith("pdrop")) and isinstance(value, float):
+                setattr(config, key, 0.0)
+        if getattr(config, "use_cache", None) is not None:
+            config.use_cache = False  # the sampler asks for a cache explicitly
 
 
 def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) -> GPT2Config:

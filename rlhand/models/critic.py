@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhand.checkpoint.models_io import save_pretrained_folder
+from rlhand.checkpoint.models_io import save_trained_model
 from rlhand.models.forward import SequenceInputs, policy_logits, token_values
 from rlhand.models.value_head import SharedValueHead
 
@@ -47,7 +47,7 @@ class SeparateCritic(Critic):
         return token_values(self.module, inputs)
 
     def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
-        save_pretrained_folder(self.module, folder, state_dict, tokenizer)
+        save_trained_model(self.module, folder, state_dict, tokenizer)
 
 
 class SharedHeadCritic(Critic):

@@ -23,7 +23,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from rlhand.config.schema import REMOVE_PADDING_ATTENTION
 from rlhand.errors import UserError
 
-IMPLEMENTATION = "rlhand_unpadded"
+IMPLEMENTATION = "rlhand_unpadded"  # + "_eager" or "_sdpa": the model's own attention underneath
 BASES = REMOVE_PADDING_ATTENTION
 # The packed row is rounded up to a multiple of this many tokens (a few pads ride along) to bound
 # the number of distinct shapes: oneDNN caches bf16 kernels per shape. Bench, bf16 autocast, peak
@@ -41,12 +41,11 @@ class Packing:
     batch: int
     length: int
     mask: Tensor  # (B, 1, T, T) bool: causal, real keys only; pad queries see themselves (no empty rows)
-    base: str  # the model's own implementation, run on the re-padded batch
     calls: int = field(default=0)  # attention calls served: 0 after a forward means the model bypassed us
     _additive: dict = field(default_factory=dict)  # dtype -> the float mask eager attention adds
 
     @classmethod
-    def from_mask(cls, attention_mask: Tensor, base: str) -> "Packing":
+    def from_mask(cls, attention_mask: Tensor) -> "Packing":
         real = attention_mask.bool()
         batch, length = real.shape
         flat = real.flatten()
@@ -62,7 +61,6 @@ class Packing:
             batch=batch,
             length=length,
             mask=(causal & real[:, None, None, :]) | eye,
-            base=base,
         )
 
     def additive_mask(self, dtype: torch.dtype) -> Tensor:
@@ -84,39 +82,51 @@ class Packing:
 
 
 def unpadded_attention(module, query, key, value, attention_mask, packing: Packing | None = None, **kwargs):
-    """The AttentionInterface entry: packed (1, H, N, D) in, packed (1, N, H, D) out."""
+    """The AttentionInterface entry. With `packing`: packed (1, H, N, D) in, packed (1, N, H, D) out.
+    Without (the sampler's cached steps, a batch with no padding): the model's own attention as is."""
+    base = module.config._attn_implementation.removeprefix(IMPLEMENTATION + "_")
+    base_fn = _base_attention(module, base)
     if packing is None:
-        raise RuntimeError(f"{IMPLEMENTATION} attention called without packing (use rlhand.models.forward)")
+        return base_fn(module, query, key, value, attention_mask, **kwargs)
     packing.calls += 1
-    if packing.base == "sdpa":
-        base_fn, mask = ALL_ATTENTION_FUNCTIONS["sdpa"], packing.mask
-    else:  # the model's own eager function (GQA, scaling and softcapping as the model defines them)
-        base_fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-        if base_fn is None:
-            raise UserError(f"model.remove_padding: {type(module).__name__} has no eager_attention_forward; use sdpa")
-        mask = packing.additive_mask(query.dtype)
+    mask = packing.mask if base == "sdpa" else packing.additive_mask(query.dtype)
     out, weights = base_fn(
         module, packing.pad_heads(query), packing.pad_heads(key), packing.pad_heads(value), mask, **kwargs
     )  # (B, T, H, D)
     return packing.pack(out), weights
 
 
-AttentionInterface.register(IMPLEMENTATION, unpadded_attention)
-# The mask comes ready-made (4D), so transformers returns it as-is; this entry is never asked to build one.
-AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+def _base_attention(module, base: str):
+    if base == "sdpa":
+        return ALL_ATTENTION_FUNCTIONS["sdpa"]
+    # The model's own eager function (GQA, scaling and softcapping as the model defines them).
+    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if fn is None:
+        raise UserError(f"model.remove_padding: {type(module).__name__} has no eager_attention_forward; use sdpa")
+    return fn
 
 
-_FLAG = "_rlhand_remove_padding"
+for _base in BASES:
+    AttentionInterface.register(f"{IMPLEMENTATION}_{_base}", unpadded_attention)
+    # Packed forwards bring their own 4D mask, which transformers passes through; the sampler's
+    # forwards get the base's own mask.
+    AttentionMaskInterface.register(f"{IMPLEMENTATION}_{_base}", ALL_MASK_ATTENTION_FUNCTIONS[_base])
 
 
 def enable(model: PreTrainedModel) -> None:
-    """Mark `model` for padding-free forwards in rlhand.models.forward (after checking it can)."""
+    """Route `model`'s attention through the packed wrapper for good (after checking it can): a
+    packed forward, and the recomputation of one in a checkpointed backward, find it in place."""
     check_supported(model)
-    setattr(model, _FLAG, True)
+    model.config._attn_implementation = f"{IMPLEMENTATION}_{model.config._attn_implementation}"
 
 
 def uses_packing(model) -> bool:
-    return getattr(model, _FLAG, False)
+    return str(getattr(getattr(model, "config", None), "_attn_implementation", "")).startswith(IMPLEMENTATION)
+
+
+def base_attention(model) -> str:
+    """The attention implementation underneath (what a saved config names)."""
+    return str(model.config._attn_implementation).removeprefix(IMPLEMENTATION + "_")
 
 
 def check_supported(model: PreTrainedModel) -> None:
@@ -130,24 +140,23 @@ def check_supported(model: PreTrainedModel) -> None:
         raise UserError(f"model.remove_padding: {config.model_type} uses sliding-window attention; set it to false")
     device = next(model.parameters()).device
     ids = torch.zeros(1, 2, dtype=torch.long, device=device)
-    with torch.no_grad(), packed_attention(model, torch.ones_like(ids)) as packing:
-        getattr(model, model.base_model_prefix)(
-            input_ids=ids, position_ids=torch.arange(2, device=device)[None], attention_mask=packing.mask,
-            packing=packing, use_cache=False,
-        )
+    config._attn_implementation = f"{IMPLEMENTATION}_{base}"
+    try:
+        with torch.no_grad(), packed_attention(model, torch.ones_like(ids)) as packing:
+            getattr(model, model.base_model_prefix)(
+                input_ids=ids, position_ids=torch.arange(2, device=device)[None], attention_mask=packing.mask,
+                packing=packing, use_cache=False,
+            )
+    finally:
+        config._attn_implementation = base
 
 
 @contextmanager
 def packed_attention(model: PreTrainedModel, attention_mask: Tensor):
-    """Switch `model` to the packed attention for one forward; yields the batch's Packing. The
-    caller passes packing.mask as attention_mask and `packing=` to the forward."""
-    config = model.config
-    packing = Packing.from_mask(attention_mask, base=config._attn_implementation)
-    config._attn_implementation = IMPLEMENTATION
-    try:
-        yield packing
-    finally:
-        config._attn_implementation = packing.base
+    """The batch's Packing for one packed forward (or a checkpointed backward's recomputation of it).
+    The caller passes packing.mask as attention_mask and `packing=` to the forward."""
+    packing = Packing.from_mask(attention_mask)
+    yield packing
     if packing.calls == 0:  # a ValueError: the CLI prints it as one line, like other bad input
         raise UserError(
             f"model.remove_padding: {type(model).__name__} does not route attention through transformers' "

@@ -30,6 +30,10 @@ class SharedValueHead(nn.Module):
     def policy(self) -> PreTrainedModel:
         return self.__dict__["policy"]
 
+    def rebind(self, policy: nn.Module) -> None:
+        """The policy it sits on, after wrapping (LoRA)."""
+        self.__dict__["policy"] = policy
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d) final hidden states -> (...) float32 values. Call the module (not .score): a
         sharded head gathers its weight in the forward's hooks."""

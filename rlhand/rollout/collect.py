@@ -43,9 +43,9 @@ def collect_rollout(
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()
     ref_logprobs = None
-    if models.ref is not None:
-        with timer("score_ref"):
-            logits = response_logits(models.ref, inputs, gen.temperature)
+    if models.has_reference:
+        with timer("score_ref"), models.reference() as ref:
+            logits = response_logits(ref, inputs, gen.temperature)
             ref_logprobs = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
     with timer("score_value"):
         values = rollout_values(models.critic, inputs, samples.values).masked_fill(~mask, 0.0)

@@ -8,6 +8,8 @@ construction. Losses are normalised by global token / sequence counts, so summed
 the gradient of the whole batch, however it is split over ranks.
 """
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +31,20 @@ class Learner:
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+    @contextmanager
+    def training(self):
+        """Train mode for the update's forward and backward where it matters: transformers applies
+        gradient checkpointing in train mode only. Dropout stays off (every rate is 0), so the
+        function is the one that sampled; eval mode (the sampler's KV cache) comes back after."""
+        checkpointed = activation_checkpointing(self.module)
+        if checkpointed:
+            self.module.train()
+        try:
+            yield
+        finally:
+            if checkpointed:
+                self.module.eval()
 
     def backward(self, loss: Tensor) -> None:
         loss.backward()
@@ -69,3 +85,11 @@ def sum_over_ranks(grads: list[Tensor], ctx: DistContext) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def activation_checkpointing(module: nn.Module) -> bool:
+    """Whether transformers checkpoints `module`'s activations (inside a LoRA wrapper too). The
+    attribute was is_gradient_checkpointing before transformers 5.24, which deprecates that name."""
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module
+    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(base, name, False))

@@ -7,21 +7,22 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rlhand.checkpoint.atomic import atomic_dir
-from rlhand.checkpoint.models_io import save_pretrained_folder
+from rlhand.checkpoint.models_io import save_trained_model
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import full_state_dict
 from rlhand.models.build import Models
 
 
 def save_models(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path, ctx: DistContext, meta: dict | None = None) -> Path:
-    """target/policy and target/critic, each with the tokenizer, so from_pretrained loads either;
+    """target/policy and target/critic, each with the tokenizer, so from_pretrained loads either
+    (with LoRA: the merged models, and the adapters in target/policy_adapter, target/critic_adapter);
     `meta` (e.g. the step and val/reward of a best model) goes to target/meta.json. Every rank takes
     part (sharded weights are gathered); rank 0 writes."""
     policy_state = full_state_dict(models.policy, ctx)
     critic_state = full_state_dict(models.critic.module, ctx)
     if ctx.is_main:
         with atomic_dir(target) as tmp:
-            save_pretrained_folder(models.policy, tmp / "policy", policy_state, tokenizer)
+            save_trained_model(models.policy, tmp / "policy", policy_state, tokenizer)
             models.critic.save(tmp / "critic", tokenizer, critic_state)
             if meta is not None:
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -171,7 +171,7 @@ def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: to
         prompt_width=cfg.task.max_prompt_tokens,
         response_width=cfg.generation.max_new_tokens,
         vocab_size=len(inputs.tokenizer),
-        with_ref=models.ref is not None,
+        with_ref=models.has_reference,
         seed=cfg.seed,
     )
     return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx)

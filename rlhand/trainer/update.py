@@ -106,6 +106,15 @@ class PPOUpdate:
         for learner in self.learners.all():
             learner.zero_grad()
         totals: dict[str, Tensor] = {}
+        with self.learners.policy.training(), self.learners.critic.training():
+            self._accumulate(batch, totals, kl_coef, temperature, num_tokens, num_seqs)
+        with self.timer("optimizer_step"):
+            steps = [learner.step for learner in self.learners.all()]
+            totals["grad/policy_norm"], totals["grad/critic_norm"] = self.threads.run(*steps) if self.threads else [step() for step in steps]
+        return totals
+
+    def _accumulate(self, batch: Rollout, totals: dict, kl_coef: float, temperature: float, num_tokens, num_seqs) -> None:
+        """Forward and backward of every micro-batch, gradients adding up in .grad, stats in `totals`."""
         for micro in batch.split(self.algo.grad_accum_steps):
             objective = PPOObjective(micro, self.algo, kl_coef=kl_coef, num_tokens=num_tokens, num_seqs=num_seqs)
             inputs = sequence_inputs(micro.prompt_ids, micro.prompt_mask, micro.response_ids, micro.response_mask)
@@ -122,10 +131,6 @@ class PPOUpdate:
                 totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0) + value.detach()
             for name, value in stats.items():
                 totals[name] = totals.get(name, 0) + share * value
-        with self.timer("optimizer_step"):
-            steps = [learner.step for learner in self.learners.all()]
-            totals["grad/policy_norm"], totals["grad/critic_norm"] = self.threads.run(*steps) if self.threads else [step() for step in steps]
-        return totals
 
     def _side_by_side(self, objective: PPOObjective, inputs, temperature: float) -> Terms:
         policy, critic = self.learners.policy, self.learners.critic
