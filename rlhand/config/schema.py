@@ -60,6 +60,12 @@ class FrozenModels(str, Enum):
     shard = "shard"  # sharded like the trained models: 1/N of the memory, an all-gather per forward
 
 
+class FitCheck(str, Enum):
+    error = "error"  # an estimate over the device's memory stops the run before any model loads
+    warn = "warn"
+    off = "off"
+
+
 class KLPlacement(str, Enum):
     reward = "reward"
     loss = "loss"
@@ -426,10 +432,17 @@ class TrainerConfig:
     # and the frozen ones (rlhand/distributed/sharding.py). Ignored by a one-process run.
     strategy: Strategy = Strategy.auto
     frozen_models: FrozenModels = FrozenModels.replicate
+    # FSDP2 only: parameters, gradients and optimizer states live in CPU memory between uses.
+    offload: bool = False
+    # The memory estimate (rlhand/models/fit.py) printed before any model loads is checked against
+    # this many GiB per device (null: the GPU's own, or this machine's RAM).
+    device_memory_gb: Optional[float] = None
+    fit_check: FitCheck = FitCheck.error
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, "trainer.max_steps", "must be > 0")
         check(self.threads is None or self.threads > 0, "trainer.threads", "must be > 0 or null")
+        check(self.device_memory_gb is None or self.device_memory_gb > 0, "trainer.device_memory_gb", "must be > 0 or null")
 
 
 @dataclass

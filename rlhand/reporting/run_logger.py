@@ -41,6 +41,12 @@ class RunLogger:
             with writing(self.log_dir):
                 self.text.info(message)
 
+    def text_only(self, message: str) -> None:
+        """Into the text log alone (already on the console)."""
+        if self.text:
+            with writing(self.log_dir):
+                self.text.info(message)
+
     def warning(self, message: str) -> None:
         self.console.print(f"warning: {message}")
         if self.text:
@@ -77,6 +83,9 @@ class SilentLogger:
     """What ranks other than 0 report to: nothing (rank 0 writes the run's logs and metrics)."""
 
     def info(self, message: str) -> None:
+        pass
+
+    def text_only(self, message: str) -> None:
         pass
 
     def warning(self, message: str) -> None:

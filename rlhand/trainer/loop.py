@@ -55,6 +55,7 @@ class Trainer:
         setup.check_layout(cfg, ctx)
         self.inputs = setup.prepare_inputs(cfg)
         self.resume_from = self.claim_folder()
+        self.fit_line = setup.check_memory(cfg, self.inputs, ctx, self.device)  # printed before any model loads
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
         self.strategy = setup.distribute_models(cfg, self.models, ctx, self.device)
@@ -177,6 +178,7 @@ class Trainer:
             f"rlhand: {cfg.algo.name} (replay {cfg.replay.name}) on {cfg.task.name}, {cfg.trainer.max_steps} steps, "
             f"device {self.device}{ranks}, run dir {self.run_dir}"
         )
+        log.text_only(self.fit_line)
         for note in self.notes:
             log.warning(note)
         if resumed:

@@ -1,6 +1,7 @@
 """Build a run from a TrainConfig: inputs that can be wrong are checked before any model loads."""
 
 import random
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -11,7 +12,17 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlhand.config.load import ConfigError
-from rlhand.config.schema import Autocast, Device, FrozenModels, KLControl, ModelSource, RewardKind, Strategy, TrainConfig
+from rlhand.config.schema import (
+    Autocast,
+    Device,
+    FitCheck,
+    FrozenModels,
+    KLControl,
+    ModelSource,
+    RewardKind,
+    Strategy,
+    TrainConfig,
+)
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
@@ -20,6 +31,7 @@ from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import shard_model
 from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
+from rlhand.models.fit import check_fit, estimate_memory
 from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
@@ -80,6 +92,18 @@ def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
         for field in ("buffer_size", "min_size", "sample_size"):
             require(getattr(cfg.replay, field) % n == 0, f"replay.{field}", getattr(cfg.replay, field))
         require((local + cfg.replay.sample_size // n) % parts == 0, "replay.sample_size", "each rank's fresh + replayed rows")
+
+
+def check_memory(cfg: TrainConfig, inputs: RunInputs, ctx: DistContext, device: torch.device) -> str:
+    """The memory estimate, on the console now (before any model loads; rank 0), and an error if it
+    is over the device's memory (trainer.fit_check)."""
+    if cfg.trainer.fit_check is FitCheck.off:
+        return "memory estimate: off (trainer.fit_check=off)"
+    lengths = [len(ids) for ids in inputs.prompt_ids]
+    line = check_fit(estimate_memory(cfg, inputs.tokenizer, lengths, ctx.world_size, device), cfg)
+    if ctx.is_main:
+        print(line, file=sys.stderr, flush=True)
+    return line
 
 
 def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, device: torch.device) -> str:
