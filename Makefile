@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --constraint $(LOCK)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-isolation lint lock compare bench bench-trl clean-outputs
+.PHONY: help install run train test test-isolation lint lock compare bench bench-trl gpu-check clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -61,6 +61,9 @@ bench-trl:  ## the TRL PPOTrainer peer on the same config, in its own venv (trl 
 	  $(TRL_VENV)/bin/pip install -q trl==1.12.0 transformers==5.23.0 accelerate==1.15.0 datasets==5.2.0 torch==2.13.0)
 	mkdir -p outputs/bench
 	HF_HUB_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1 $(TRL_VENV)/bin/python $(TRL_PEER)/bench_trl_ppo.py --threads 2 --quiet --json outputs/bench/trl.json
+
+gpu-check:  ## on a CUDA machine: PPO on a Qwen2-0.5B-shaped model (full, LoRA, shared critic), measured; ~8 min on an H200
+	scripts/gpu_check.sh
 
 clean-outputs:  ## delete outputs/ (all run folders)
 	rm -rf outputs

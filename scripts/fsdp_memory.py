@@ -42,9 +42,8 @@ def trained_state(learner) -> dict[str, int]:
 def main() -> None:
     ctx = context.init_from_env()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import compose_cfg
-
     from rlhand.trainer.loop import Trainer
+    from tests.conftest import compose_cfg
 
     overrides = ["logging=plain", "trainer.max_steps=1", "trainer.save_final=false", *sys.argv[1:]]
     with tempfile.TemporaryDirectory() as tmp:

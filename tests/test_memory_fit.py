@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from rlhand.config import ConfigError
-from rlhand.distributed.context import DistContext
 from rlhand.models.fit import GIB, check_fit, estimate_memory
 from rlhand.trainer import setup
 from rlhand.trainer.loop import Trainer

@@ -36,17 +36,22 @@ def fsdp_modules(module: nn.Module) -> list:
     return [m for m in module.modules() if isinstance(m, FSDPModule)]
 
 
-def shard_model(module: nn.Module, ctx: DistContext, device: torch.device, param_dtype: torch.dtype | None = None) -> None:
+def shard_model(
+    module: nn.Module, ctx: DistContext, device: torch.device, param_dtype: torch.dtype | None = None, offload: bool = False
+) -> None:
     """fully_shard `module` in place (blocks first, then the backbone of a sequence classifier, then
     the whole); gradients reduce as sums. `param_dtype`: FSDP2 mixed precision (computing in that
-    dtype, keeping fp32 sharded weights and optimizer state, reducing gradients in fp32)."""
+    dtype, keeping fp32 sharded weights and optimizer state, reducing gradients in fp32).
+    `offload`: the shards (and so the optimizer's states) live in CPU memory between uses."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (ctx.world_size,))
     kwargs = {"mesh": mesh}
     if param_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    if offload:  # pinned memory only where there is a GPU to copy to (pinning fails on a CPU-only build)
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     base = module.get_base_model() if hasattr(module, "get_base_model") else module  # inside a LoRA (PEFT) wrapper
     block_names = set(getattr(base, "_no_split_modules", None) or [])
     for child in base.modules():

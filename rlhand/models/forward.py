@@ -81,7 +81,8 @@ def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
 
 def _hidden_states(model: PreTrainedModel, inputs: SequenceInputs, at: Tensor) -> Tensor:
     """The backbone's final hidden states at the (B, T) bool positions `at`, (K, d) in row-major order."""
-    backbone = getattr(model, model.base_model_prefix)
+    inner = _unwrapped(model)
+    backbone = getattr(inner, inner.base_model_prefix)
     if _packs(model, inputs):
         with packed_attention(model, inputs.attention_mask) as packing:
             hidden = backbone(**_packed_inputs(inputs, packing)).last_hidden_state
@@ -90,6 +91,12 @@ def _hidden_states(model: PreTrainedModel, inputs: SequenceInputs, at: Tensor) -
         input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids, use_cache=False
     )
     return out.last_hidden_state[at]
+
+
+def _unwrapped(model):
+    """The transformers model inside a LoRA (PEFT) wrapper, where its backbone and head live: the
+    wrapper's own attributes can shadow them (Qwen2's backbone is `model`, as is PEFT's)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _packs(model: PreTrainedModel, inputs: SequenceInputs) -> bool:
@@ -125,11 +132,11 @@ def token_values(critic: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
     head reads the policy's forward instead: rlhand.models.critic)."""
     want = _response_positions(inputs)
     hidden = _hidden_states(critic, inputs, want)
-    return _unpack(critic.score(hidden).squeeze(-1).float(), want[:, inputs.prompt_len - 1 : -1])
+    return _unpack(_unwrapped(critic).score(hidden).squeeze(-1).float(), want[:, inputs.prompt_len - 1 : -1])
 
 
 def sequence_scores(reward_model: PreTrainedModel, inputs: SequenceInputs, last_index: Tensor) -> Tensor:
     """(B,) reward-model score read at each response's last real token (`last_index` into R)."""
     at = torch.zeros_like(inputs.attention_mask, dtype=torch.bool)
     at[torch.arange(at.shape[0], device=at.device), inputs.prompt_len + last_index] = True
-    return reward_model.score(_hidden_states(reward_model, inputs, at)).squeeze(-1).float()
+    return _unwrapped(reward_model).score(_hidden_states(reward_model, inputs, at)).squeeze(-1).float()

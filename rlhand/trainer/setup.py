@@ -113,8 +113,8 @@ def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, device
     strategy = "fsdp" if cfg.trainer.strategy in (Strategy.auto, Strategy.fsdp) else "ddp"
     param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
     if strategy == "fsdp":
-        shard_model(models.policy, ctx, device, param_dtype)
-        shard_model(models.critic.module, ctx, device, param_dtype)
+        shard_model(models.policy, ctx, device, param_dtype, cfg.trainer.offload)
+        shard_model(models.critic.module, ctx, device, param_dtype, cfg.trainer.offload)
     if cfg.trainer.frozen_models is FrozenModels.shard:
         for frozen in (models.ref, models.reward_model):
             if frozen is not None:
