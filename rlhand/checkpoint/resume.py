@@ -5,7 +5,7 @@ from typing import Callable
 
 from rlhand.checkpoint.atomic import recover_partial_writes
 from rlhand.checkpoint.store import CheckpointError, latest_valid_checkpoint, verify_checkpoint
-from rlhand.checkpoint.training import read_config
+from rlhand.checkpoint.training import read_config, read_training_state
 from rlhand.config.load import flatten
 
 # The settings that decide the trained weights' shapes (and what they mean): a checkpoint written
@@ -57,3 +57,14 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         elif a != b and name != "resume":
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def check_same_layout(folder: Path, world_size: int, replay: bool) -> None:
+    """Before any model is built: a checkpoint of N processes resumes on another number of them
+    (DCP re-shards the weights), except with replay, whose buffers are each rank's own."""
+    written_by = read_training_state(folder)["world_size"]
+    if replay and written_by != world_size:
+        raise CheckpointError(
+            f"resume: {folder} was written by {written_by} processes, each with its own replay buffer; "
+            f"resume it with {written_by} processes (this run has {world_size}), or with replay=off"
+        )

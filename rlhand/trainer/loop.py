@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rlhand.checkpoint.resume import check_same_model, config_differences, find_resume_checkpoint
+from rlhand.checkpoint.resume import check_same_layout, check_same_model, config_differences, find_resume_checkpoint
 from rlhand.checkpoint.rng import capture_rng, restore_rng
 from rlhand.checkpoint.store import CheckpointError, checkpoint_step
 from rlhand.checkpoint.training import load_learners, read_config, read_rank_state, read_training_state, save_training_checkpoint
@@ -92,6 +92,7 @@ class Trainer:
                 claim_run_folder(self.run_dir, cfg.resume, found)
                 if found is not None:
                     check_same_model(found, self.config)
+                    check_same_layout(found, ctx.world_size, cfg.replay.enabled)
                 decision = (found, notes, None)
             except UserError as err:
                 decision = (None, notes, err)
@@ -106,11 +107,6 @@ class Trainer:
         load_learners(folder, {"policy": self.learners.policy, "critic": self.learners.critic})
         written_by = state["world_size"]
         if written_by != self.dist.world_size:
-            if self.replay is not None:
-                raise CheckpointError(
-                    f"resume: {folder} was written by {written_by} processes, each with its own replay buffer; "
-                    f"resume it with {written_by} processes (this run has {self.dist.world_size}), or with replay=off"
-                )
             self.notes.append(
                 f"{folder} was written by {written_by} processes and resumes on {self.dist.world_size}: "
                 "the weights, optimizer and schedule continue exactly, the random streams do not"
