@@ -36,7 +36,7 @@ def final_weights(run_dir):
 
 
 def test_two_processes_learn_the_builtin_task_into_one_run_folder(tmp_path):
-    out = torchrun("trainer.max_steps=40", "logging=plain", "hydra.run.dir=run", cwd=tmp_path)
+    out = torchrun("trainer.max_steps=40", "logging=plain", "hydra.run.dir=run", "trainer.offload=true", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "run"
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("metrics.jsonl")] == ["run/logs/metrics.jsonl"]
@@ -120,8 +120,11 @@ def test_two_nodes_on_one_machine_train_together(tmp_path):
     args = [*FAST, "trainer.save_final=false", "hydra.run.dir=run", "trainer.strategy=ddp", "trainer.frozen_models=shard", "reward=model"]
     nodes = [
         subprocess.Popen(
+            # is_host: on one machine both agents match the endpoint's address; say which one hosts the
+            # rendezvous store, or they race to bind its port.
             [TORCHRUN, "--nnodes=2", f"--node-rank={rank}", "--nproc-per-node=1", "--rdzv-backend=c10d",
-             f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", "-m", "rlhand.train", *args],
+             f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two-nodes", f"--rdzv-conf=is_host={int(rank == 0)},join_timeout=120",
+             "-m", "rlhand.train", *args],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=QUIET,
         )
         for rank in (0, 1)
