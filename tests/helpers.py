@@ -11,9 +11,8 @@ from rlhand.models.build import build_models
 def tiny_models(need_ref=True, need_reward_model=False, seed=0, critic_backbone="separate", **model_fields):
     torch.manual_seed(seed)
     tokenizer = build_char_tokenizer()
-    cfg = ModelConfig(
-        name="tiny", n_layer=2, n_embd=32, n_head=4, n_positions=64, critic_backbone=CriticBackbone(critic_backbone), **model_fields
-    )
+    shape = {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64, **model_fields}
+    cfg = ModelConfig(name="tiny", critic_backbone=CriticBackbone(critic_backbone), **shape)
     models = build_models(cfg, tokenizer, need_ref=need_ref, need_reward_model=need_reward_model, device=torch.device("cpu"))
     return models, tokenizer
 

@@ -392,22 +392,39 @@ class RewardConfig:
             )
 
 
+class Engine(str, Enum):
+    hf = "hf"  # rlhand's own KV-cache sampling loop over the policy
+    vllm = "vllm"  # a vLLM engine in each training process, its weights pushed every iteration
+
+
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 16
     temperature: float = 1.0
-    # 0 / 1.0 switch them off. When on, the stored log-probs are those of the tempered full
-    # softmax, as in training, so the sample is slightly off-distribution for them.
+    # 0 / 1.0 switch them off. When on, the hf engine stores the log-probs of the tempered full
+    # softmax, as in training, so the sample is slightly off-distribution for them; vllm stores
+    # the log-probs it sampled from (temperature, top-k and top-p applied).
     top_k: int = 0
     top_p: float = 1.0
     # Subtracted from the score of a response that never emits EOS; null = no penalty.
     missing_eos_penalty: Optional[float] = None
+    engine: Engine = Engine.hf
+    # vllm: the engine's log-probs are the behaviour policy's, the trainer's recomputed ones the
+    # proximal policy's; each token's policy loss is weighted by min(pi_prox / pi_engine, this)
+    # (token-level truncated importance sampling; verl's default threshold). null: untruncated.
+    is_truncation: Optional[float] = 2.0
+    # vllm on CUDA: the share of GPU memory the engine may take (weights and KV cache), and
+    # whether it sleeps (frees its KV cache and weights) while the trainer updates.
+    gpu_memory_utilization: float = 0.3
+    vllm_sleep: bool = True
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be > 0")
         check(self.temperature > 0, "generation.temperature", "must be > 0")
         check(self.top_k >= 0, "generation.top_k", "must be >= 0")
         check(0.0 < self.top_p <= 1.0, "generation.top_p", "is outside (0, 1]")
+        check(self.is_truncation is None or self.is_truncation > 0, "generation.is_truncation", "must be > 0 or null")
+        check(0.0 < self.gpu_memory_utilization < 1.0, "generation.gpu_memory_utilization", "is outside (0, 1)")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from rlhand.core.masked import Reduce, masked_sum
+from rlhand.core.masked import Reduce, masked_mean, masked_sum
 
 
 def truncated_is_weights(prox_logprobs: Tensor, behaviour_logprobs: Tensor, rho_bar: float | None) -> Tensor:
@@ -43,3 +43,10 @@ def effective_sample_size(weights: Tensor, mask: Tensor, reduce: Reduce | None =
         return total**2 / (count * squares)
     total = masked_sum(weights, mask)
     return total**2 / (mask.sum() * masked_sum(weights**2, mask))
+
+
+def truncated_fraction(log_rho: Tensor, rho_bar: float | None, mask: Tensor, reduce: Reduce | None = None) -> Tensor:
+    """The share of masked tokens whose ratio exp(log_rho) is over rho_bar (0 when untruncated)."""
+    if rho_bar is None:
+        return torch.zeros((), dtype=log_rho.dtype, device=log_rho.device)
+    return masked_mean((log_rho > math.log(rho_bar)).to(log_rho.dtype), mask, reduce=reduce)

@@ -10,6 +10,7 @@ it did before there were ranks.
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -111,15 +112,26 @@ def export_slurm_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+_before_leaving: list[Callable[[], None]] = []
+
+
+def before_leaving(step: Callable[[], None]) -> None:
+    """Run `step` in shutdown, after the last barrier and before the process group goes (a vLLM
+    engine that shares the group, whose own shutdown destroys it)."""
+    _before_leaving.append(step)
+
+
 def shutdown(wait_for_others: bool = True) -> None:
     """Leave the process group: a barrier first, without which ~1 run in 8 aborts at exit
     ('terminate called without an active exception'). After a fault, no barrier: the other ranks
     may be gone, or stuck in a collective until their launcher stops them."""
     global _current
-    if dist.is_initialized():
-        try:
-            if wait_for_others:
-                dist.barrier()
-        finally:
+    try:
+        if dist.is_initialized() and wait_for_others:
+            dist.barrier()
+    finally:
+        while _before_leaving:
+            _before_leaving.pop()()
+        if dist.is_initialized():
             dist.destroy_process_group()
     _current = DistContext()

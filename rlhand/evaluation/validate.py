@@ -31,6 +31,7 @@ def validate(
     device: torch.device,
     timer,
     reduce: Reduce | None = None,
+    engine=None,
 ) -> dict[str, float]:
     """val/* over `prompts` (this rank's share of them; with `reduce`, over every rank's)."""
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -38,13 +39,13 @@ def validate(
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[start : start + batch_size], pad_id)
         rollout = collect_rollout(
-            models, scorer, ids.to(device), mask.to(device), gen, eos_id=eos_id, pad_id=pad_id, timer=timer, generator=generator
+            models, scorer, ids.to(device), mask.to(device), gen, eos_id=eos_id, pad_id=pad_id, timer=timer, generator=generator, engine=engine
         )
         response_mask = rollout.response_mask
         scores.append(rollout.scores)
         lengths.append(response_mask.sum(dim=1).float())
         if rollout.ref_logprobs is not None:
-            kl = kl_estimate(rollout.behaviour_logprobs, rollout.ref_logprobs, KLEstimator.k1)
+            kl = kl_estimate(rollout.proximal_logprobs, rollout.ref_logprobs, KLEstimator.k1)  # the policy's own log-probs
             kls.append(masked_sum(kl, response_mask, dim=1))
         with timer("validate_entropy"):
             inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask)

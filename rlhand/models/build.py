@@ -109,6 +109,16 @@ def prepare(model: nn.Module, device: torch.device) -> None:
             config.use_cache = False  # the sampler asks for a cache explicitly
 
 
+def policy_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase):
+    """The policy's transformers config, without loading any weights."""
+    if cfg.source is ModelSource.tiny:
+        return _tiny_config(cfg, tokenizer)
+    from transformers import AutoConfig
+
+    with loading("model.policy", cfg.policy):
+        return AutoConfig.from_pretrained(cfg.policy, trust_remote_code=cfg.trust_remote_code)
+
+
 def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) -> GPT2Config:
     return GPT2Config(
         vocab_size=len(tokenizer),

@@ -13,13 +13,12 @@ values on stale data, and with staleness capped (staleness_threshold) and the po
 weight already correcting the action distribution, V-trace's extra truncation was not needed here.
 """
 
-import math
 
 import torch
 from torch import Tensor
 
 from rlhand.config.schema import ReplayConfig
-from rlhand.core.importance import effective_sample_size, truncated_is_weights
+from rlhand.core.importance import effective_sample_size, truncated_fraction, truncated_is_weights
 from rlhand.core.masked import masked_mean, mean
 from rlhand.distributed.context import DistContext
 from rlhand.models.build import Models
@@ -64,14 +63,16 @@ class ExperienceReplay:
             policy_weights=per.unsqueeze(-1) * tis * stored.response_mask,
             value_weights=per,
         )
-        fresh = fresh.replace(policy_weights=fresh.response_mask.float(), value_weights=torch.ones(len(fresh), device=self.device))
+        # Fresh rows keep the weights the rollout gave them (an engine's mismatch correction), else 1.
+        fresh_weights = fresh.policy_weights if fresh.policy_weights is not None else fresh.response_mask.float()
+        fresh = fresh.replace(policy_weights=fresh_weights, value_weights=torch.ones(len(fresh), device=self.device))
         reduce = self.ctx.sum if self.ctx.enabled else None
         stats = {
             "replay/sampled": len(replayed) * self.ctx.world_size,
             "replay/is_weight_mean": mean(per, reduce).item(),
             "replay/beta": self.draw.beta,
             "replay/tis_mean": masked_mean(tis, replayed.response_mask, reduce=reduce).item(),
-            "replay/tis_truncated_frac": _truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask, reduce),
+            "replay/tis_truncated_frac": truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask, reduce).item(),
             "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask, reduce).item(),
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
@@ -115,12 +116,6 @@ class ExperienceReplay:
         raw_advantages = (fresh.returns - fresh.values) * fresh.response_mask  # GAE before whitening
         self.buffer.add(fresh.replace(advantages=raw_advantages), step, priorities[batch.fresh])
         self.draw = None
-
-
-def _truncated_fraction(log_rho: Tensor, rho_bar: float | None, mask: Tensor, reduce=None) -> float:
-    if rho_bar is None:
-        return 0.0
-    return masked_mean((log_rho > math.log(rho_bar)).float(), mask, reduce=reduce).item()
 
 
 def sequence_priorities(batch: Rollout, eps: float) -> Tensor:

@@ -1,4 +1,13 @@
-"""Turn a batch of prompts into a scored Rollout: sample, then one no-grad forward per model."""
+"""Turn a batch of prompts into a scored Rollout: sample with the generation engine, then one
+no-grad forward per model.
+
+With an engine whose log-probs are not the trainer's own (vLLM: other kernels, other rounding,
+its top-k/top-p applied), the engine's log-probs are the behaviour policy's and one more policy
+forward gives the proximal ones, as the trainer computes them (a shared value head reads its values
+from that same forward). Each token's policy loss is then weighted by the truncated importance
+ratio min(pi_prox / pi_behaviour, generation.is_truncation), token by token: decoupled PPO's
+correction (rlhand/core/importance.py), as verl (token-level, 2.0) and TRL (3.0) correct theirs.
+"""
 
 from collections.abc import Callable
 
@@ -6,11 +15,12 @@ import torch
 from torch import Tensor
 
 from rlhand.config.schema import GenerationConfig
+from rlhand.core.importance import truncated_is_weights
 from rlhand.models.build import Models
 from rlhand.models.critic import rollout_values
-from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
+from rlhand.models.forward import policy_logits, response_logits, sequence_inputs, token_logprobs
 from rlhand.rollout.batch import Rollout
-from rlhand.rollout.sampler import sample_responses
+from rlhand.rollout.engines import GenerationEngine, HFEngine
 
 
 @torch.no_grad()
@@ -25,30 +35,32 @@ def collect_rollout(
     pad_id: int,
     timer,
     generator: torch.Generator | None = None,
+    engine: GenerationEngine | None = None,
 ) -> Rollout:
+    engine = engine or HFEngine(models)
     with timer("generate"):
-        samples = sample_responses(
-            models.policy,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=gen.max_new_tokens,
-            temperature=gen.temperature,
-            top_k=gen.top_k,
-            top_p=gen.top_p,
-            eos_id=eos_id,
-            pad_id=pad_id,
-            generator=generator,
-            value_head=models.critic.sampler_head(),
-        )
+        samples = engine.generate(prompt_ids, prompt_mask, gen, eos_id=eos_id, pad_id=pad_id, generator=generator)
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()
+    behaviour = samples.logprobs
+    proximal = behaviour  # the engine's log-probs are the trainer's: pi_prox is pi_behaviour, the same tensor
+    sampled_values, policy_weights = samples.values, None
+    if not engine.exact:
+        with timer("score_policy"):
+            shared = models.critic.reads_policy_hidden
+            logits, hidden = policy_logits(models.policy, inputs, gen.temperature, with_hidden=shared)
+            proximal = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
+            del logits
+            if shared:
+                sampled_values = models.critic.values(inputs, hidden)
+        policy_weights = truncated_is_weights(proximal, behaviour, gen.is_truncation) * mask
     ref_logprobs = None
     if models.has_reference:
         with timer("score_ref"), models.reference() as ref:
             logits = response_logits(ref, inputs, gen.temperature)
             ref_logprobs = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
     with timer("score_value"):
-        values = rollout_values(models.critic, inputs, samples.values).masked_fill(~mask, 0.0)
+        values = rollout_values(models.critic, inputs, sampled_values).masked_fill(~mask, 0.0)
     with timer("score_reward"):
         raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended)
     scores = raw_scores
@@ -59,12 +71,13 @@ def collect_rollout(
         prompt_mask=prompt_mask,
         response_ids=samples.response_ids,
         response_mask=samples.response_mask,
-        behaviour_logprobs=samples.logprobs,
-        proximal_logprobs=samples.logprobs,  # this iteration's own samples: pi_prox is pi_behaviour
+        behaviour_logprobs=behaviour,
+        proximal_logprobs=proximal,
         ref_logprobs=ref_logprobs,
         values=values,
         scores=scores,
         raw_scores=raw_scores,
         ended=samples.ended,
         fresh=torch.ones(len(samples.ended), dtype=torch.bool, device=prompt_ids.device),
+        policy_weights=policy_weights,
     )

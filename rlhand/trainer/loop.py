@@ -33,6 +33,8 @@ from rlhand.reporting.run_logger import RunLogger, SilentLogger
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.rollout.batch import Rollout
 from rlhand.rollout.collect import collect_rollout
+from rlhand.rollout.engines import check_engine
+from rlhand.rollout.mismatch import mismatch_stats
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
 from rlhand.trainer.run_folder import claim_run_folder
@@ -54,6 +56,7 @@ class Trainer:
         # Everything that can be wrong on disk is checked before any model is built.
         setup.check_layout(cfg, ctx)
         self.inputs = setup.prepare_inputs(cfg)
+        check_engine(cfg, self.inputs.tokenizer, self.device)
         self.resume_from = self.claim_folder()
         self.fit_line = setup.check_memory(cfg, self.inputs, ctx, self.device)  # printed before any model loads
         setup.seed_everything(cfg.seed)
@@ -79,6 +82,9 @@ class Trainer:
         if self.resume_from is not None:
             self.last_checkpoint = self.resume_from
             self.resume(self.resume_from)
+        # Last, so that a fault before it leaves no engine behind; it starts from the weights just loaded.
+        self.engine = setup.build_generation_engine(cfg, self.models, self.inputs, self.device, ctx)
+        self.engine_stale = True
 
     def claim_folder(self) -> Path | None:
         """The checkpoint to resume from, after checking that this run may write its folder. Rank 0
@@ -203,6 +209,7 @@ class Trainer:
             log.error(traceback.format_exc())
             raise
         finally:
+            self.engine.close()
             log.close()
         return self.history
 
@@ -222,6 +229,10 @@ class Trainer:
         update_started = time.perf_counter()
         update_stats = self.update(batch, kl_coef=kl_coef, temperature=cfg.generation.temperature)
         update_s = time.perf_counter() - update_started
+        self.engine_stale = True
+        if not self.engine.exact:  # push the new weights now, so that the iteration's time includes it
+            with self.timer("weight_sync"):
+                self.sync_engine()
         self.kl_ctl.update(kl_stats["kl/ref"], cfg.algo.rollout_batch_size)
         lr = self.lr_schedule.lr
         self.lr_schedule.step()
@@ -233,6 +244,7 @@ class Trainer:
         # many epochs used it (target_kl can end an iteration early): plain PPO trains 1x what it generates.
         self.totals["samples/trained"] += update_stats.pop("samples/used")
         stats = rollout_stats(rollout, self.reduce)
+        stats.update(mismatch_stats(rollout, cfg.generation.is_truncation, self.reduce, self.max_over_ranks))
         del rollout, batch  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         times = {
@@ -263,11 +275,21 @@ class Trainer:
         worst = self.dist.all_reduce(torch.tensor([float(figures[k]) for k in keys], dtype=torch.float64), "max")
         return dict(zip(keys, worst.tolist()))
 
+    def max_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        return self.dist.all_reduce(value.detach().cpu().double(), "max") if self.dist.enabled else value
+
+    def sync_engine(self) -> None:
+        """The generation engine samples from the policy's current weights (vLLM: pushed into it)."""
+        if self.engine_stale:
+            self.engine.sync(self.models.policy)
+            self.engine_stale = False
+
     def collect(self) -> Rollout:
         """This rank's share of the iteration's prompts, sampled and scored. The policy (and a shared
         value head) stay gathered while sampling, so each rank generates at its own pace."""
         indices = self.sampler.next_indices(self.cfg.algo.rollout_batch_size)[self.dist.shard(self.cfg.algo.rollout_batch_size)]
         ids, mask = left_pad([self.inputs.prompt_ids[i] for i in indices], self.inputs.tokenizer.pad_token_id)
+        self.sync_engine()
         with gathered(self.sampling_modules()):
             return collect_rollout(
                 self.models,
@@ -278,6 +300,7 @@ class Trainer:
                 eos_id=self.inputs.tokenizer.eos_token_id,
                 pad_id=self.inputs.tokenizer.pad_token_id,
                 timer=self.timer,
+                engine=self.engine,
             )
 
     def sampling_modules(self) -> list[torch.nn.Module]:
@@ -290,6 +313,7 @@ class Trainer:
         """Validation, then the things it drives: plateau LR, best model, early stopping."""
         cfg, started = self.cfg, time.perf_counter()
         prompts = self.inputs.val_prompt_ids[self.dist.shard(len(self.inputs.val_prompt_ids))]
+        self.sync_engine()
         with self.autocast(), gathered(self.sampling_modules()):
             stats = validate(
                 self.models,
@@ -303,6 +327,7 @@ class Trainer:
                 device=self.device,
                 timer=self.timer,
                 reduce=self.reduce,
+                engine=self.engine,
             )
         self.timer.pop()  # validation phases are not training time
         release_cached_memory(self.device, cfg.trainer.empty_cache)

@@ -36,6 +36,7 @@ from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
+from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.trainer.learner import Learner
 from rlhand.trainer.update import Learners
 
@@ -199,6 +200,15 @@ def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: to
         seed=cfg.seed,
     )
     return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx)
+
+
+def build_generation_engine(cfg: TrainConfig, models: Models, inputs: RunInputs, device: torch.device, ctx: DistContext) -> GenerationEngine:
+    """What samples the rollouts (generation.engine), sized for the longest prompt and one rank's
+    share of a batch (validation batches are the same size)."""
+    longest = max(len(ids) for ids in [*inputs.prompt_ids, *inputs.val_prompt_ids])
+    return build_engine(
+        cfg, models, device, ctx, max_len=longest + cfg.generation.max_new_tokens, max_rows=cfg.algo.rollout_batch_size // ctx.world_size
+    )
 
 
 def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:

