@@ -15,17 +15,21 @@ best wall time of --repeats runs, tokens/s. The vLLM engine's first call is a wa
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from rlhand.config.schema import GenerationConfig
-from rlhand.data.prompts import encode_prompts, load_prompts
-from rlhand.data.sampler import left_pad
-from rlhand.distributed.context import DistContext
-from rlhand.rollout.engines import HFEngine
-from tests.conftest import compose_cfg
-from tests.helpers import tiny_models
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (the tiny-model helpers)
+
+from rlhand.config.schema import GenerationConfig  # noqa: E402
+from rlhand.data.prompts import encode_prompts, load_prompts  # noqa: E402
+from rlhand.data.sampler import left_pad  # noqa: E402
+from rlhand.distributed.context import DistContext  # noqa: E402
+from rlhand.rollout.engines import HFEngine  # noqa: E402
+from tests.conftest import compose_cfg  # noqa: E402
+from tests.helpers import tiny_models  # noqa: E402
 
 
 def best_of(repeats, call):
@@ -38,6 +42,7 @@ def best_of(repeats, call):
 
 
 def report(name, seconds, tokens, **extra):
+    tokens = int(tokens)
     print(json.dumps({"engine": name, "tokens": int(tokens), "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1), **extra}), flush=True)
 
 
@@ -56,7 +61,7 @@ def main() -> None:
     shape = dict(n_layer=args.layers, n_embd=args.width, n_head=args.heads, n_positions=512)
     models, tok = tiny_models(need_ref=False, seed=0, **shape)
     models.policy.eval()
-    cfg = compose_cfg([f"model.n_layer={args.layers}", f"model.n_embd={args.width}", f"model.n_head={args.heads}", "generation.engine=vllm"])
+    cfg = compose_cfg([f"model.n_layer={args.layers}", f"model.n_embd={args.width}", f"model.n_head={args.heads}", "generation.engine=vllm", f"task.num_prompts={args.prompts}"])
     prompts = encode_prompts(tok, load_prompts(cfg.task, seed=0), cfg.task.max_prompt_tokens, cfg.task.truncation)[: args.prompts]
     ids, mask = left_pad(prompts, tok.pad_token_id)
     gen = GenerationConfig(max_new_tokens=args.new_tokens, temperature=1.0)
