@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlhand.config import load_config, register_configs
 from rlhand.distributed import context
 from rlhand.errors import UserError
+from rlhand.evaluation.tuning import tuning_objective
 
 EXIT_USER_ERROR = 2
 
@@ -139,14 +140,17 @@ def agree_on_launch() -> None:
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> float:
+    """One run; returns its tuning objective (rlhand/evaluation/tuning.py), which a sweeper such
+    as hydra/sweeper=optuna maximises."""
     context.init_from_env()  # a SLURM job's tasks join here (torchrun's ranks already have, in main)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        run_sweep_job(cfg, run_dir, f"#{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})")
+        history = run_sweep_job(cfg, run_dir, f"#{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})")
     else:
-        run(cfg, run_dir)
+        history = run(cfg, run_dir)
+    return tuning_objective(history)
 
 
 def main() -> None:

@@ -85,3 +85,30 @@ def test_local_parallel_launcher_runs_jobs(tmp_path):
                 "seed=0,1", "hydra.sweep.dir=sw", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "sw").glob("*/logs/metrics.jsonl"))) == 2
+
+
+def test_a_two_trial_optuna_study_runs_and_reports_its_best_value(tmp_path):
+    """experiment=tune (hydra/sweeper=optuna): each trial returns its last val/reward, and the study
+    reports the best of them (optimization_results.yaml)."""
+    out = sweep(
+        "experiment=tune", "hydra.sweeper.n_trials=2", *FAST, "trainer.max_steps=2", "eval.every=2", "eval.num_prompts=8",
+        "replay.min_size=4", "replay.buffer_size=64", f"hydra.sweep.dir={tmp_path / 'study'}", cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = (tmp_path / "study" / "optimization_results.yaml").read_text()
+    trials = []
+    for trial in ("0", "1"):
+        rows = [json.loads(line) for line in (tmp_path / "study" / trial / "logs" / "metrics.jsonl").read_text().splitlines()]
+        trials.append([row["val/reward"] for row in rows if "val/reward" in row][-1])
+    best = float(results.split("best_value:")[1].split()[0])
+    assert best == pytest.approx(max(trials), abs=1e-6)
+    assert "algo.lr:" in results and "replay.max_reuse:" in results
+
+
+def test_the_tuning_objective_is_the_last_validation_reward_else_the_recent_training_reward():
+    from rlhand.evaluation.tuning import tuning_objective
+
+    history = [{"reward/mean": 0.1 * i} for i in range(20)] + [{"reward/mean": 5.0, "val/reward": 0.3}, {"reward/mean": 6.0}]
+    assert tuning_objective(history) == 0.3
+    assert tuning_objective([{"reward/mean": float(i)} for i in range(20)]) == pytest.approx(14.5)  # the last 10
+    assert tuning_objective([]) == float("-inf")

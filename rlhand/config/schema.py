@@ -71,6 +71,24 @@ class KLPlacement(str, Enum):
     loss = "loss"
 
 
+class Estimator(str, Enum):
+    """How advantages are estimated (rlhand/core/estimators.py, rlhand/trainer/advantages.py)."""
+
+    gae = "gae"  # a learned critic and GAE (PPO as InstructGPT trained it)
+    grpo = "grpo"  # group mean / std of the returns, no critic
+    dr_grpo = "dr_grpo"  # group mean only, no critic (Dr. GRPO)
+    rloo = "rloo"  # leave-one-out group mean, no critic
+    reinforce_pp = "reinforce_pp"  # return-to-go whitened over the batch, no critic (REINFORCE++)
+
+    @property
+    def needs_critic(self) -> bool:
+        return self is Estimator.gae
+
+    @property
+    def grouped(self) -> bool:
+        return self in (Estimator.grpo, Estimator.dr_grpo, Estimator.rloo)
+
+
 class KLControl(str, Enum):
     fixed = "fixed"
     adaptive = "adaptive"
@@ -227,9 +245,15 @@ class AlgoConfig:
     whiten_rewards: bool = False
     # Stop the iteration's remaining minibatches once approx_kl > 1.5 * target_kl.
     target_kl: Optional[float] = None
+    # gae needs a critic; grpo, dr_grpo, rloo and reinforce_pp build none (conf/estimator/ presets).
+    estimator: Estimator = Estimator.gae
+    # DAPO's dynamic sampling (group estimators): a group whose returns are all equal teaches
+    # nothing; drop it and sample more prompts until the batch is full, or dynamic_max_rounds.
+    dynamic_sampling: bool = False
+    dynamic_max_rounds: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "grad_accum_steps", "kl_horizon"):
+        for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "grad_accum_steps", "kl_horizon", "dynamic_max_rounds"):
             check(getattr(self, name) > 0, f"algo.{name}", "must be > 0")
         check(
             self.rollout_batch_size % self.num_minibatches == 0,
@@ -286,10 +310,38 @@ class ReplayConfig:
     staleness_threshold: int = 100
     # Decoupled PPO: truncate the IS weight pi_prox / pi_behaviour at this value; null = no truncation.
     is_truncation: Optional[float] = 2.0
+    # KL-adaptive reuse cap (the seed's tip "KL < 0.01: reuse up to 6, else 2"): pairs [kl_below, cap]
+    # in increasing kl_below. After each update the cap is that of the first pair whose kl_below is
+    # above the update's policy/approx_kl (how far the policy moved), else max_reuse; e.g.
+    # [[0.01, 6]] with max_reuse=2. null: max_reuse always.
+    adaptive_reuse: Optional[List[Any]] = None  # checked below (OmegaConf types no nested int/float mix)
+    # The share of fresh samples in every update batch, and in every minibatch of it (the seed's
+    # "50% new + 50% replayed" is 0.5): sets sample_size = rollout_batch_size x (1 - f) / f. null:
+    # sample_size as given, fresh and replayed rows shuffled together.
+    fresh_fraction: Optional[float] = None
+
+    def reuse_cap(self, approx_kl: float | None) -> int:
+        """The reuse cap after an update whose policy/approx_kl was `approx_kl` (None: no update yet)."""
+        if self.adaptive_reuse and approx_kl is not None:
+            for kl_below, cap in self.adaptive_reuse:
+                if approx_kl < kl_below:
+                    return int(cap)
+        return self.max_reuse
 
     def __post_init__(self) -> None:
         if not self.enabled:
             return
+        if self.adaptive_reuse is not None:
+            pairs = [[pair] if isinstance(pair, (int, float, str)) else list(pair) for pair in self.adaptive_reuse]
+            check(
+                all(len(pair) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair) for pair in pairs),
+                "replay.adaptive_reuse",
+                "must be a list of [kl_below, cap] number pairs, e.g. [[0.01,6]]",
+            )
+            check(all(pair[0] > 0 and pair[1] >= 1 and float(pair[1]).is_integer() for pair in pairs), "replay.adaptive_reuse", "needs kl_below > 0 and whole caps >= 1")
+            check(all(a[0] < b[0] for a, b in zip(pairs, pairs[1:])), "replay.adaptive_reuse", "kl_below must increase from pair to pair")
+        if self.fresh_fraction is not None:
+            check(0 < self.fresh_fraction < 1, "replay.fresh_fraction", "is outside (0, 1)")
         for name in ("buffer_size", "sample_size", "max_reuse"):
             check(getattr(self, name) > 0, f"replay.{name}", "must be > 0")
         check(0 <= self.min_size <= self.buffer_size, "replay.min_size", f"must be in [0, buffer_size={self.buffer_size}]")
@@ -400,6 +452,10 @@ class Engine(str, Enum):
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 16
+    # Responses sampled per prompt (the seed's GROUP_SIZE): algo.rollout_batch_size counts responses,
+    # so an iteration samples rollout_batch_size / samples_per_prompt prompts, each's group in
+    # consecutive rows. Group estimators (algo.estimator=grpo|dr_grpo|rloo) need 2 or more.
+    samples_per_prompt: int = 1
     temperature: float = 1.0
     # 0 / 1.0 switch them off. When on, the hf engine stores the log-probs of the tempered full
     # softmax, as in training, so the sample is slightly off-distribution for them; vllm stores
@@ -420,6 +476,7 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be > 0")
+        check(self.samples_per_prompt > 0, "generation.samples_per_prompt", "must be > 0")
         check(self.temperature > 0, "generation.temperature", "must be > 0")
         check(self.top_k >= 0, "generation.top_k", "must be >= 0")
         check(0.0 < self.top_p <= 1.0, "generation.top_p", "is outside (0, 1]")
@@ -520,6 +577,53 @@ class TrainConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        group, algo = self.generation.samples_per_prompt, self.algo
+        check(
+            algo.rollout_batch_size % group == 0,
+            "generation.samples_per_prompt",
+            f"{group} does not divide algo.rollout_batch_size={algo.rollout_batch_size} (it counts responses)",
+        )
+        if group > 1:  # minibatches take whole groups (rlhand/trainer/update.py minibatch_indices)
+            check(
+                algo.minibatch_size % group == 0,
+                "algo.num_minibatches",
+                f"minibatches of {algo.minibatch_size} responses do not hold whole groups of samples_per_prompt={group}",
+            )
+            if self.replay.enabled:
+                check(
+                    self.replay.sample_size % algo.num_minibatches == 0,
+                    "replay.sample_size",
+                    f"with groups each minibatch takes an equal share of the replayed rows: {self.replay.sample_size} "
+                    f"does not split into num_minibatches={algo.num_minibatches}",
+                )
+        if algo.estimator.grouped:
+            check(group >= 2, "generation.samples_per_prompt", f"algo.estimator={algo.estimator.value} compares responses to one prompt: set 2 or more")
+        check(
+            not algo.dynamic_sampling or algo.estimator.grouped,
+            "algo.dynamic_sampling",
+            f"drops groups of equal returns: needs a group estimator (grpo, dr_grpo, rloo), not {algo.estimator.value}",
+        )
+        if not algo.estimator.needs_critic:
+            check(
+                self.model.critic_backbone is CriticBackbone.separate,
+                "model.critic_backbone",
+                f"algo.estimator={algo.estimator.value} has no critic: leave critic_backbone at separate",
+            )
+        replay = self.replay
+        if replay.enabled and replay.fresh_fraction is not None:
+            exact = algo.rollout_batch_size * (1 - replay.fresh_fraction) / replay.fresh_fraction
+            check(
+                abs(exact - round(exact)) < 1e-6 and round(exact) >= 1,
+                "replay.fresh_fraction",
+                f"{replay.fresh_fraction} of rollout_batch_size={algo.rollout_batch_size} fresh rows needs {exact:g} replayed rows, not a whole number",
+            )
+            replay.sample_size = int(round(exact))
+            check(replay.sample_size <= replay.buffer_size, "replay.fresh_fraction", f"needs {replay.sample_size} replayed rows, more than buffer_size")
+            check(
+                replay.sample_size % algo.num_minibatches == 0,
+                "replay.fresh_fraction",
+                f"every minibatch takes an equal share of the {replay.sample_size} replayed rows: not divisible by num_minibatches={algo.num_minibatches}",
+            )
         if self.replay.enabled:
             batch = self.algo.rollout_batch_size + self.replay.sample_size
             check(

@@ -20,7 +20,7 @@ from transformers import (
 from rlhand.config.schema import CriticBackbone, CriticInit, LoraCritic, ModelConfig, ModelSource
 from rlhand.errors import ModelLoadError
 from rlhand.models import unpadded
-from rlhand.models.critic import Critic, SeparateCritic, SharedHeadCritic
+from rlhand.models.critic import Critic, NoCritic, SeparateCritic, SharedHeadCritic
 from rlhand.models.lora import add_lora
 from rlhand.models.sources import loading
 from rlhand.models.value_head import SharedValueHead
@@ -54,9 +54,12 @@ class Models:
                 yield self.policy
 
 
-def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_ref: bool, need_reward_model: bool, device: torch.device) -> Models:
+def build_models(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_ref: bool, need_reward_model: bool, device: torch.device, need_critic: bool = True
+) -> Models:
+    """`need_critic` False (a critic-free estimator): no value model is built or loaded at all."""
     build = _build_tiny if cfg.source is ModelSource.tiny else _build_hf
-    models = build(cfg, tokenizer, need_ref and not cfg.lora.enabled, need_reward_model)
+    models = build(cfg, tokenizer, need_ref and not cfg.lora.enabled, need_reward_model, need_critic)
     frozen_dtype = DTYPES[(cfg.frozen_dtype or cfg.dtype).value]
     for frozen in (models.ref, models.reward_model):
         if frozen is not None:
@@ -75,7 +78,7 @@ def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, *, need_r
         models.policy = add_lora(models.policy, cfg.lora, "CAUSAL_LM")
         if isinstance(models.critic, SharedHeadCritic):
             models.critic.module.rebind(models.policy)
-        elif cfg.lora.critic is LoraCritic.lora:
+        elif cfg.lora.critic is LoraCritic.lora and isinstance(models.critic, SeparateCritic):
             models.critic = SeparateCritic(add_lora(models.critic.module, cfg.lora, "SEQ_CLS"))
         models.reference_is_base = need_ref
     return models
@@ -140,10 +143,12 @@ def _tiny_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, **extra) 
     )
 
 
-def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
+def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool, need_critic: bool) -> Models:
     dtype = DTYPES[cfg.dtype.value]
     policy = GPT2LMHeadModel(_tiny_config(cfg, tokenizer)).to(dtype)
-    if cfg.critic_backbone is CriticBackbone.shared:
+    if not need_critic:
+        critic = NoCritic()
+    elif cfg.critic_backbone is CriticBackbone.shared:
         critic = SharedHeadCritic(SharedValueHead(policy, cfg.n_embd, dtype))
     else:
         model = GPT2ForSequenceClassification(_tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
@@ -157,7 +162,7 @@ def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: 
     return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
 
 
-def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool) -> Models:
+def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool, need_critic: bool) -> Models:
     kwargs = {"dtype": DTYPES[cfg.dtype.value], "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
@@ -165,6 +170,8 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
         policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
     reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
     ref = copy.deepcopy(policy) if need_ref else None
+    if not need_critic:
+        return Models(policy=policy, critic=NoCritic(), ref=ref, reward_model=reward_model)
     if cfg.critic_backbone is CriticBackbone.shared:
         critic = SharedHeadCritic(SharedValueHead(policy, policy.config.hidden_size, DTYPES[cfg.dtype.value]))
         return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)

@@ -5,6 +5,9 @@
   beside the policy's (rlhand/models/concurrent.py).
 - SharedHeadCritic (model.critic_backbone=shared): a scalar head on the policy's final hidden
   state. Its values come out of the policy's own forward (and out of the sampler at rollout).
+- NoCritic: estimators without a value function (algo.estimator=grpo, rloo, ...). Nothing is built,
+  trained, checkpointed, saved or logged; its values are 0, so a raw advantage is still
+  returns - values everywhere (replay priorities, the buffer).
 
 `module` is what the critic's learner trains, checkpoints and saves. Callers ask the critic for
 values and never look at which kind it is.
@@ -66,6 +69,21 @@ class SharedHeadCritic(Critic):
 
     def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
         self.module.save_pretrained(folder, state_dict=state_dict)  # the head alone: no model to load on its own
+
+
+class NoCritic(Critic):
+    module = None
+
+    def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
+        rows, width = inputs.input_ids.shape[0], inputs.input_ids.shape[1] - inputs.prompt_len
+        return torch.zeros(rows, width, dtype=torch.float32, device=inputs.input_ids.device)
+
+    def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
+        raise RuntimeError("there is no critic to save")
+
+
+def has_critic(critic: Critic) -> bool:
+    return critic.module is not None
 
 
 def logits_and_values(policy: PreTrainedModel, critic: Critic, inputs: SequenceInputs, temperature: float) -> tuple[Tensor, Tensor]:

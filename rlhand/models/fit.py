@@ -191,7 +191,9 @@ def _shapes(cfg: TrainConfig, tokenizer) -> dict[str, Shape]:
         warnings.simplefilter("ignore")
         policy = AutoModelForCausalLM.from_config(policy_config)
         shapes = {"policy": _shape(policy, m.lora if m.lora.enabled else None, "CAUSAL_LM")}
-        if m.critic_backbone is CriticBackbone.shared:
+        if not cfg.algo.estimator.needs_critic:
+            pass  # a critic-free estimator builds none
+        elif m.critic_backbone is CriticBackbone.shared:
             hidden = shapes["policy"].hidden
             shapes["critic"] = Shape(params=hidden, trainable=hidden)
         elif critic_config is not None:

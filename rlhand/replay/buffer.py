@@ -46,6 +46,10 @@ class ReplayBuffer:
             **{name: torch.zeros(n, dtype=torch.float32) for name in PER_SAMPLE},
         }
         self.tree = SumTree(self.capacity)
+        # Each row's leaf value while it may be drawn: a row leaves the tree (leaf 0) at its reuse cap
+        # or when stale, and comes back with it if an adaptive cap rises again (replay.adaptive_reuse).
+        self.stored_leaves = np.zeros(self.capacity, dtype=np.float64)
+        self.max_reuse = cfg.max_reuse  # the cap now; ExperienceReplay adapts it
         self.count = 0  # rows filled
         self.next = 0  # row the next sample goes to (oldest first once full)
         self.draws = 0  # for beta annealing
@@ -82,7 +86,9 @@ class ReplayBuffer:
                 d[name][index, :width] = (source * rollout.response_mask).float().cpu()
         for name in PER_SAMPLE:
             d[name][index] = getattr(rollout, name).float().cpu()
-        self.tree.set(rows, self._leaf(priorities.double().cpu().numpy()))
+        leaves = self._leaf(priorities.double().cpu().numpy())
+        self.stored_leaves[rows] = leaves
+        self.tree.set(rows, leaves)
 
     def _leaf(self, priorities: np.ndarray) -> np.ndarray:
         return priorities**self.cfg.alpha if self.cfg.prioritized else np.ones_like(priorities)
@@ -92,22 +98,30 @@ class ReplayBuffer:
         filled = np.arange(self.capacity) < self.count
         age = step - self.data["step"].numpy()
         fresh_enough = age <= self.cfg.staleness_threshold
-        under_cap = self.data["reuse"].numpy() < self.cfg.max_reuse
+        under_cap = self.data["reuse"].numpy() < self.max_reuse
         return filled & fresh_enough & under_cap
 
     def retire_ineligible(self, step: int) -> np.ndarray:
         """Zero the leaves of rows that can no longer be drawn (staleness only grows, reuse only
-        rises); returns the eligible mask, whose rows are then exactly the positive leaves."""
+        rises), and give back their leaves to rows under a cap that rose (adaptive reuse); returns
+        the eligible mask, whose rows are then exactly the positive leaves."""
         eligible = self.eligible(step)
-        dead = ~eligible & (self.tree.leaves() > 0)
+        leaves = self.tree.leaves()
+        dead = ~eligible & (leaves > 0)
         self.tree.set(np.flatnonzero(dead), np.zeros(int(dead.sum())))
+        revived = np.flatnonzero(eligible & (leaves == 0))
+        if len(revived):
+            self.tree.set(revived, self.stored_leaves[revived])
         return eligible
+
+    def set_reuse_cap(self, cap: int) -> None:
+        self.max_reuse = int(cap)
 
     def ready(self, count: int, step: int) -> bool:
         """Whether `count` rows can be drawn at `step`: at least min_size rows eligible, with enough
         remaining reuses between them."""
         eligible = self.retire_ineligible(step)
-        remaining = (self.cfg.max_reuse - self.data["reuse"].numpy()[eligible].astype(np.int64)).sum()
+        remaining = (self.max_reuse - self.data["reuse"].numpy()[eligible].astype(np.int64)).sum()
         return int(eligible.sum()) >= max(1, self.cfg.min_size) and remaining >= count
 
     def draw(self, count: int, step: int) -> Draw | None:
@@ -132,15 +146,16 @@ class ReplayBuffer:
             else:
                 weights[k] = 1.0
             reuse[row] += 1
-            if reuse[row] >= self.cfg.max_reuse:
+            if reuse[row] >= self.max_reuse:
                 self.tree.set([row], [0.0])
                 num_items -= 1
         return Draw(indices=indices, weights=torch.from_numpy(weights).float(), beta=beta)
 
     def update_priorities(self, indices: np.ndarray, priorities: Tensor) -> None:
         """New priorities for rows just used; rows that reached the reuse cap stay at 0."""
-        alive = self.data["reuse"].numpy()[indices] < self.cfg.max_reuse
+        alive = self.data["reuse"].numpy()[indices] < self.max_reuse
         leaves = self._leaf(priorities.double().cpu().numpy())
+        self.stored_leaves[indices] = leaves  # also for capped rows: if the cap rises, they return with it
         self.tree.set(indices[alive], leaves[alive])
 
     def rollout(self, indices: np.ndarray, device: torch.device, pad_id: int) -> Rollout:
@@ -165,6 +180,7 @@ class ReplayBuffer:
             proximal_logprobs=per_token["behaviour_logprobs"],  # until the mixer recomputes them
             ref_logprobs=per_token.get("ref_logprobs"),
             values=per_token["values"],
+            stored_advantages=per_token["advantages"],
             scores=d["scores"][index],
             raw_scores=d["raw_scores"][index],
             ended=d["ended"][index],
@@ -211,6 +227,8 @@ class ReplayBuffer:
             "next": self.next,
             "draws": self.draws,
             "rng": self.rng.bit_generator.state,
+            "stored_leaves": torch.from_numpy(self.stored_leaves.copy()),
+            "max_reuse": self.max_reuse,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -219,3 +237,6 @@ class ReplayBuffer:
         self.tree.load_state_dict({"leaves": state["tree"]["leaves"].numpy()})
         self.count, self.next, self.draws = state["count"], state["next"], state["draws"]
         self.rng.bit_generator.state = state["rng"]
+        # Checkpoints from before adaptive reuse: the tree's leaves, the configured cap.
+        self.stored_leaves[:] = state["stored_leaves"].numpy() if "stored_leaves" in state else self.tree.leaves()
+        self.max_reuse = state.get("max_reuse", self.cfg.max_reuse)

@@ -7,10 +7,11 @@
    replayed sequence's value loss by its PER weight; the PPO ratio is taken against pi_prox;
 4. after the update, refresh the drawn samples' priorities and store the fresh ones.
 
-Advantages of replayed samples are GAE over their stored score and KL penalty (with the proximal
+Advantages of replayed samples (algo.estimator=gae) are GAE over their stored score and KL penalty (with the proximal
 log-probs, as for fresh samples) and the recomputed values: Hilton et al. used GAE with recomputed
 values on stale data, and with staleness capped (staleness_threshold) and the policy-side IS
-weight already correcting the action distribution, V-trace's extra truncation was not needed here.
+weight already correcting the action distribution, V-trace's extra truncation was not needed here. reinforce_pp recomputes the same way (without
+values); a group estimator keeps each replayed sample's stored advantage (rlhand/trainer/advantages.py).
 """
 
 
@@ -65,7 +66,11 @@ class ExperienceReplay:
         )
         # Fresh rows keep the weights the rollout gave them (an engine's mismatch correction), else 1.
         fresh_weights = fresh.policy_weights if fresh.policy_weights is not None else fresh.response_mask.float()
-        fresh = fresh.replace(policy_weights=fresh_weights, value_weights=torch.ones(len(fresh), device=self.device))
+        fresh = fresh.replace(
+            policy_weights=fresh_weights,
+            value_weights=torch.ones(len(fresh), device=self.device),
+            stored_advantages=torch.zeros_like(fresh.behaviour_logprobs),
+        )
         reduce = self.ctx.sum if self.ctx.enabled else None
         stats = {
             "replay/sampled": len(replayed) * self.ctx.world_size,
@@ -77,8 +82,17 @@ class ExperienceReplay:
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
 
+    def adapt_reuse(self, approx_kl: float) -> None:
+        """replay.adaptive_reuse: the reuse cap from how far the update just moved the policy
+        (its global policy/approx_kl, the same on every rank)."""
+        self.buffer.set_reuse_cap(self.cfg.reuse_cap(approx_kl))
+
     def stats(self, step: int) -> dict[str, float]:
         """The buffer's figures (every rank's buffers together)."""
+        cap = {"replay/reuse_cap": self.buffer.max_reuse} if self.cfg.adaptive_reuse else {}
+        return {**self._buffer_stats(step), **cap}
+
+    def _buffer_stats(self, step: int) -> dict[str, float]:
         if not self.ctx.enabled:
             return self.buffer.stats(step)
         parts = self.buffer.partial_stats(step)

@@ -5,8 +5,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def compact_line(m: dict) -> str:
+    value = f" VL:{m['loss/value']:.3f}" if "loss/value" in m else ""  # no critic, no value loss
     line = (
-        f"PL:{m['loss/policy']:+.3f} VL:{m['loss/value']:.3f} R:{m['reward/mean']:+.3f} "
+        f"PL:{m['loss/policy']:+.3f}{value} R:{m['reward/mean']:+.3f} "
         f"KL:{m['kl/ref']:.3f} ENT:{m['policy/entropy']:.2f} LEN:{m['response/length_mean']:.1f}"
     )
     if "replay/buffer_size" in m:

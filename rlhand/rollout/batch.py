@@ -43,6 +43,9 @@ class Rollout:
     # loss, PER per sequence for the value loss).
     policy_weights: Tensor | None = None  # (B, R)
     value_weights: Tensor | None = None  # (B,)
+    # Replay only: the raw advantages a row was given when fresh (a group estimator's replayed rows
+    # keep them: rlhand/trainer/advantages.py); 0 on fresh rows.
+    stored_advantages: Tensor | None = None  # (B, R)
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]

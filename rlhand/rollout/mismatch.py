@@ -19,7 +19,7 @@ def mismatch_stats(rollout: Rollout, is_truncation: float | None, reduce: Reduce
     """Over the rollout's tokens (every rank's, with `reduce` for sums and `reduce_max` for maxima):
     |log pi_prox - log pi_behaviour| (mean, max), the IS weights' mean and truncated share, and
     KL(pi_behaviour || pi_prox) estimated from the sampled tokens (k1)."""
-    if rollout.behaviour_logprobs is rollout.proximal_logprobs:
+    if rollout.policy_weights is None:  # an exact engine: its log-probs are the trainer's
         return {}
     mask = rollout.response_mask
     log_rho = rollout.proximal_logprobs - rollout.behaviour_logprobs

@@ -1,16 +1,31 @@
-"""Rollout -> token rewards -> advantages and returns, using the pure functions in rlhand.core."""
+"""Rollout -> token rewards -> advantages and returns, using the pure functions in rlhand.core.
+
+The estimator (algo.estimator) turns the KL-shaped token rewards into raw advantages; returns are
+always raw advantages + values (values are 0 without a critic), so returns - values is the raw
+advantage for every estimator (replay priorities and the buffer read it so).
+
+Replayed rows (replay on): gae and reinforce_pp recompute theirs like a fresh row's, from the stored
+score, the KL penalty against the proximal log-probs and (gae) the recomputed values. A group
+estimator's advantage compares a response with the rest of its group, which is not in the buffer
+(its other members may be evicted, capped or never drawn): a replayed row keeps the raw advantage
+it was given when it was fresh (`stored_advantages`), against its group as it was sampled.
+"""
 
 import torch
+from torch import Tensor
 
-from rlhand.config.schema import AlgoConfig, KLPlacement
+from rlhand.config.schema import AlgoConfig, Estimator, KLPlacement
 from rlhand.core.advantages import compute_gae
+from rlhand.core.estimators import grpo_advantages, returns_to_go, rloo_advantages, sequence_returns, spread_over_tokens
 from rlhand.core.kl import KLEstimator, kl_estimate, kl_shaped_rewards
 from rlhand.core.masked import Reduce, masked_mean, masked_sum, masked_whiten, mean
 from rlhand.rollout.batch import Rollout
 
 
 @torch.no_grad()
-def assign_advantages(batch: Rollout, algo: AlgoConfig, kl_coef: float, reduce: Reduce | None = None) -> tuple[Rollout, dict[str, float]]:
+def assign_advantages(
+    batch: Rollout, algo: AlgoConfig, kl_coef: float, reduce: Reduce | None = None, group_size: int = 1
+) -> tuple[Rollout, dict[str, float]]:
     """The batch with rewards / advantages / returns, and KL stats over its fresh rows (the adaptive
     KL controller and the kl/ref metric see the current policy's own samples only). With `reduce`
     (data-parallel ranks) whitening and stats are over every rank's rows.
@@ -28,7 +43,7 @@ def assign_advantages(batch: Rollout, algo: AlgoConfig, kl_coef: float, reduce: 
     rewards = kl_shaped_rewards(batch.scores, penalty, mask, kl_coef=kl_coef if in_reward else 0.0)
     if algo.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False, reduce=reduce)
-    advantages, returns = compute_gae(rewards, batch.values, mask, gamma=algo.gamma, lam=algo.lam)
+    advantages, returns = estimate_advantages(batch, rewards, algo, group_size)
     if algo.whiten_advantages:
         advantages = masked_whiten(advantages, mask, reduce=reduce)
     fresh = batch.fresh
@@ -42,3 +57,27 @@ def assign_advantages(batch: Rollout, algo: AlgoConfig, kl_coef: float, reduce: 
         stats["reward/total"] = total
         stats["reward/non_score"] = total - mean(batch.scores[fresh], reduce).item()
     return batch.replace(rewards=rewards, advantages=advantages, returns=returns), stats
+
+
+def estimate_advantages(batch: Rollout, rewards: Tensor, algo: AlgoConfig, group_size: int) -> tuple[Tensor, Tensor]:
+    """(advantages, returns), raw, (B, T): fresh rows by the estimator; replayed rows of a group
+    estimator keep their stored advantages."""
+    mask, estimator = batch.response_mask, algo.estimator
+    if estimator is Estimator.gae:
+        return compute_gae(rewards, batch.values, mask, gamma=algo.gamma, lam=algo.lam)
+    if estimator is Estimator.reinforce_pp:
+        advantages = returns_to_go(rewards, mask, gamma=algo.gamma)
+        return advantages, advantages + batch.values * mask
+    fresh = batch.fresh
+    seq_returns = sequence_returns(rewards[fresh], mask[fresh])
+    if estimator is Estimator.rloo:
+        per_sequence = rloo_advantages(seq_returns, group_size)
+    else:
+        per_sequence = grpo_advantages(seq_returns, group_size, scale_by_std=estimator is Estimator.grpo)
+    advantages = torch.zeros_like(rewards, dtype=torch.float32)
+    advantages[fresh] = spread_over_tokens(per_sequence, mask[fresh])
+    if not bool(fresh.all()):
+        if batch.stored_advantages is None:
+            raise ValueError("replayed rows of a group estimator need their stored advantages")
+        advantages[~fresh] = batch.stored_advantages[~fresh].float() * mask[~fresh]
+    return advantages, advantages + batch.values * mask

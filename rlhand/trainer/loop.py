@@ -31,9 +31,10 @@ from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
 from rlhand.reporting.run_logger import RunLogger, SilentLogger
 from rlhand.reporting.timer import PhaseTimer
-from rlhand.rollout.batch import Rollout
+from rlhand.rollout.batch import Rollout, concat_rollouts
 from rlhand.rollout.collect import collect_rollout
 from rlhand.rollout.engines import check_engine
+from rlhand.rollout.groups import DynamicSampling, repeat_groups
 from rlhand.rollout.mismatch import mismatch_stats
 from rlhand.trainer import setup
 from rlhand.trainer.advantages import assign_advantages
@@ -72,8 +73,17 @@ class Trainer:
         self.timer = PhaseTimer(self.device)
         self.threads = setup.model_threads(cfg, self.device, ctx)  # None: one model at a time
         self.reduce: Reduce | None = ctx.sum if ctx.enabled else None
+        self.group_size = cfg.generation.samples_per_prompt
         self.update = PPOUpdate(
-            self.learners, self.models.critic, cfg.algo, timer=self.timer, autocast=self.autocast, threads=self.threads, reduce=self.reduce
+            self.learners,
+            self.models.critic,
+            cfg.algo,
+            timer=self.timer,
+            autocast=self.autocast,
+            threads=self.threads,
+            reduce=self.reduce,
+            group_size=self.group_size,
+            stratify=cfg.replay.enabled and cfg.replay.fresh_fraction is not None,
         )
         self.step, self.stopped_early = 0, False
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this trajectory, for error messages
@@ -110,7 +120,7 @@ class Trainer:
 
     def resume(self, folder: Path) -> None:
         state = read_training_state(folder)
-        load_learners(folder, {"policy": self.learners.policy, "critic": self.learners.critic})
+        load_learners(folder, self.learners.named())
         written_by = state["world_size"]
         if written_by != self.dist.world_size:
             self.notes.append(
@@ -176,8 +186,11 @@ class Trainer:
         log = RunLogger(cfg, self.run_dir, self.config, self.history, self.step) if ctx.is_main else SilentLogger()
         self.save_config()
         ranks = f", {ctx.world_size} ranks ({self.strategy})" if ctx.enabled else ""
+        estimator = "" if cfg.algo.estimator.needs_critic else f" with {cfg.algo.estimator.value}, no critic"
+        if self.group_size > 1:
+            estimator += f", {self.group_size} samples per prompt"
         log.info(
-            f"rlhand: {cfg.algo.name} (replay {cfg.replay.name}) on {cfg.task.name}, {cfg.trainer.max_steps} steps, "
+            f"rlhand: {cfg.algo.name}{estimator} (replay {cfg.replay.name}) on {cfg.task.name}, {cfg.trainer.max_steps} steps, "
             f"device {self.device}{ranks}, run dir {self.run_dir}"
         )
         log.text_only(self.fit_line)
@@ -216,7 +229,7 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, started = self.cfg, time.perf_counter()
         with self.autocast():
-            rollout = self.collect()
+            rollout, sampled, sampling_stats = self.collect_batch()
         rollout_s = time.perf_counter() - started
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         batch, replay_stats = rollout, {}
@@ -225,7 +238,7 @@ class Trainer:
                 batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
-            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef, reduce=self.reduce)
+            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef, reduce=self.reduce, group_size=self.group_size)
         update_started = time.perf_counter()
         update_stats = self.update(batch, kl_coef=kl_coef, temperature=cfg.generation.temperature)
         update_s = time.perf_counter() - update_started
@@ -237,15 +250,17 @@ class Trainer:
         lr = self.lr_schedule.lr
         self.lr_schedule.step()
         if self.replay is not None:
+            self.replay.adapt_reuse(update_stats["policy/approx_kl"])
             self.replay.after_update(batch, self.step)
             replay_stats.update(self.replay.stats(self.step))
-        self.totals["samples/generated"] += cfg.algo.rollout_batch_size
+        self.totals["samples/generated"] += cfg.algo.rollout_batch_size * sampling_stats.get("dynamic/rounds", 1)
         # Samples that reached at least one optimizer step this iteration, each counted once however
         # many epochs used it (target_kl can end an iteration early): plain PPO trains 1x what it generates.
         self.totals["samples/trained"] += update_stats.pop("samples/used")
-        stats = rollout_stats(rollout, self.reduce)
+        stats = sampled_stats(sampled, self.reduce, with_values=self.learners.critic is not None)
+        stats.update(sampling_stats)
         stats.update(mismatch_stats(rollout, cfg.generation.is_truncation, self.reduce, self.max_over_ranks))
-        del rollout, batch  # the iteration's activations and rollout tensors go before the next phase
+        del rollout, batch, sampled  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         times = {
             "time/rollout_s": rollout_s,
@@ -284,10 +299,28 @@ class Trainer:
             self.engine.sync(self.models.policy)
             self.engine_stale = False
 
+    def collect_batch(self) -> tuple[Rollout, list[Rollout], dict]:
+        """(the iteration's training rows, every rollout sampled for them, sampling stats). With
+        algo.dynamic_sampling, groups of equal scores are dropped and more prompts sampled
+        (rlhand/rollout/groups.py); otherwise one rollout, which is both."""
+        if not self.cfg.algo.dynamic_sampling:
+            rollout = self.collect()
+            return rollout, [rollout], {}
+        dynamic = DynamicSampling(self.group_size, self.cfg.algo.rollout_batch_size // self.dist.world_size, self.inputs.tokenizer.pad_token_id)
+        for _ in range(self.cfg.algo.dynamic_max_rounds):
+            full = dynamic.add(self.collect())
+            if self.dist.enabled:  # every rank samples as many rounds, so the prompt stream stays shared
+                full = bool(self.dist.all_reduce(torch.tensor(int(full)), "min"))
+            if full:
+                break
+        return dynamic.batch(), dynamic.sampled, dynamic.stats(self.reduce)
+
     def collect(self) -> Rollout:
-        """This rank's share of the iteration's prompts, sampled and scored. The policy (and a shared
-        value head) stay gathered while sampling, so each rank generates at its own pace."""
-        indices = self.sampler.next_indices(self.cfg.algo.rollout_batch_size)[self.dist.shard(self.cfg.algo.rollout_batch_size)]
+        """This rank's share of the iteration's prompts, sampled and scored: rollout_batch_size
+        responses, generation.samples_per_prompt of each prompt in consecutive rows. The policy (and
+        a shared value head) stay gathered while sampling, so each rank generates at its own pace."""
+        prompts = self.cfg.algo.rollout_batch_size // self.group_size
+        indices = repeat_groups(self.sampler.next_indices(prompts)[self.dist.shard(prompts)], self.group_size)
         ids, mask = left_pad([self.inputs.prompt_ids[i] for i in indices], self.inputs.tokenizer.pad_token_id)
         self.sync_engine()
         with gathered(self.sampling_modules()):
@@ -358,7 +391,7 @@ class Trainer:
                 self.run_dir / "checkpoints",
                 self.step,
                 self.dist,
-                {"policy": self.learners.policy, "critic": self.learners.critic},
+                self.learners.named(),
                 self.state_dict(),
                 self.rank_state_dict(),
                 self.config,
@@ -371,7 +404,7 @@ class Trainer:
         if cfg.trainer.save_final:
             with writing(self.run_dir / "final"):
                 path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final", self.dist)
-            log.info(f"saved policy and critic to {path}")
+            log.info(f"saved {'policy and critic' if self.learners.critic is not None else 'policy'} to {path}")
         if cfg.logging.plots and self.history and self.dist.is_main:
             from rlhand.reporting.plots import plot_run
 
@@ -390,6 +423,17 @@ class Trainer:
             tmp = self.run_dir / "training_config.json.tmp"
             tmp.write_text(json.dumps(self.config, indent=1, sort_keys=True), encoding="utf-8")
             os.replace(tmp, self.run_dir / "training_config.json")
+
+
+def sampled_stats(sampled: list[Rollout], reduce: Reduce | None = None, with_values: bool = True) -> dict[str, float]:
+    """Statistics of everything sampled this iteration (dynamic sampling: every round, dropped
+    groups included, so reward/mean is the policy's, not the filter's)."""
+    stats = rollout_stats(concat_rollouts(sampled, 0) if len(sampled) > 1 else sampled[0], reduce)
+    if len(sampled) > 1:
+        stats["response/generated_tokens"] = sum(rollout_stats(part, reduce)["response/generated_tokens"] for part in sampled)
+    if not with_values:
+        del stats["value/mean"]
+    return stats
 
 
 def rollout_stats(rollout: Rollout, reduce: Reduce | None = None) -> dict[str, float]:

@@ -68,7 +68,10 @@ class PPOObjective:
         return {"value": value, "total": self.algo.vf_coef * value}, {"value/clipfrac": vf_stats["clipfrac"]}
 
     @staticmethod
-    def combine(policy_terms: Terms, value_terms: Terms) -> Terms:
+    def combine(policy_terms: Terms, value_terms: Terms | None) -> Terms:
+        """Both sides' terms as one; value_terms None: a critic-free estimator."""
+        if value_terms is None:
+            return policy_terms
         (policy_losses, policy_stats), (value_losses, value_stats) = policy_terms, value_terms
         losses = {**policy_losses, **value_losses, "total": policy_losses["total"] + value_losses["total"]}
         return losses, {**policy_stats, **value_stats}

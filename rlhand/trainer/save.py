@@ -19,11 +19,12 @@ def save_models(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path
     `meta` (e.g. the step and val/reward of a best model) goes to target/meta.json. Every rank takes
     part (sharded weights are gathered); rank 0 writes."""
     policy_state = full_state_dict(models.policy, ctx)
-    critic_state = full_state_dict(models.critic.module, ctx)
+    critic_state = full_state_dict(models.critic.module, ctx) if models.critic.module is not None else None
     if ctx.is_main:
         with atomic_dir(target) as tmp:
             save_trained_model(models.policy, tmp / "policy", policy_state, tokenizer)
-            models.critic.save(tmp / "critic", tokenizer, critic_state)
+            if critic_state is not None:  # a critic-free estimator has none
+                models.critic.save(tmp / "critic", tokenizer, critic_state)
             if meta is not None:
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     ctx.barrier()

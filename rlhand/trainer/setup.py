@@ -87,6 +87,12 @@ def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
     require(algo.rollout_batch_size % n == 0, "algo.rollout_batch_size", algo.rollout_batch_size)
     local, parts = algo.rollout_batch_size // n, algo.num_minibatches * algo.grad_accum_steps
     require(local % parts == 0, "algo.num_minibatches", f"each rank's {local} prompts into {algo.num_minibatches} x {algo.grad_accum_steps}")
+    group = cfg.generation.samples_per_prompt
+    if group > 1:  # each rank samples whole groups and its minibatch shares hold whole groups
+        require((algo.rollout_batch_size // group) % n == 0, "generation.samples_per_prompt", f"{algo.rollout_batch_size // group} prompts of {group} responses")
+        require((local // algo.num_minibatches) % group == 0, "algo.num_minibatches", f"each rank's minibatch share of whole groups of {group}")
+        if cfg.replay.enabled:
+            require((cfg.replay.sample_size // n) % algo.num_minibatches == 0, "replay.sample_size", "each rank's replayed rows into its minibatches")
     if cfg.eval.every:
         require(cfg.eval.num_prompts % n == 0, "eval.num_prompts", cfg.eval.num_prompts)
     if cfg.replay.enabled:
@@ -115,7 +121,8 @@ def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, device
     param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
     if strategy == "fsdp":
         shard_model(models.policy, ctx, device, param_dtype, cfg.trainer.offload)
-        shard_model(models.critic.module, ctx, device, param_dtype, cfg.trainer.offload)
+        if models.critic.module is not None:
+            shard_model(models.critic.module, ctx, device, param_dtype, cfg.trainer.offload)
     if cfg.trainer.frozen_models is FrozenModels.shard:
         for frozen in (models.ref, models.reward_model):
             if frozen is not None:
@@ -153,7 +160,9 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
     need_ref = cfg.algo.kl_coef > 0 or cfg.algo.kl_control is KLControl.adaptive
     need_rm = cfg.reward.kind is RewardKind.model
-    models = build_models(cfg.model, inputs.tokenizer, need_ref=need_ref, need_reward_model=need_rm, device=device)
+    models = build_models(
+        cfg.model, inputs.tokenizer, need_ref=need_ref, need_reward_model=need_rm, device=device, need_critic=cfg.algo.estimator.needs_critic
+    )
     if need_rm:
         scorer = ModelScorer(models.reward_model)
     else:
@@ -172,7 +181,8 @@ def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = N
         optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
         return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=strategy == "ddp")
 
-    return Learners(policy=learner(models.policy, algo.lr), critic=learner(models.critic.module, algo.critic_lr or algo.lr))
+    critic = learner(models.critic.module, algo.critic_lr or algo.lr) if models.critic.module is not None else None
+    return Learners(policy=learner(models.policy, algo.lr), critic=critic)
 
 
 def build_kl_controller(cfg: TrainConfig) -> FixedKLController:

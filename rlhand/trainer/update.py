@@ -2,7 +2,7 @@
 accumulated over micro-batches. What the loss is lives in objective.py; how each model is stepped
 in learner.py."""
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,10 +21,14 @@ from rlhand.trainer.objective import PPOObjective, Terms
 @dataclass
 class Learners:
     policy: Learner
-    critic: Learner
+    critic: Learner | None  # None: a critic-free estimator (algo.estimator=grpo, rloo, ...)
 
     def all(self) -> list[Learner]:
-        return [self.policy, self.critic]
+        return [learner for learner in (self.policy, self.critic) if learner is not None]
+
+    def named(self) -> dict[str, Learner]:
+        """What a checkpoint holds, by name."""
+        return {"policy": self.policy, **({"critic": self.critic} if self.critic is not None else {})}
 
 
 class PPOUpdate:
@@ -45,10 +49,14 @@ class PPOUpdate:
         autocast=nullcontext,
         threads: ModelThreads | None = None,
         reduce: Reduce | None = None,
+        group_size: int = 1,
+        stratify: bool = False,
     ):
         self.learners, self.critic, self.algo = learners, critic, algo
         self.timer, self.autocast = timer, autocast
-        self.threads = threads if not critic.reads_policy_hidden else None
+        self.has_critic = learners.critic is not None
+        self.threads = threads if self.has_critic and not critic.reads_policy_hidden else None
+        self.group_size, self.stratify = group_size, stratify
         # Data-parallel ranks: sums a tensor over ranks. Each rank holds its share of every minibatch;
         # counts, statistics and the target_kl decision are global, so all ranks agree.
         self.reduce = reduce
@@ -67,8 +75,7 @@ class PPOUpdate:
         device = batch.response_ids.device
         used = torch.zeros(len(batch), dtype=torch.bool, device=device)  # rows that reached an optimizer step
         for _ in range(algo.ppo_epochs):
-            order = torch.randperm(len(batch), device=device)
-            for index in order.split(len(batch) // algo.num_minibatches):
+            for index in minibatch_indices(batch.fresh, algo.num_minibatches, self.group_size, self.stratify):
                 stats = self.minibatch_step(batch.select(index), kl_coef=kl_coef, temperature=temperature)
                 history.append(stats)
                 used[index] = True
@@ -81,12 +88,14 @@ class PPOUpdate:
         partial = self._global(torch.stack([torch.stack([h[key].float() for key in keys]) for h in history]))
         summary = dict(zip(keys, partial.mean(dim=0).tolist()))
         for key in ("grad/policy_norm", "grad/critic_norm"):
-            summary[key] = torch.stack([h[key].float() for h in history]).mean().item()
+            if key in history[0]:
+                summary[key] = torch.stack([h[key].float() for h in history]).mean().item()
         summary["policy/ratio_first_minibatch"] = partial[0, keys.index("policy/ratio")].item()
         summary["policy/optimizer_steps"] = len(history)
         summary["samples/used"] = int(self._global(used.sum()))
         summary["policy/early_stopped"] = float(stop)
-        summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask, reduce=self.reduce).item()
+        if self.has_critic:
+            summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask, reduce=self.reduce).item()
         return summary
 
     def _global(self, tensor: Tensor) -> Tensor:
@@ -106,11 +115,14 @@ class PPOUpdate:
         for learner in self.learners.all():
             learner.zero_grad()
         totals: dict[str, Tensor] = {}
-        with self.learners.policy.training(), self.learners.critic.training():
+        with ExitStack() as stack:
+            for learner in self.learners.all():
+                stack.enter_context(learner.training())
             self._accumulate(batch, totals, kl_coef, temperature, num_tokens, num_seqs)
         with self.timer("optimizer_step"):
             steps = [learner.step for learner in self.learners.all()]
-            totals["grad/policy_norm"], totals["grad/critic_norm"] = self.threads.run(*steps) if self.threads else [step() for step in steps]
+            norms = self.threads.run(*steps) if self.threads else [step() for step in steps]
+            totals.update(zip(("grad/policy_norm", "grad/critic_norm"), norms))
         return totals
 
     def _accumulate(self, batch: Rollout, totals: dict, kl_coef: float, temperature: float, num_tokens, num_seqs) -> None:
@@ -123,7 +135,8 @@ class PPOUpdate:
             else:
                 with self.timer("update_forward"), self.autocast():
                     logits, hidden = policy_logits(self.policy, inputs, temperature, with_hidden=self.critic.reads_policy_hidden)
-                    losses, stats = objective.combine(objective.policy(logits), objective.value(self.critic.values(inputs, hidden)))
+                    value_terms = objective.value(self.critic.values(inputs, hidden)) if self.has_critic else None
+                    losses, stats = objective.combine(objective.policy(logits), value_terms)
                 with self.timer("update_backward"):
                     self.learners.policy.backward(losses["total"])
             share = micro.response_mask.sum() / num_tokens
@@ -150,4 +163,31 @@ def ppo_losses(policy, critic: Critic, batch: Rollout, algo: AlgoConfig, *, kl_c
     objective = PPOObjective(batch, algo, kl_coef=kl_coef)
     inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     logits, hidden = policy_logits(policy, inputs, temperature, with_hidden=critic.reads_policy_hidden)
-    return objective.combine(objective.policy(logits), objective.value(critic.values(inputs, hidden)))
+    value_terms = objective.value(critic.values(inputs, hidden)) if critic.module is not None else None
+    return objective.combine(objective.policy(logits), value_terms)
+
+
+def minibatch_indices(fresh: Tensor, num_minibatches: int, group_size: int = 1, stratify: bool = False) -> list[Tensor]:
+    """One epoch's minibatches: row indices of a fresh permutation, split in equal parts.
+
+    With groups (group_size > 1) every prompt's group of fresh rows stays together: the groups are
+    shuffled as units and each minibatch takes an equal share of them plus an equal share of the
+    shuffled replayed rows (config checks make both shares whole). A group's advantages (GRPO, RLOO)
+    are relative to each other; kept together, each minibatch's gradient sees both sides of every
+    baseline, as a one-minibatch GRPO update does. `stratify` (replay.fresh_fraction) takes the same
+    equal shares without groups, so every minibatch holds the set share of fresh rows. Otherwise
+    this is the plain shuffle."""
+    device = fresh.device
+    if group_size == 1 and not stratify:
+        order = torch.randperm(len(fresh), device=device)
+        return list(order.split(len(fresh) // num_minibatches))
+    fresh_rows = torch.nonzero(fresh).squeeze(1)
+    groups = fresh_rows.view(-1, group_size)
+    groups = groups[torch.randperm(len(groups), device=device)]
+    fresh_parts = groups.reshape(-1).split(len(fresh_rows) // num_minibatches)
+    replayed = torch.nonzero(~fresh).squeeze(1)
+    replayed = replayed[torch.randperm(len(replayed), device=device)]
+    if len(replayed) == 0:
+        return list(fresh_parts)
+    replayed_parts = replayed.split(len(replayed) // num_minibatches)
+    return [torch.cat([f, r]) for f, r in zip(fresh_parts, replayed_parts)]

@@ -1,0 +1,86 @@
+"""Critic-free advantage estimators: pure tensor functions, like compute_gae (core/advantages.py).
+
+Group estimators see each prompt's `group_size` responses as consecutive rows (the rollout keeps
+them so: rlhand/trainer/collect). They take one return per sequence, R_i (the score, with the
+KL penalty summed into it when algo.kl_placement=reward), and give one advantage per sequence,
+which the trainer spreads over the sequence's tokens.
+
+- grpo (Shao et al. 2024, DeepSeekMath): A_i = (R_i - mean_g R) / (std_g R + eps), the std unbiased
+  (torch.std, as TRL and verl take it).
+- dr_grpo (Liu et al. 2025, "Understanding R1-Zero-like training"): A_i = R_i - mean_g R: no std
+  division (it up-weights groups that are nearly all right or all wrong); its loss is also summed
+  over tokens, not averaged per response (algo.loss_agg=seq_mean_token_sum, the preset sets it).
+- rloo (Ahmadian et al. 2024): A_i = R_i - mean of the other k-1 returns of its group.
+- reinforce_pp (Hu 2025, REINFORCE++): per token, the discounted return-to-go of the KL-shaped token
+  rewards, no baseline, then whitened over the whole batch (algo.whiten_advantages).
+
+A group of one has no baseline: its advantage is its return (baseline 0, scale 1, as verl does), so
+a group of one is plain REINFORCE. A group whose returns are all equal gets advantage 0 everywhere.
+"""
+
+import torch
+from torch import Tensor
+
+from rlhand.core.advantages import compute_gae
+
+GROUP_EPS = 1e-6  # verl's epsilon; TRL uses 1e-4
+
+
+def _groups(returns: Tensor, group_size: int) -> Tensor:
+    if returns.dim() != 1 or returns.numel() % group_size:
+        raise ValueError(f"{tuple(returns.shape)} returns do not split into groups of {group_size}")
+    return returns.view(-1, group_size)
+
+
+@torch.no_grad()
+def grpo_advantages(returns: Tensor, group_size: int, *, scale_by_std: bool = True, eps: float = GROUP_EPS) -> Tensor:
+    """(B,) returns, rows grouped by `group_size` consecutive rows -> (B,) advantages."""
+    groups = _groups(returns, group_size)
+    if group_size == 1:
+        return groups.reshape(-1).clone()
+    centred = _exact_zero_if_equal(groups, groups - groups.mean(dim=1, keepdim=True))
+    if scale_by_std:
+        centred = centred / (groups.std(dim=1, keepdim=True) + eps)
+    return centred.reshape(-1)
+
+
+@torch.no_grad()
+def rloo_advantages(returns: Tensor, group_size: int) -> Tensor:
+    """(B,) returns -> (B,) advantages against the leave-one-out mean of the group."""
+    groups = _groups(returns, group_size)
+    if group_size == 1:
+        return groups.reshape(-1).clone()
+    others = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    return _exact_zero_if_equal(groups, groups - others).reshape(-1)
+
+
+def _exact_zero_if_equal(groups: Tensor, advantages: Tensor) -> Tensor:
+    """A group of equal returns has no signal: exactly 0, although its mean computed in floating
+    point may differ from the returns in the last bit (0.7 - 2.1 / 3 is not 0)."""
+    equal = (groups == groups[:, :1]).all(dim=1, keepdim=True)
+    return advantages.masked_fill(equal, 0.0)
+
+
+@torch.no_grad()
+def returns_to_go(rewards: Tensor, mask: Tensor, *, gamma: float) -> Tensor:
+    """(B, T) token rewards -> (B, T) discounted sums of the rewards from each token to the end:
+    GAE with no values and lambda 1 (0 outside the mask)."""
+    advantages, _ = compute_gae(rewards, torch.zeros_like(rewards, dtype=torch.float32), mask, gamma=gamma, lam=1.0)
+    return advantages
+
+
+def sequence_returns(rewards: Tensor, mask: Tensor) -> Tensor:
+    """(B, T) token rewards -> (B,) their sum over each response (the score plus any KL penalty)."""
+    return (rewards * mask).sum(dim=1)
+
+
+def spread_over_tokens(per_sequence: Tensor, mask: Tensor) -> Tensor:
+    """(B,) -> (B, T): every response token gets its sequence's value, 0 outside the mask."""
+    return per_sequence.unsqueeze(1) * mask.to(per_sequence.dtype)
+
+
+def informative_groups(scores: Tensor, group_size: int) -> Tensor:
+    """(B,) scores -> (G,) bool: the groups whose scores are not all equal. A group of equal scores
+    gets advantage 0 from every group estimator, so it adds no policy gradient (DAPO drops them)."""
+    groups = _groups(scores, group_size)
+    return (groups != groups[:, :1]).any(dim=1)
