@@ -67,7 +67,11 @@ def test_a_non_utf8_prompt_file_names_its_line(tmp_path):
 def test_interrupt_says_where_the_last_checkpoint_is(tmp_path, sig, status):
     run = tmp_path / "run"
     args = [EXE, *QUICK, "trainer.max_steps=500", "checkpoint.every=2", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: a suite started in the background (nohup, `&`) hands its children an
+    # ignored SIGINT, and Python then installs no KeyboardInterrupt handler at all.
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL)
+    )
     deadline = time.time() + 120
     # Any checkpoint from step 4 on: under load this process may sleep through step_4's short life
     # (checkpoint.keep=2 prunes it at step 8).

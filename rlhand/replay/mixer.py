@@ -39,6 +39,7 @@ class ExperienceReplay:
         self.cfg, self.buffer, self.pad_id, self.device = cfg, buffer, pad_id, device
         self.ctx = ctx or DistContext()
         self.draw: Draw | None = None  # this iteration's draw, until after_update
+        self.ages: Tensor | None = None  # iterations since each drawn row was generated
 
     @torch.no_grad()
     def extend(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Rollout, dict]:
@@ -49,6 +50,7 @@ class ExperienceReplay:
         self.draw = self.buffer.draw(self.cfg.sample_size, step) if ready else None
         if self.draw is None:
             return fresh, {"replay/sampled": 0}
+        self.ages = step - self.buffer.data["step"][torch.from_numpy(self.draw.indices)].long()
         with timer("score_replay"):
             stored = self.buffer.rollout(self.draw.indices, self.device, self.pad_id)
             mask = stored.response_mask.bool()
@@ -81,6 +83,36 @@ class ExperienceReplay:
             "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask, reduce).item(),
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
+
+    def advantage_drift(self, batch: Rollout) -> dict[str, float]:
+        """How far each replayed row's advantage now (the one this update uses) is from the one it
+        was stored with, by the row's age: the mean over rows of (A_now - A_stored) averaged over
+        its tokens, signed and absolute, per age bucket (every rank's rows). With gae A_now is
+        recomputed with the current critic and KL, with reinforce_pp with the current KL; a group
+        estimator uses the stored one (0 by construction). Raw advantages (before whitening)."""
+        if self.draw is None:
+            return {}
+        replayed = ~batch.fresh
+        mask = batch.response_mask[replayed].float()
+        gap = ((batch.returns - batch.values)[replayed] - batch.stored_advantages[replayed]) * mask
+        per_row = gap.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        ages = self.ages.to(per_row.device)
+        sums = []
+        for low, high in AGE_BUCKETS:
+            rows = (ages >= low) & (ages <= high)
+            sums += [per_row[rows].sum(), per_row[rows].abs().sum(), rows.sum().to(per_row.dtype)]
+        totals = torch.stack(sums).double()
+        if self.ctx.enabled:
+            totals = self.ctx.sum(totals)
+        stats = {}
+        for i, (low, high) in enumerate(AGE_BUCKETS):
+            signed, absolute, count = totals[3 * i : 3 * i + 3].tolist()
+            if count:
+                name = f"{low}" if low == high else f"{low}-{high}" if high < 10**6 else f"{low}+"
+                stats[f"replay/adv_drift_age{name}"] = signed / count
+                stats[f"replay/adv_drift_abs_age{name}"] = absolute / count
+                stats[f"replay/adv_drift_rows_age{name}"] = count
+        return stats
 
     def adapt_reuse(self, approx_kl: float) -> None:
         """replay.adaptive_reuse: the reuse cap from how far the update just moved the policy
@@ -130,6 +162,9 @@ class ExperienceReplay:
         raw_advantages = (fresh.returns - fresh.values) * fresh.response_mask  # GAE before whitening
         self.buffer.add(fresh.replace(advantages=raw_advantages), step, priorities[batch.fresh])
         self.draw = None
+
+
+AGE_BUCKETS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 10**9))  # iterations since generation
 
 
 def sequence_priorities(batch: Rollout, eps: float) -> Tensor:

@@ -1,6 +1,7 @@
-"""Built-in tasks: prompt generators (letters has a matching reward function, reward/letters.yaml)."""
+"""Built-in tasks: prompt generators (letters and first_letter have reward functions of their own,
+reward/letters.yaml and reward/first_letter.yaml)."""
 
 from rlhand.tasks.letters import make_letter_prompts
 from rlhand.tasks.random_text import make_random_prompts
 
-BUILTIN_PROMPTS = {"letters": make_letter_prompts, "random_text": make_random_prompts}
+BUILTIN_PROMPTS = {"letters": make_letter_prompts, "first_letter": make_letter_prompts, "random_text": make_random_prompts}

@@ -30,3 +30,15 @@ def letters_reward(prompts: list[str], responses: list[str], **_) -> list[float]
         good = sum(ch in allowed for ch in response)
         scores.append((2 * good - len(response)) / len(response))
     return scores
+
+
+def first_letter_reward(prompts: list[str], responses: list[str], **_) -> list[float]:
+    """The `first_letter` task: the same prompts, a binary reward of another shape. 1.0 when the
+    response's first character is one of the prompt's letters, else 0.0 (an empty response too).
+    Pass/fail like a verifier's, decided by one token, whatever the length: uniform random
+    characters pass about 8% of the time on the built-in tokenizer, so many groups of 4 are all-0."""
+    scores = []
+    for prompt, response in zip(prompts, responses):
+        allowed = set(prompt.split(SEPARATOR)[0])
+        scores.append(1.0 if response and response[0] in allowed else 0.0)
+    return scores

@@ -239,6 +239,8 @@ class Trainer:
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
             batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef, reduce=self.reduce, group_size=self.group_size)
+        if self.replay is not None:
+            replay_stats.update(self.replay.advantage_drift(batch))
         update_started = time.perf_counter()
         update_stats = self.update(batch, kl_coef=kl_coef, temperature=cfg.generation.temperature)
         update_s = time.perf_counter() - update_started
