@@ -216,7 +216,8 @@ class ModelConfig:
 @dataclass
 class AlgoConfig:
     name: str = MISSING
-    # Prompts per PPO iteration; split into num_minibatches for ppo_epochs passes.
+    # Responses per PPO iteration (prompts x generation.samples_per_prompt); split into
+    # num_minibatches for ppo_epochs passes.
     rollout_batch_size: int = 64
     num_minibatches: int = 4
     ppo_epochs: int = 4

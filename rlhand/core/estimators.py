@@ -1,7 +1,7 @@
 """Critic-free advantage estimators: pure tensor functions, like compute_gae (core/advantages.py).
 
 Group estimators see each prompt's `group_size` responses as consecutive rows (the rollout keeps
-them so: rlhand/trainer/collect). They take one return per sequence, R_i (the score, with the
+them so: rlhand/rollout/groups.py). They take one return per sequence, R_i (the score, with the
 KL penalty summed into it when algo.kl_placement=reward), and give one advantage per sequence,
 which the trainer spreads over the sequence's tokens.
 
@@ -54,11 +54,15 @@ def rloo_advantages(returns: Tensor, group_size: int) -> Tensor:
     return _exact_zero_if_equal(groups, groups - others).reshape(-1)
 
 
+def _all_equal(groups: Tensor) -> Tensor:
+    """(G, k) -> (G,) bool: every member of the group equals the first."""
+    return (groups == groups[:, :1]).all(dim=1)
+
+
 def _exact_zero_if_equal(groups: Tensor, advantages: Tensor) -> Tensor:
     """A group of equal returns has no signal: exactly 0, although its mean computed in floating
     point may differ from the returns in the last bit (0.7 - 2.1 / 3 is not 0)."""
-    equal = (groups == groups[:, :1]).all(dim=1, keepdim=True)
-    return advantages.masked_fill(equal, 0.0)
+    return advantages.masked_fill(_all_equal(groups).unsqueeze(1), 0.0)
 
 
 @torch.no_grad()
@@ -82,5 +86,4 @@ def spread_over_tokens(per_sequence: Tensor, mask: Tensor) -> Tensor:
 def informative_groups(scores: Tensor, group_size: int) -> Tensor:
     """(B,) scores -> (G,) bool: the groups whose scores are not all equal. A group of equal scores
     gets advantage 0 from every group estimator, so it adds no policy gradient (DAPO drops them)."""
-    groups = _groups(scores, group_size)
-    return (groups != groups[:, :1]).any(dim=1)
+    return ~_all_equal(_groups(scores, group_size))

@@ -83,6 +83,7 @@ class NoCritic(Critic):
 
 
 def has_critic(critic: Critic) -> bool:
+    """False for NoCritic: nothing to shard, train, checkpoint or save."""
     return critic.module is not None
 
 

@@ -7,11 +7,12 @@
    replayed sequence's value loss by its PER weight; the PPO ratio is taken against pi_prox;
 4. after the update, refresh the drawn samples' priorities and store the fresh ones.
 
-Advantages of replayed samples (algo.estimator=gae) are GAE over their stored score and KL penalty (with the proximal
-log-probs, as for fresh samples) and the recomputed values: Hilton et al. used GAE with recomputed
-values on stale data, and with staleness capped (staleness_threshold) and the policy-side IS
-weight already correcting the action distribution, V-trace's extra truncation was not needed here. reinforce_pp recomputes the same way (without
-values); a group estimator keeps each replayed sample's stored advantage (rlhand/trainer/advantages.py).
+Advantages of replayed samples (algo.estimator=gae) are GAE over their stored score and KL penalty
+(with the proximal log-probs, as for fresh samples) and the recomputed values: Hilton et al. used
+GAE with recomputed values on stale data, and with staleness capped (staleness_threshold) and the
+policy-side IS weight already correcting the action distribution, V-trace's extra truncation was
+not needed here. reinforce_pp recomputes the same way (without values); a group estimator keeps
+each replayed sample's stored advantage (rlhand/trainer/advantages.py).
 """
 
 

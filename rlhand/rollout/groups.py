@@ -40,7 +40,11 @@ class DynamicSampling:
         self.sampled: list[Rollout] = []
         self.kept: list[Rollout] = []
         self.dropped: list[Rollout] = []
-        self.filled = 0
+
+    @property
+    def filled(self) -> int:
+        """Dropped groups the batch needs to be full."""
+        return max(0, self.groups_needed - self._count(self.kept))
 
     def _count(self, parts: list[Rollout]) -> int:
         return sum(len(part) for part in parts) // self.group_size
@@ -59,7 +63,6 @@ class DynamicSampling:
         """The first groups_needed groups: kept ones first, then dropped ones to fill."""
         parts = self.kept + self.dropped
         whole = concat_rollouts(parts, self.pad_id) if len(parts) > 1 else parts[0]
-        self.filled = max(0, self.groups_needed - self._count(self.kept))
         return whole.select(torch.arange(self.groups_needed * self.group_size, device=whole.response_ids.device))
 
     def stats(self, reduce: Reduce | None = None) -> dict[str, float]:

@@ -431,25 +431,29 @@ def sampled_stats(sampled: list[Rollout], reduce: Reduce | None = None, with_val
     """Statistics of everything sampled this iteration (dynamic sampling: every round, dropped
     groups included, so reward/mean is the policy's, not the filter's)."""
     stats = rollout_stats(concat_rollouts(sampled, 0) if len(sampled) > 1 else sampled[0], reduce)
-    if len(sampled) > 1:
-        stats["response/generated_tokens"] = sum(rollout_stats(part, reduce)["response/generated_tokens"] for part in sampled)
+    if len(sampled) > 1:  # each round's own width, not the concatenation's padded one
+        stats["response/generated_tokens"] = generated_tokens(sampled, reduce)
     if not with_values:
         del stats["value/mean"]
     return stats
 
 
+def generated_tokens(rollouts: list[Rollout], reduce: Reduce | None = None) -> int:
+    """Sampling steps x prompts, summed: the tokens the sampler produced (rows stop early only together)."""
+    generated = torch.tensor(float(sum(rollout.response_ids.numel() for rollout in rollouts)))
+    return int(generated if reduce is None else reduce(generated))
+
+
 def rollout_stats(rollout: Rollout, reduce: Reduce | None = None) -> dict[str, float]:
     """The fresh rollout's statistics (over every rank's rows, with `reduce`)."""
     lengths = rollout.response_mask.sum(dim=1).float()
-    generated = torch.tensor(float(rollout.response_ids.numel()))
     return {
         "reward/mean": mean(rollout.scores, reduce).item(),
         "reward/std": std(rollout.scores, reduce).item(),
         "reward/raw_mean": mean(rollout.raw_scores, reduce).item(),
         "response/length_mean": mean(lengths, reduce).item(),
         "response/eos_fraction": mean(rollout.ended.float(), reduce).item(),
-        # Sampling steps x prompts: the tokens the sampler produced (rows stop early only together).
-        "response/generated_tokens": int(generated if reduce is None else reduce(generated)),
+        "response/generated_tokens": generated_tokens([rollout], reduce),
         "value/mean": masked_mean(rollout.values, rollout.response_mask, reduce=reduce).item(),
     }
 

@@ -31,6 +31,7 @@ from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import shard_model
 from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
+from rlhand.models.critic import has_critic
 from rlhand.models.fit import check_fit, estimate_memory
 from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
@@ -121,7 +122,7 @@ def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, device
     param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
     if strategy == "fsdp":
         shard_model(models.policy, ctx, device, param_dtype, cfg.trainer.offload)
-        if models.critic.module is not None:
+        if has_critic(models.critic):
             shard_model(models.critic.module, ctx, device, param_dtype, cfg.trainer.offload)
     if cfg.trainer.frozen_models is FrozenModels.shard:
         for frozen in (models.ref, models.reward_model):
@@ -181,7 +182,7 @@ def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = N
         optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
         return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=strategy == "ddp")
 
-    critic = learner(models.critic.module, algo.critic_lr or algo.lr) if models.critic.module is not None else None
+    critic = learner(models.critic.module, algo.critic_lr or algo.lr) if has_critic(models.critic) else None
     return Learners(policy=learner(models.policy, algo.lr), critic=critic)
 
 

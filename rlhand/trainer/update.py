@@ -11,7 +11,7 @@ from torch import Tensor
 from rlhand.config.schema import AlgoConfig
 from rlhand.core.masked import Reduce, explained_variance
 from rlhand.models.concurrent import ModelThreads
-from rlhand.models.critic import Critic
+from rlhand.models.critic import Critic, has_critic
 from rlhand.models.forward import policy_logits, response_logits, sequence_inputs
 from rlhand.rollout.batch import Rollout
 from rlhand.trainer.learner import Learner
@@ -163,7 +163,7 @@ def ppo_losses(policy, critic: Critic, batch: Rollout, algo: AlgoConfig, *, kl_c
     objective = PPOObjective(batch, algo, kl_coef=kl_coef)
     inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     logits, hidden = policy_logits(policy, inputs, temperature, with_hidden=critic.reads_policy_hidden)
-    value_terms = objective.value(critic.values(inputs, hidden)) if critic.module is not None else None
+    value_terms = objective.value(critic.values(inputs, hidden)) if has_critic(critic) else None
     return objective.combine(objective.policy(logits), value_terms)
 
 
