@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhand.config import ConfigError
-from rlhand.config.schema import AlgoConfig, Estimator
+from rlhand.config.schema import AlgoConfig, Estimator, KLPlacement
 from rlhand.rollout.batch import concat_rollouts
 from rlhand.rollout.groups import DynamicSampling, repeat_groups
 from rlhand.trainer.advantages import assign_advantages
@@ -34,15 +34,40 @@ def test_group_estimators_spread_their_sequence_advantage_over_tokens():
     assert torch.allclose(out.returns - out.values, out.advantages)  # raw advantage = returns - values, as for gae
 
 
-def test_the_kl_penalty_enters_a_group_return_when_it_is_in_the_reward():
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo", "rloo"])
+def test_with_the_kl_in_the_reward_a_group_of_equal_scores_gets_only_its_penalty(estimator):
+    """The group statistics are over the scores; the KL penalty is added per token after, as its
+    return-to-go. A group of equal scores is not scaled up from its members' KL differences: before
+    this rule GRPO gave such a group advantages of order 1 ([-0.912, 1.421, -0.195, -0.315] in the
+    review that found it)."""
     _, _, rollout = make_rollout()
-    rollout = grouped(rollout, [1.0] * 8).replace(ref_logprobs=rollout.proximal_logprobs - 0.1 * rollout.response_mask)
-    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator.rloo, whiten_advantages=False)
-    out, _ = assign_advantages(rollout, algo, kl_coef=0.5, group_size=2)
-    # Equal scores, but the summed penalty 0.5 * 0.1 * length differs with each response's length.
-    lengths = rollout.response_mask.sum(dim=1).float().view(4, 2)
-    expected = (-0.05 * (lengths - lengths.flip(1))).reshape(-1)
-    assert torch.allclose(out.advantages[:, 0], expected, atol=1e-6)
+    mask = rollout.response_mask
+    torch.manual_seed(0)
+    kl = torch.rand(mask.shape) * 0.3 * mask  # per-token KL up to 0.3, different in every response
+    rollout = grouped(rollout, [1.0] * 8).replace(ref_logprobs=rollout.proximal_logprobs - kl)
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator(estimator), whiten_advantages=False)
+    out, _ = assign_advantages(rollout, algo, kl_coef=0.05, group_size=2)
+    to_go = kl.flip(1).cumsum(1).flip(1) * mask  # sum of kl_t' for t' >= t
+    torch.testing.assert_close(out.advantages, -0.05 * to_go, rtol=0, atol=1e-6)
+    assert out.advantages.abs().max() <= 0.05 * 0.3 * mask.sum(dim=1).max()
+
+
+@pytest.mark.parametrize("placement", ["reward", "loss"])
+def test_grpo_group_statistics_are_over_the_scores_in_both_kl_placements(placement):
+    _, _, rollout = make_rollout()
+    mask = rollout.response_mask
+    scores = [1.0, 0.0, 0.5, 0.5, 2.0, -1.0, 0.0, 3.0]
+    kl = torch.full(mask.shape, 0.2) * mask
+    rollout = grouped(rollout, scores).replace(ref_logprobs=rollout.proximal_logprobs - kl)
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator.grpo, whiten_advantages=False, kl_placement=KLPlacement(placement))
+    out, _ = assign_advantages(rollout, algo, kl_coef=0.1, group_size=2)
+    std = torch.tensor([0.5**0.5, 0.0, 4.5**0.5, 4.5**0.5]).repeat_interleave(2)  # unbiased std of each pair
+    centred = torch.tensor([0.5, -0.5, 0.0, 0.0, 1.5, -1.5, -1.5, 1.5])
+    per_sequence = centred / (std + 1e-6)
+    expected = per_sequence.unsqueeze(1) * mask
+    if placement == "reward":
+        expected = expected - 0.1 * 0.2 * mask.flip(1).cumsum(1).flip(1) * mask
+    torch.testing.assert_close(out.advantages, expected, rtol=0, atol=1e-5)
 
 
 def test_replayed_rows_of_a_group_estimator_keep_their_stored_advantages():

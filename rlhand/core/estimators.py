@@ -1,9 +1,9 @@
 """Critic-free advantage estimators: pure tensor functions, like compute_gae (core/advantages.py).
 
 Group estimators see each prompt's `group_size` responses as consecutive rows (the rollout keeps
-them so: rlhand/rollout/groups.py). They take one return per sequence, R_i (the score, with the
-KL penalty summed into it when algo.kl_placement=reward), and give one advantage per sequence,
-which the trainer spreads over the sequence's tokens.
+them so: rlhand/rollout/groups.py). They take one return per sequence, R_i (the score: a KL
+penalty in the reward is added per token after, rlhand/trainer/advantages.py), and give one
+advantage per sequence, which the trainer spreads over the sequence's tokens.
 
 - grpo (Shao et al. 2024, DeepSeekMath): A_i = (R_i - mean_g R) / (std_g R + eps), the std unbiased
   (torch.std, as TRL and verl take it).
@@ -71,11 +71,6 @@ def returns_to_go(rewards: Tensor, mask: Tensor, *, gamma: float) -> Tensor:
     GAE with no values and lambda 1 (0 outside the mask)."""
     advantages, _ = compute_gae(rewards, torch.zeros_like(rewards, dtype=torch.float32), mask, gamma=gamma, lam=1.0)
     return advantages
-
-
-def sequence_returns(rewards: Tensor, mask: Tensor) -> Tensor:
-    """(B, T) token rewards -> (B,) their sum over each response (the score plus any KL penalty)."""
-    return (rewards * mask).sum(dim=1)
 
 
 def spread_over_tokens(per_sequence: Tensor, mask: Tensor) -> Tensor:

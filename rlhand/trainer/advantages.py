@@ -4,6 +4,15 @@ The estimator (algo.estimator) turns the KL-shaped token rewards into raw advant
 always raw advantages + values (values are 0 without a critic), so returns - values is the raw
 advantage for every estimator (replay priorities and the buffer read it so).
 
+Group estimators (grpo, dr_grpo, rloo) take their group statistics over the scores alone. With the
+KL penalty in the reward (algo.kl_placement=reward), each token's advantage then adds the
+return-to-go of the per-token penalty, -kl_coef * sum_{t' >= t} kl_t', unnormalised: OpenRLHF's
+convention for its group estimators. Summing the penalty into each response's return before the
+group statistics (verl's GRPO with use_kl_in_reward, TRL's RLOO) lets the penalty, which differs
+between a group's responses in the third decimal, decide the advantages of a group whose scores
+are equal, and GRPO's std then scales that difference up to order 1: such a group would be trained
+on noise. Here a group of equal scores gets exactly 0 from the group part, and only its penalty.
+
 Replayed rows (replay on): gae and reinforce_pp recompute theirs like a fresh row's, from the stored
 score, the KL penalty against the proximal log-probs and (gae) the recomputed values. A group
 estimator's advantage compares a response with the rest of its group, which is not in the buffer
@@ -16,7 +25,7 @@ from torch import Tensor
 
 from rlhand.config.schema import AlgoConfig, Estimator, KLPlacement
 from rlhand.core.advantages import compute_gae
-from rlhand.core.estimators import grpo_advantages, returns_to_go, rloo_advantages, sequence_returns, spread_over_tokens
+from rlhand.core.estimators import grpo_advantages, returns_to_go, rloo_advantages, spread_over_tokens
 from rlhand.core.kl import KLEstimator, kl_estimate, kl_shaped_rewards
 from rlhand.core.masked import Reduce, masked_mean, masked_sum, masked_whiten, mean
 from rlhand.rollout.batch import Rollout
@@ -43,7 +52,8 @@ def assign_advantages(
     rewards = kl_shaped_rewards(batch.scores, penalty, mask, kl_coef=kl_coef if in_reward else 0.0)
     if algo.whiten_rewards:
         rewards = masked_whiten(rewards, mask, shift_mean=False, reduce=reduce)
-    advantages, returns = estimate_advantages(batch, rewards, algo, group_size)
+    penalties = kl_shaped_rewards(torch.zeros_like(batch.scores), penalty, mask, kl_coef=kl_coef) if in_reward else None
+    advantages, returns = estimate_advantages(batch, rewards, algo, group_size, penalties)
     if algo.whiten_advantages:
         advantages = masked_whiten(advantages, mask, reduce=reduce)
     fresh = batch.fresh
@@ -59,9 +69,10 @@ def assign_advantages(
     return batch.replace(rewards=rewards, advantages=advantages, returns=returns), stats
 
 
-def estimate_advantages(batch: Rollout, rewards: Tensor, algo: AlgoConfig, group_size: int) -> tuple[Tensor, Tensor]:
+def estimate_advantages(batch: Rollout, rewards: Tensor, algo: AlgoConfig, group_size: int, penalties: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(advantages, returns), raw, (B, T): fresh rows by the estimator; replayed rows of a group
-    estimator keep their stored advantages."""
+    estimator keep their stored advantages. `penalties`: the KL penalty alone as token rewards (KL
+    in the reward), which a group estimator adds per token after its group statistics."""
     mask, estimator = batch.response_mask, algo.estimator
     if estimator is Estimator.gae:
         return compute_gae(rewards, batch.values, mask, gamma=algo.gamma, lam=algo.lam)
@@ -69,13 +80,15 @@ def estimate_advantages(batch: Rollout, rewards: Tensor, algo: AlgoConfig, group
         advantages = returns_to_go(rewards, mask, gamma=algo.gamma)
         return advantages, advantages + batch.values * mask
     fresh = batch.fresh
-    seq_returns = sequence_returns(rewards[fresh], mask[fresh])
+    scores = batch.scores[fresh]
     if estimator is Estimator.rloo:
-        per_sequence = rloo_advantages(seq_returns, group_size)
+        per_sequence = rloo_advantages(scores, group_size)
     else:
-        per_sequence = grpo_advantages(seq_returns, group_size, scale_by_std=estimator is Estimator.grpo)
+        per_sequence = grpo_advantages(scores, group_size, scale_by_std=estimator is Estimator.grpo)
     advantages = torch.zeros_like(rewards, dtype=torch.float32)
     advantages[fresh] = spread_over_tokens(per_sequence, mask[fresh])
+    if penalties is not None:
+        advantages[fresh] += returns_to_go(penalties[fresh], mask[fresh], gamma=algo.gamma)
     if not bool(fresh.all()):
         if batch.stored_advantages is None:
             raise ValueError("replayed rows of a group estimator need their stored advantages")

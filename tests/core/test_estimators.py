@@ -9,7 +9,6 @@ from rlhand.core.estimators import (
     informative_groups,
     returns_to_go,
     rloo_advantages,
-    sequence_returns,
     spread_over_tokens,
 )
 
@@ -62,10 +61,8 @@ def test_returns_to_go_discounts_and_stops_at_the_mask():
     assert torch.allclose(returns_to_go(rewards, mask, gamma=1.0), torch.tensor([[1.0, 1.0, 1.0], [1.1, 1.0, 0.0]]))
 
 
-def test_sequence_returns_and_spreading():
-    rewards = torch.tensor([[-0.1, -0.2, 1.0], [0.5, 9.0, 9.0]])
+def test_spreading_over_tokens():
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
-    assert torch.allclose(sequence_returns(rewards, mask), torch.tensor([0.7, 0.5]))
     assert torch.equal(spread_over_tokens(torch.tensor([2.0, -1.0]), mask), torch.tensor([[2.0, 2.0, 2.0], [-1.0, 0.0, 0.0]]))
 
 
