@@ -89,6 +89,47 @@ def test_a_shared_head_reads_its_values_from_the_proximal_forward():
     assert torch.allclose(inexact.values, exact.values, atol=1e-5)
 
 
+class TruncatingEngine(ScriptedEngine):
+    """Reports each token's log-prob under the top-k / top-p truncated, renormalised distribution,
+    as vLLM's processed log-probs are: log pi(a) - log Z."""
+
+    truncated_logprobs = True
+
+    def __init__(self, models, top_k, top_p):
+        super().__init__(models, 0.0)
+        self.models, self.top_k, self.top_p = models, top_k, top_p
+
+    def generate(self, prompt_ids, prompt_mask, gen, **kwargs) -> Samples:
+        from rlhand.core.sampling import kept_log_mass
+        from rlhand.models.forward import response_logits, sequence_inputs
+
+        samples = self.hf.generate(prompt_ids, prompt_mask, gen, **kwargs)
+        inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
+        with torch.no_grad():
+            log_z = kept_log_mass(response_logits(self.models.policy, inputs, gen.temperature), self.top_k, self.top_p)
+        reported = (samples.logprobs - log_z) * samples.response_mask
+        return Samples(samples.response_ids, samples.response_mask, reported, samples.ended)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(5, 1.0), (0, 0.6), (10, 0.8)])
+def test_log_probs_mean_the_whole_tempered_softmax_on_every_engine(top_k, top_p):
+    """An engine that reports truncated log-probs (vLLM) gets log Z added back: its behaviour
+    log-probs are the hf engine's, and the importance weight is 1, not the kept mass Z."""
+    models, tok = tiny_models()
+    gen = GenerationConfig(max_new_tokens=6, temperature=0.7, top_k=top_k, top_p=top_p)
+    exact = rollout_with(HFEngine(models), models, tok, gen)
+    engine = TruncatingEngine(models, top_k, top_p)
+    rollout = rollout_with(engine, models, tok, gen)
+    mask = rollout.response_mask.bool()
+    assert torch.equal(rollout.response_ids, exact.response_ids)
+    torch.testing.assert_close(rollout.behaviour_logprobs[mask], exact.behaviour_logprobs[mask], rtol=0, atol=1e-5)
+    torch.testing.assert_close(rollout.policy_weights[mask], torch.ones_like(rollout.policy_weights[mask]), rtol=0, atol=1e-4)
+    assert mismatch_stats(rollout, gen.is_truncation)["rollout/tis_mean"] == pytest.approx(1.0, abs=1e-4)
+    engine.truncated_logprobs = False  # taken at face value, the weight would be the kept mass Z < 1
+    uncorrected = rollout_with(engine, models, tok, gen)
+    assert uncorrected.policy_weights[mask].min() < 0.9
+
+
 def test_truncated_fraction_and_weights_by_hand():
     log_rho = torch.log(torch.tensor([[0.5, 1.0, 3.0, 9.0]]))
     mask = torch.tensor([[1, 1, 1, 0]])

@@ -7,7 +7,7 @@ import torch
 
 from rlhand.config import ConfigError
 from rlhand.models import forward, unpadded
-from rlhand.models.critic import logits_and_values
+from rlhand.models.critic import policy_and_values
 from rlhand.models.forward import response_logits, sequence_inputs, sequence_scores, token_values
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.rollout.sampler import sample_responses
@@ -63,8 +63,8 @@ def test_packed_gradients_equal_the_padded_ones():
     models, packed, tokenizer = padded_and_packed()
     inputs, real = batch(models, tokenizer)
     for m in (models, packed):
-        logits, values = logits_and_values(m.policy, m.critic, inputs, 1.0)
-        (logits.logsumexp(-1)[real].mean() + values[real].pow(2).mean()).backward()
+        out, values = policy_and_values(m.policy, m.critic, inputs, 1.0)
+        (out.logprobs[real].mean() + values[real].pow(2).mean()).backward()
     for plain, fast in ((models.policy, packed.policy), (models.critic.module, packed.critic.module)):
         for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
@@ -75,10 +75,10 @@ def test_shared_head_reads_the_packed_hidden_states():
     packed.critic.module.load_state_dict(models.critic.module.state_dict())
     inputs, real = batch(models, tokenizer)
     with torch.no_grad():
-        (plain_logits, plain_values), (logits, values) = (
-            logits_and_values(m.policy, m.critic, inputs, 1.0) for m in (models, packed)
+        (plain, plain_values), (out, values) = (
+            policy_and_values(m.policy, m.critic, inputs, 1.0) for m in (models, packed)
         )
-    torch.testing.assert_close(logits[real], plain_logits[real], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.logprobs[real], plain.logprobs[real], rtol=0, atol=1e-5)
     torch.testing.assert_close(values[real], plain_values[real], rtol=0, atol=1e-6)
 
 

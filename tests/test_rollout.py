@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from rlhand.config.schema import AlgoConfig, GenerationConfig
+from rlhand.core.sampling import filter_logits
 from rlhand.errors import RewardError
 from rlhand.models.forward import response_logits, sequence_inputs, sequence_scores, token_logprobs, token_values
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.rewards import FunctionScorer, ModelScorer
 from rlhand.rollout.collect import collect_rollout
-from rlhand.rollout.sampler import filter_logits, response_mask_from_eos, sample_responses
+from rlhand.rollout.sampler import response_mask_from_eos, sample_responses
 from rlhand.trainer.advantages import assign_advantages
 from rlhand.trainer.update import ppo_losses
 from tests.helpers import prompt_batch, tiny_models

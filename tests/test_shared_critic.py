@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from rlhand.checkpoint.models_io import load_weights
 from rlhand.checkpoint.store import CheckpointError
 from rlhand.config import ConfigError
-from rlhand.models.critic import logits_and_values
-from rlhand.models.forward import response_logits, sequence_inputs
+from rlhand.models.critic import policy_and_values
+from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
 from rlhand.models.value_head import WEIGHTS_FILE, SharedValueHead
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.rollout.sampler import sample_responses
@@ -40,18 +40,19 @@ def test_the_shared_critic_owns_only_its_head():
     assert policy_ids == {id(p) for p in models.policy.parameters()}
 
 
-def test_one_forward_gives_the_policy_logits_and_the_head_on_the_final_hidden_state():
+def test_one_forward_gives_the_policy_logprobs_and_the_head_on_the_final_hidden_state():
     models, tokenizer = tiny_models(critic_backbone="shared")
     _, inputs = sampled_inputs(models, tokenizer)
+    response = inputs.input_ids[:, inputs.prompt_len :]
     with torch.no_grad():
-        logits, values = logits_and_values(models.policy, models.critic, inputs, 0.7)
-        expected_logits = response_logits(models.policy, inputs, 0.7)
+        out, values = policy_and_values(models.policy, models.critic, inputs, 0.7)
+        expected_logprobs = token_logprobs(response_logits(models.policy, inputs, 0.7), response)
         hidden = models.policy.transformer(
             input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, position_ids=inputs.position_ids
         ).last_hidden_state  # after the final layer norm
         expected_values = models.critic.module.score(hidden[:, inputs.prompt_len - 1 : -1]).squeeze(-1)
-    assert torch.equal(logits, expected_logits)
     real = inputs.attention_mask[:, inputs.prompt_len :].bool()  # padding-free forwards leave 0 after EOS
+    assert torch.equal(out.logprobs[real], expected_logprobs[real])
     torch.testing.assert_close(values[real], expected_values[real], rtol=0, atol=1e-6)
     assert values.shape == inputs.input_ids[:, inputs.prompt_len :].shape and values.abs().sum() > 0
 
@@ -60,7 +61,7 @@ def test_the_sampler_reads_the_same_values_as_a_full_forward():
     models, tokenizer = tiny_models(critic_backbone="shared")
     samples, inputs = sampled_inputs(models, tokenizer, value_head=models.critic.module)
     with torch.no_grad():
-        _, full = logits_and_values(models.policy, models.critic, inputs, 1.0)
+        _, full = policy_and_values(models.policy, models.critic, inputs, 1.0)
     mask = samples.response_mask.bool()
     torch.testing.assert_close(samples.values[mask], full[mask], rtol=0, atol=1e-5)
 
@@ -69,7 +70,7 @@ def test_the_sampler_reads_the_same_values_as_a_full_forward():
 def test_the_value_loss_reaches_the_policy_backbone_only_when_shared(backbone):
     models, tokenizer = tiny_models(critic_backbone=backbone)
     _, inputs = sampled_inputs(models, tokenizer)
-    _, values = logits_and_values(models.policy, models.critic, inputs, 1.0)
+    _, values = policy_and_values(models.policy, models.critic, inputs, 1.0)
     values.pow(2).sum().backward()
     backbone_grads = [p.grad for p in models.policy.transformer.parameters()]
     if backbone == "shared":

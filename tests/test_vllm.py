@@ -146,7 +146,7 @@ def test_top_k_logprobs_are_those_of_the_distribution_sampled_from():
         engine.sync(models.policy)
         ids, mask, s = generate(engine, models, tok, gen)
         inputs = sequence_inputs(ids, mask, s.response_ids, s.response_mask)
-        from rlhand.rollout.sampler import filter_logits
+        from rlhand.core.sampling import filter_logits
 
         with torch.no_grad():
             logits = filter_logits(response_logits(models.policy, inputs, 0.8), 5, 1.0)

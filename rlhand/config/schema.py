@@ -458,9 +458,9 @@ class GenerationConfig:
     # consecutive rows. Group estimators (algo.estimator=grpo|dr_grpo|rloo) need 2 or more.
     samples_per_prompt: int = 1
     temperature: float = 1.0
-    # 0 / 1.0 switch them off. When on, the hf engine stores the log-probs of the tempered full
-    # softmax, as in training, so the sample is slightly off-distribution for them; vllm stores
-    # the log-probs it sampled from (temperature, top-k and top-p applied).
+    # 0 / 1.0 switch them off. They choose which tokens can be drawn; every log-prob (behaviour,
+    # proximal, the PPO ratio's) is under the tempered softmax over the whole vocabulary, on both
+    # engines (rlhand/core/sampling.py). The truncation itself is not importance-corrected.
     top_k: int = 0
     top_p: float = 1.0
     # Subtracted from the score of a response that never emits EOS; null = no penalty.
@@ -513,9 +513,19 @@ class TrainerConfig:
     # this many GiB per device (null: the GPU's own, or this machine's RAM).
     device_memory_gb: Optional[float] = None
     fit_check: FitCheck = FitCheck.error
+    # The output layer computes log-probs and entropies a chunk of positions at a time, each chunk's
+    # float32 logits at most this many MiB (rlhand/core/logprobs.py); null: all positions at once.
+    # At a 151,936-token vocabulary 256 MiB is 441 positions.
+    logits_chunk_mb: Optional[int] = 256
+    # No-grad scoring forwards (reference, proximal, values, reward model, replay, validation) run
+    # on at most this many tokens (rows x padded length) at a time (rlhand/models/scoring.py); null:
+    # the whole batch at once.
+    score_max_tokens: Optional[int] = 16384
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, "trainer.max_steps", "must be > 0")
+        check(self.logits_chunk_mb is None or self.logits_chunk_mb > 0, "trainer.logits_chunk_mb", "must be > 0 or null")
+        check(self.score_max_tokens is None or self.score_max_tokens > 0, "trainer.score_max_tokens", "must be > 0 or null")
         check(self.threads is None or self.threads > 0, "trainer.threads", "must be > 0 or null")
         check(self.device_memory_gb is None or self.device_memory_gb > 0, "trainer.device_memory_gb", "must be > 0 or null")
 
@@ -599,6 +609,11 @@ class TrainConfig:
                 )
         if algo.estimator.grouped:
             check(group >= 2, "generation.samples_per_prompt", f"algo.estimator={algo.estimator.value} compares responses to one prompt: set 2 or more")
+            check(
+                not algo.whiten_rewards,
+                "algo.whiten_rewards",
+                f"algo.estimator={algo.estimator.value} takes its group statistics over the scores; whitening token rewards applies to gae and reinforce_pp",
+            )
         check(
             not algo.dynamic_sampling or algo.estimator.grouped,
             "algo.dynamic_sampling",

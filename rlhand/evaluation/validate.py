@@ -9,11 +9,11 @@ import torch
 
 from rlhand.config.schema import GenerationConfig
 from rlhand.core.kl import KLEstimator, kl_estimate
-from rlhand.core.losses import entropy_from_logits
 from rlhand.core.masked import Reduce, masked_mean, masked_sum, mean
 from rlhand.data.sampler import left_pad
 from rlhand.models.build import Models
-from rlhand.models.forward import response_logits, sequence_inputs
+from rlhand.models.forward import policy_forward, sequence_inputs
+from rlhand.models.scoring import in_parts
 from rlhand.rollout.collect import collect_rollout
 
 
@@ -49,9 +49,14 @@ def validate(
             kls.append(masked_sum(kl, response_mask, dim=1))
         with timer("validate_entropy"):
             inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask)
-            logits = response_logits(models.policy, inputs, gen.temperature)
+            limits = models.limits
+            entropy = in_parts(
+                lambda part: policy_forward(models.policy, part, gen.temperature, entropy=True, chunk_bytes=limits.logit_chunk_bytes).entropy,
+                inputs,
+                limits.score_max_tokens,
+            )
             # Weighted by token count so the batches combine into one per-token mean.
-            entropies.append(masked_mean(entropy_from_logits(logits), response_mask) * response_mask.sum())
+            entropies.append(masked_mean(entropy, response_mask) * response_mask.sum())
     total_tokens = torch.cat(lengths).sum()
     entropy_sum = torch.stack(entropies).sum()
     if reduce is not None:

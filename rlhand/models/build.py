@@ -2,7 +2,7 @@
 
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -21,6 +21,7 @@ from rlhand.config.schema import CriticBackbone, CriticInit, LoraCritic, ModelCo
 from rlhand.errors import ModelLoadError
 from rlhand.models import unpadded
 from rlhand.models.critic import Critic, NoCritic, SeparateCritic, SharedHeadCritic
+from rlhand.models.forward import ForwardLimits
 from rlhand.models.lora import add_lora
 from rlhand.models.sources import loading
 from rlhand.models.value_head import SharedValueHead
@@ -36,6 +37,8 @@ class Models:
     reward_model: Optional[PreTrainedModel]  # None when a reward function scores
     # LoRA: the reference is the policy's base, its adapters switched off (no second copy).
     reference_is_base: bool = False
+    # How large the pieces of their forwards may be (logit chunks, scoring micro-batches).
+    limits: ForwardLimits = field(default_factory=ForwardLimits)
 
     def modules(self) -> list[nn.Module]:
         return [m for m in (self.policy, self.critic.module, self.ref, self.reward_model) if m is not None]

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhand.checkpoint.models_io import save_trained_model
-from rlhand.models.forward import SequenceInputs, policy_logits, token_values
+from rlhand.models.forward import PolicyOutputs, SequenceInputs, policy_forward, token_values
 from rlhand.models.value_head import SharedValueHead
 
 
@@ -87,14 +87,19 @@ def has_critic(critic: Critic) -> bool:
     return critic.module is not None
 
 
-def logits_and_values(policy: PreTrainedModel, critic: Critic, inputs: SequenceInputs, temperature: float) -> tuple[Tensor, Tensor]:
-    """(B, R, V) response logits / temperature and (B, R) values: two forwards with a critic of its
-    own, one with a shared head."""
-    logits, hidden = policy_logits(policy, inputs, temperature, with_hidden=critic.reads_policy_hidden)
-    return logits, critic.values(inputs, hidden)
+def policy_and_values(
+    policy: PreTrainedModel, critic: Critic, inputs: SequenceInputs, temperature: float, *, entropy: bool = False, chunk_bytes: int | None = None
+) -> tuple[PolicyOutputs, Tensor]:
+    """The policy's outputs (log-probs of the response tokens, entropies when asked) and (B, R)
+    values: two forwards with a critic of its own, one with a shared head."""
+    out = policy_forward(policy, inputs, temperature, entropy=entropy, with_hidden=critic.reads_policy_hidden, chunk_bytes=chunk_bytes)
+    return out, critic.values(inputs, out.hidden)
 
 
 @torch.no_grad()
-def rollout_values(critic: Critic, inputs: SequenceInputs, sampled: Tensor | None) -> Tensor:
-    """The values of a fresh rollout: read by the sampler (a shared head) or one forward of the critic."""
-    return sampled if sampled is not None else critic.values(inputs)
+def rollout_values(critic: Critic, inputs: SequenceInputs, sampled: Tensor | None, max_tokens: int | None = None) -> Tensor:
+    """The values of a fresh rollout: read by the sampler (a shared head) or forwards of the critic,
+    `max_tokens` at a time (rlhand/models/scoring.py)."""
+    from rlhand.models.scoring import in_parts
+
+    return sampled if sampled is not None else in_parts(critic.values, inputs, max_tokens)

@@ -1,18 +1,30 @@
-"""Forward passes over prompt + response: log-probs, per-token values and sequence scores.
+"""Forward passes over prompt + response: log-probs, entropies, per-token values and sequence scores.
 
 Shapes: prompts (B, P) left-padded, responses (B, R) right-padded. Response token t is predicted
 from position P-1+t, and V(s_t) is read at that same position. A model marked with
 unpadded.enable runs on the real tokens only (model.remove_padding); its results come back in
 the same (B, R) layout, with zeros where the response is padding (every caller masks those).
+
+A causal LM's output layer never produces the (B, R, V) logits here: `policy_forward` taps the
+layer inside the model's own forward (so sharded weights are gathered, LoRA wrappers and packing
+work as they do for any forward) and computes each position's log-prob and entropy from its final
+hidden state a chunk of positions at a time (rlhand/core/logprobs.py). `chunk_bytes` bounds one
+chunk's float32 logits; at a real vocabulary that is the difference between 10 GB and 256 MB.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from rlhand.core.logprobs import chunk_rows, token_kept_log_mass, token_logprobs_entropy
 from rlhand.models.unpadded import packed_attention, uses_packing
+
+# Config fields of models whose forward changes the logits after the output layer (Gemma's
+# softcapping, Cohere's and Granite's scales). Their logits are computed whole, as the model does.
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 
 
 @dataclass
@@ -21,6 +33,28 @@ class SequenceInputs:
     attention_mask: Tensor  # (B, P+R)
     position_ids: Tensor  # (B, P+R) counting real tokens only, so left pads do not shift them
     prompt_len: int  # P
+
+    def rows(self, index: slice) -> "SequenceInputs":
+        """The same sequences' rows `index` (scoring in micro-batches)."""
+        return SequenceInputs(self.input_ids[index], self.attention_mask[index], self.position_ids[index], self.prompt_len)
+
+
+@dataclass(frozen=True)
+class ForwardLimits:
+    """How large one forward's pieces may be: one chunk's float32 logits through the output layer
+    (trainer.logits_chunk_mb), and the tokens of one no-grad scoring forward (trainer.score_max_tokens,
+    rlhand/models/scoring.py). None: no limit."""
+
+    logit_chunk_bytes: int | None = None
+    score_max_tokens: int | None = None
+
+
+@dataclass
+class PolicyOutputs:
+    logprobs: Tensor  # (B, R) float32 log pi(token) under the tempered softmax; 0 at padding
+    entropy: Tensor | None  # (B, R) entropy of the tempered softmax, when asked for
+    hidden: Tensor | None  # (B, R, d) final hidden states (after the final norm), when asked for
+    kept_log_mass: Tensor | None = None  # (B, R) log of the mass top-k / top-p keep, when asked for (no grad)
 
 
 def sequence_inputs(prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor) -> SequenceInputs:
@@ -37,16 +71,131 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
-def response_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float) -> Tensor:
-    """(B, R, V) float32 logits / temperature at the positions that predict response tokens."""
-    return policy_logits(model, inputs, temperature)[0]
+def policy_forward(
+    model: PreTrainedModel,
+    inputs: SequenceInputs,
+    temperature: float,
+    *,
+    entropy: bool = False,
+    entropy_grad: bool = False,
+    with_hidden: bool = False,
+    chunk_bytes: int | None = None,
+    truncation: tuple[int, float] | None = None,
+) -> PolicyOutputs:
+    """Log-probs of the response tokens (and entropies, final hidden states) from one forward.
+    The log-probs are differentiable; the entropies with `entropy_grad` (an entropy bonus).
+    `truncation` (top_k, top_p): also the log of the probability mass they keep at each position."""
+    head = _output_layer(model)
+    if head is None:
+        return _from_whole_logits(model, inputs, temperature, entropy, entropy_grad, with_hidden, truncation)
+    response_len = inputs.input_ids.shape[1] - inputs.prompt_len
+    if _packs(model, inputs):
+        want = _response_positions(inputs)
+        real = want[:, inputs.prompt_len - 1 : -1]  # (B, R): the response tokens those positions predict
+        next_tokens = torch.nn.functional.pad(inputs.input_ids[:, 1:], (0, 1))
+        with packed_attention(model, inputs.attention_mask) as packing:
+            kept = packing.slot[want]
+            with _tapped(head, next_tokens[want].unsqueeze(0), temperature, (entropy, entropy_grad), chunk_bytes, truncation) as tap:
+                model(**_packed_inputs(inputs, packing), logits_to_keep=kept)
+        rows = tap.result[0]
+        hidden = _unpack(tap.hidden[0], real) if with_hidden else None
+        kept_mass = _unpack(tap.kept_log_mass[0], real) if truncation else None
+        return PolicyOutputs(_unpack(rows[:, 0], real), _unpack(rows[:, 1], real) if entropy else None, hidden, kept_mass)
+    # The output layer sees positions P-1 .. P+R-1; the last predicts nothing (token 0 stands in).
+    tokens = torch.nn.functional.pad(inputs.input_ids[:, inputs.prompt_len :], (0, 1))
+    with _tapped(head, tokens, temperature, (entropy, entropy_grad), chunk_bytes, truncation) as tap:
+        model(
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            position_ids=inputs.position_ids,
+            logits_to_keep=response_len + 1,
+            use_cache=False,
+        )
+    rows = tap.result[:, :-1]
+    hidden = tap.hidden[:, :-1] if with_hidden else None
+    kept_mass = tap.kept_log_mass[:, :-1] if truncation else None
+    return PolicyOutputs(rows[..., 0], rows[..., 1] if entropy else None, hidden, kept_mass)
 
 
-def policy_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float, with_hidden: bool = False):
-    """response_logits and, `with_hidden`, the final hidden states at the same positions (B, R, d),
-    as the model itself returns them (after its final norm): what a shared value head reads."""
+class _Tap:
+    """What one forward's output layer saw, and what was computed in its place."""
+
+    hidden: Tensor
+    result: Tensor  # (..., 2): log-prob, entropy (or a copy of the log-prob when no entropy is asked)
+    kept_log_mass: Tensor | None = None  # (...) with a truncation
+
+
+@contextmanager
+def _tapped(head: nn.Linear, tokens: Tensor, temperature: float, entropy: tuple[bool, bool], chunk_bytes: int | None, truncation=None):
+    """For the forward inside the block: the output layer's input (the final hidden states at the
+    kept positions, (..., d)) goes to chunked log-probs of `tokens` (the same leading shape) instead
+    of through the layer, and the layer returns those as its output, (..., 2). Computed inside the
+    forward, where sharded weights are gathered; returned as the model's output, so a sharded
+    model's backward hooks see it."""
+    tap = _Tap()
+
+    def before(module, args):
+        (hidden,) = args
+        tap.hidden = hidden
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        chunk = chunk_rows(module.out_features, chunk_bytes, flat.shape[0])
+        logprobs, entropies = token_logprobs_entropy(
+            flat, module.weight, module.bias, tokens.reshape(-1), temperature, chunk=chunk, entropy=entropy[0], entropy_grad=entropy[1]
+        )
+        second = entropies if entropies is not None else logprobs.detach()
+        tap.result = torch.stack([logprobs, second], dim=-1).view(*hidden.shape[:-1], 2)
+        if truncation is not None:
+            mass = token_kept_log_mass(flat, module.weight, module.bias, temperature, *truncation, chunk=chunk)
+            tap.kept_log_mass = mass.view(hidden.shape[:-1])
+        return (hidden[..., :0, :],)  # the layer itself computes nothing
+
+    def after(module, args, output):
+        return tap.result
+
+    handles = [head.register_forward_pre_hook(before), head.register_forward_hook(after)]
+    try:
+        yield tap
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _output_layer(model) -> nn.Linear | None:
+    """The causal LM's output layer when it can be tapped: a plain linear layer whose output the
+    model uses as its logits unchanged. None: compute the logits whole."""
+    inner = _unwrapped(model)
+    get = getattr(inner, "get_output_embeddings", None)
+    head = get() if get is not None else None
+    if type(head) is not nn.Linear:
+        return None
+    config = getattr(inner, "config", None)
+    if any(getattr(config, name, None) not in (None, 1.0) for name in LOGIT_POSTPROCESSING):
+        return None
+    return head
+
+
+def _from_whole_logits(model, inputs: SequenceInputs, temperature: float, entropy: bool, entropy_grad: bool, with_hidden: bool, truncation) -> PolicyOutputs:
+    from rlhand.core.losses import entropy_from_logits
+    from rlhand.core.sampling import kept_log_mass
+
     logits, hidden = _causal_lm_forward(model, inputs, with_hidden=with_hidden)
-    return logits.float() / temperature, hidden
+    logits = logits.float() / temperature
+    response_ids = inputs.input_ids[:, inputs.prompt_len :]
+    mask = inputs.attention_mask[:, inputs.prompt_len :].bool()
+    logprobs = token_logprobs(logits, response_ids).masked_fill(~mask, 0.0)
+    entropies = None
+    if entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropies = entropy_from_logits(logits).masked_fill(~mask, 0.0)
+    kept_mass = kept_log_mass(logits.detach(), *truncation).masked_fill(~mask, 0.0) if truncation else None
+    return PolicyOutputs(logprobs, entropies, hidden, kept_mass)
+
+
+def response_logits(model: PreTrainedModel, inputs: SequenceInputs, temperature: float) -> Tensor:
+    """(B, R, V) float32 logits / temperature at the positions that predict response tokens: the
+    whole logits, for tests and small vocabularies (training and scoring use policy_forward)."""
+    logits, _ = _causal_lm_forward(model, inputs)
+    return logits.float() / temperature
 
 
 def _causal_lm_forward(model: PreTrainedModel, inputs: SequenceInputs, with_hidden: bool = False):

@@ -24,8 +24,9 @@ from rlhand.core.importance import effective_sample_size, truncated_fraction, tr
 from rlhand.core.masked import masked_mean, mean
 from rlhand.distributed.context import DistContext
 from rlhand.models.build import Models
-from rlhand.models.critic import logits_and_values
-from rlhand.models.forward import sequence_inputs, token_logprobs
+from rlhand.models.critic import policy_and_values
+from rlhand.models.forward import sequence_inputs
+from rlhand.models.scoring import in_parts
 from rlhand.replay.buffer import Draw, ReplayBuffer
 from rlhand.rollout.batch import Rollout, concat_rollouts
 
@@ -56,9 +57,14 @@ class ExperienceReplay:
             stored = self.buffer.rollout(self.draw.indices, self.device, self.pad_id)
             mask = stored.response_mask.bool()
             inputs = sequence_inputs(stored.prompt_ids, stored.prompt_mask, stored.response_ids, stored.response_mask)
-            logits, values = logits_and_values(models.policy, models.critic, inputs, temperature)
-            prox = token_logprobs(logits, stored.response_ids).masked_fill(~mask, 0.0)
-            values = values.masked_fill(~mask, 0.0)
+            limits = models.limits
+
+            def score(part):
+                out, values = policy_and_values(models.policy, models.critic, part, temperature, chunk_bytes=limits.logit_chunk_bytes)
+                return out.logprobs, values
+
+            prox, values = in_parts(score, inputs, limits.score_max_tokens)
+            prox, values = prox.masked_fill(~mask, 0.0), values.masked_fill(~mask, 0.0)
         tis = truncated_is_weights(prox, stored.behaviour_logprobs, self.cfg.is_truncation)
         per = self.draw.weights.to(self.device)
         replayed = stored.replace(

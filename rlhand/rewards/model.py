@@ -6,13 +6,19 @@ from transformers import PreTrainedModel
 
 from rlhand.core.kl import last_valid_index
 from rlhand.models.forward import sequence_inputs, sequence_scores
+from rlhand.models.scoring import rows_per_part
 
 
 class ModelScorer:
-    def __init__(self, reward_model: PreTrainedModel):
-        self.reward_model = reward_model
+    """`max_tokens`: tokens per scoring forward (trainer.score_max_tokens; None: the whole batch)."""
+
+    def __init__(self, reward_model: PreTrainedModel, max_tokens: int | None = None):
+        self.reward_model, self.max_tokens = reward_model, max_tokens
 
     @torch.no_grad()
     def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
         inputs = sequence_inputs(prompt_ids, prompt_mask, response_ids, response_mask)
-        return sequence_scores(self.reward_model, inputs, last_valid_index(response_mask))
+        last = last_valid_index(response_mask)
+        step = rows_per_part(len(last), inputs.input_ids.shape[1], self.max_tokens)
+        parts = [sequence_scores(self.reward_model, inputs.rows(slice(i, i + step)), last[i : i + step]) for i in range(0, len(last), step)]
+        return torch.cat(parts)

@@ -1,10 +1,12 @@
 """Turn a batch of prompts into a scored Rollout: sample with the generation engine, then one
 no-grad forward per model.
 
-With an engine whose log-probs are not the trainer's own (vLLM: other kernels, other rounding,
-its top-k/top-p applied), the engine's log-probs are the behaviour policy's and one more policy
-forward gives the proximal ones, as the trainer computes them (a shared value head reads its values
-from that same forward). Each token's policy loss is then weighted by the truncated importance
+With an engine whose log-probs are not the trainer's own (vLLM: other kernels, other rounding),
+the engine's log-probs are the behaviour policy's and one more policy forward gives the proximal
+ones, as the trainer computes them (a shared value head reads its values from that same forward).
+Every log-prob is under the tempered softmax over the whole vocabulary; an engine that reports
+them under its top-k / top-p truncated distribution gets the kept mass added back
+(rlhand/core/sampling.py). Each token's policy loss is then weighted by the truncated importance
 ratio min(pi_prox / pi_behaviour, generation.is_truncation), token by token: decoupled PPO's
 correction (rlhand/core/importance.py), as verl (token-level, 2.0) and TRL (3.0) correct theirs.
 """
@@ -16,9 +18,11 @@ from torch import Tensor
 
 from rlhand.config.schema import GenerationConfig
 from rlhand.core.importance import truncated_is_weights
+from rlhand.core.sampling import truncates
 from rlhand.models.build import Models
 from rlhand.models.critic import rollout_values
-from rlhand.models.forward import policy_logits, response_logits, sequence_inputs, token_logprobs
+from rlhand.models.forward import policy_forward, sequence_inputs
+from rlhand.models.scoring import in_parts
 from rlhand.rollout.batch import Rollout
 from rlhand.rollout.engines import GenerationEngine, HFEngine
 
@@ -45,22 +49,36 @@ def collect_rollout(
     behaviour = samples.logprobs
     proximal = behaviour  # the engine's log-probs are the trainer's: pi_prox is pi_behaviour, the same tensor
     sampled_values, policy_weights = samples.values, None
+    limits = models.limits
     if not engine.exact:
         with timer("score_policy"):
             shared = models.critic.reads_policy_hidden
-            logits, hidden = policy_logits(models.policy, inputs, gen.temperature, with_hidden=shared)
-            proximal = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
-            del logits
+            # An engine that reports log-probs under the truncated distribution it drew from: add
+            # back the log of the mass top-k / top-p kept, from the trainer's own logits (rlhand/core/sampling.py).
+            truncated = getattr(engine, "truncated_logprobs", False) and truncates(gen.top_k, gen.top_p)
+
+            def score(part):
+                out = policy_forward(
+                    models.policy, part, gen.temperature, with_hidden=shared, chunk_bytes=limits.logit_chunk_bytes,
+                    truncation=(gen.top_k, gen.top_p) if truncated else None,
+                )
+                return out.logprobs, models.critic.values(part, out.hidden) if shared else None, out.kept_log_mass
+
+            proximal, shared_values, kept_mass = in_parts(score, inputs, limits.score_max_tokens)
+            proximal = proximal.masked_fill(~mask, 0.0)
+            if kept_mass is not None:
+                behaviour = (behaviour + kept_mass).masked_fill(~mask, 0.0)
             if shared:
-                sampled_values = models.critic.values(inputs, hidden)
+                sampled_values = shared_values
         policy_weights = truncated_is_weights(proximal, behaviour, gen.is_truncation) * mask
     ref_logprobs = None
     if models.has_reference:
         with timer("score_ref"), models.reference() as ref:
-            logits = response_logits(ref, inputs, gen.temperature)
-            ref_logprobs = token_logprobs(logits, samples.response_ids).masked_fill(~mask, 0.0)
+            ref_logprobs = in_parts(
+                lambda part: policy_forward(ref, part, gen.temperature, chunk_bytes=limits.logit_chunk_bytes).logprobs, inputs, limits.score_max_tokens
+            ).masked_fill(~mask, 0.0)
     with timer("score_value"):
-        values = rollout_values(models.critic, inputs, sampled_values).masked_fill(~mask, 0.0)
+        values = rollout_values(models.critic, inputs, sampled_values, limits.score_max_tokens).masked_fill(~mask, 0.0)
     with timer("score_reward"):
         raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended)
     scores = raw_scores

@@ -25,6 +25,9 @@ from rlhand.rollout.sampler import Samples, sample_responses
 
 class GenerationEngine(Protocol):
     exact: bool  # True: its log-probs are the trainer's own (proximal = behaviour)
+    # True: its log-probs are under the top-k / top-p truncated, renormalised distribution it drew
+    # from (vLLM's processed log-probs); the trainer adds back the kept mass (rollout/collect.py).
+    truncated_logprobs: bool
 
     def generate(
         self, prompt_ids: Tensor, prompt_mask: Tensor, gen: GenerationConfig, *, eos_id: int, pad_id: int, generator: torch.Generator | None = None
@@ -39,6 +42,7 @@ class GenerationEngine(Protocol):
 
 class HFEngine:
     exact = True
+    truncated_logprobs = False  # the tempered softmax over the whole vocabulary (rlhand/core/sampling.py)
 
     def __init__(self, models: Models):
         self.models = models

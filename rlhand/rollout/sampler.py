@@ -8,6 +8,7 @@ from packaging.version import Version
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from rlhand.core.sampling import filter_logits
 from rlhand.models.forward import positions_from_mask
 from rlhand.models.value_head import SharedValueHead
 
@@ -24,21 +25,6 @@ class Samples:
     logprobs: Tensor  # (B, R) log pi_behaviour(token) under the tempered softmax; 0 outside the mask
     ended: Tensor  # (B,) bool: the response emitted EOS
     values: Tensor | None = None  # (B, R) V(s_t) from a shared value head, read while sampling
-
-
-def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
-    """Mask logits outside the top-k / nucleus (top-p) set with -inf; 0 and 1.0 switch them off."""
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # Drop a token once the mass before it already reaches top_p (the best token always stays).
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
 
 
 @torch.no_grad()

@@ -59,6 +59,7 @@ def _reload(worker, weights) -> None:
 
 class VLLMEngine:
     exact = False
+    truncated_logprobs = True  # processed_logprobs: after temperature, top-k and top-p
 
     def __init__(self, cfg: TrainConfig, models: Models, device: torch.device, ctx: DistContext, max_len: int, max_rows: int):
         from vllm import LLM

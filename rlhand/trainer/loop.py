@@ -84,6 +84,7 @@ class Trainer:
             reduce=self.reduce,
             group_size=self.group_size,
             stratify=cfg.replay.enabled and cfg.replay.fresh_fraction is not None,
+            chunk_bytes=self.models.limits.logit_chunk_bytes,
         )
         self.step, self.stopped_early = 0, False
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this trajectory, for error messages

@@ -6,14 +6,13 @@ computed and back-propagated on its own. It runs no model, holds no optimizer an
 backward: everything here is tensors in, tensors out.
 """
 
-import torch
 from torch import Tensor
 
 from rlhand.config.schema import AlgoConfig, KLPlacement
 from rlhand.core.kl import kl_estimate
-from rlhand.core.losses import agg_loss, clipped_policy_loss, clipped_value_loss, entropy_from_logits
+from rlhand.core.losses import agg_loss, clipped_policy_loss, clipped_value_loss
 from rlhand.core.masked import masked_mean
-from rlhand.models.forward import token_logprobs
+from rlhand.models.forward import PolicyOutputs
 from rlhand.rollout.batch import Rollout
 
 Terms = tuple[dict[str, Tensor], dict[str, Tensor]]  # (losses with grad, detached stats)
@@ -32,18 +31,17 @@ class PPOObjective:
     def agg(self, per_token: Tensor) -> Tensor:
         return agg_loss(per_token, self.batch.response_mask, self.algo.loss_agg, num_tokens=self.num_tokens, num_seqs=self.num_seqs)
 
-    def policy(self, logits: Tensor) -> Terms:
-        """From the policy's (B, R, V) response logits / temperature."""
+    def policy(self, out: PolicyOutputs) -> Terms:
+        """From the policy's log-probs and entropies of the response tokens (tempered softmax)."""
         batch, algo, mask = self.batch, self.algo, self.batch.response_mask
-        logprobs = token_logprobs(logits, batch.response_ids)
+        logprobs = out.logprobs
         pg_tokens, pg_stats = clipped_policy_loss(
             logprobs, batch.proximal_logprobs, batch.advantages, mask, clip_low=algo.clip_ratio_low, clip_high=algo.clip_ratio_high
         )
         if batch.policy_weights is not None:  # replay: decoupled-PPO IS x PER weights (detached)
             pg_tokens = pg_tokens * batch.policy_weights
-        with torch.set_grad_enabled(algo.ent_coef > 0 and torch.is_grad_enabled()):
-            entropy_tokens = entropy_from_logits(logits)
-            entropy = self.agg(entropy_tokens)
+        entropy_tokens = out.entropy  # with grad when the entropy bonus has a weight (policy_forward's entropy_grad)
+        entropy = self.agg(entropy_tokens)
         losses = {"policy": self.agg(pg_tokens), "entropy": entropy}
         total = losses["policy"] - algo.ent_coef * entropy
         if algo.kl_placement is KLPlacement.loss and batch.ref_logprobs is not None:

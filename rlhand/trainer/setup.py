@@ -33,6 +33,7 @@ from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
 from rlhand.models.critic import has_critic
 from rlhand.models.fit import check_fit, estimate_memory
+from rlhand.models.forward import ForwardLimits
 from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
@@ -164,11 +165,17 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) ->
     models = build_models(
         cfg.model, inputs.tokenizer, need_ref=need_ref, need_reward_model=need_rm, device=device, need_critic=cfg.algo.estimator.needs_critic
     )
+    models.limits = forward_limits(cfg)
     if need_rm:
-        scorer = ModelScorer(models.reward_model)
+        scorer = ModelScorer(models.reward_model, cfg.trainer.score_max_tokens)
     else:
         scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
     return models, scorer
+
+
+def forward_limits(cfg: TrainConfig) -> ForwardLimits:
+    mb = cfg.trainer.logits_chunk_mb
+    return ForwardLimits(logit_chunk_bytes=None if mb is None else mb * 2**20, score_max_tokens=cfg.trainer.score_max_tokens)
 
 
 def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = None, strategy: str = "single") -> Learners:

@@ -12,7 +12,7 @@ from rlhand.config.schema import AlgoConfig
 from rlhand.core.masked import Reduce, explained_variance
 from rlhand.models.concurrent import ModelThreads
 from rlhand.models.critic import Critic, has_critic
-from rlhand.models.forward import policy_logits, response_logits, sequence_inputs
+from rlhand.models.forward import policy_forward, sequence_inputs
 from rlhand.rollout.batch import Rollout
 from rlhand.trainer.learner import Learner
 from rlhand.trainer.objective import PPOObjective, Terms
@@ -51,12 +51,14 @@ class PPOUpdate:
         reduce: Reduce | None = None,
         group_size: int = 1,
         stratify: bool = False,
+        chunk_bytes: int | None = None,
     ):
         self.learners, self.critic, self.algo = learners, critic, algo
         self.timer, self.autocast = timer, autocast
         self.has_critic = learners.critic is not None
         self.threads = threads if self.has_critic and not critic.reads_policy_hidden else None
         self.group_size, self.stratify = group_size, stratify
+        self.chunk_bytes = chunk_bytes  # one chunk's logits through the output layer (rlhand/core/logprobs.py)
         # Data-parallel ranks: sums a tensor over ranks. Each rank holds its share of every minibatch;
         # counts, statistics and the target_kl decision are global, so all ranks agree.
         self.reduce = reduce
@@ -134,9 +136,9 @@ class PPOUpdate:
                 losses, stats = self._side_by_side(objective, inputs, temperature)
             else:
                 with self.timer("update_forward"), self.autocast():
-                    logits, hidden = policy_logits(self.policy, inputs, temperature, with_hidden=self.critic.reads_policy_hidden)
-                    value_terms = objective.value(self.critic.values(inputs, hidden)) if self.has_critic else None
-                    losses, stats = objective.combine(objective.policy(logits), value_terms)
+                    out = self._policy_forward(inputs, temperature, with_hidden=self.critic.reads_policy_hidden)
+                    value_terms = objective.value(self.critic.values(inputs, out.hidden)) if self.has_critic else None
+                    losses, stats = objective.combine(objective.policy(out), value_terms)
                 with self.timer("update_backward"):
                     self.learners.policy.backward(losses["total"])
             share = micro.response_mask.sum() / num_tokens
@@ -149,12 +151,17 @@ class PPOUpdate:
         policy, critic = self.learners.policy, self.learners.critic
         with self.timer("update_forward"), self.autocast():  # the workers take up the caller's autocast
             policy_terms, value_terms = self.threads.run(
-                lambda: objective.policy(response_logits(self.policy, inputs, temperature)),
+                lambda: objective.policy(self._policy_forward(inputs, temperature)),
                 lambda: objective.value(self.critic.values(inputs)),
             )
         with self.timer("update_backward"):
             self.threads.run(lambda: policy.backward(policy_terms[0]["total"]), lambda: critic.backward(value_terms[0]["total"]))
         return objective.combine(policy_terms, value_terms)
+
+    def _policy_forward(self, inputs, temperature: float, with_hidden: bool = False):
+        return policy_forward(
+            self.policy, inputs, temperature, entropy=True, entropy_grad=self.algo.ent_coef > 0, with_hidden=with_hidden, chunk_bytes=self.chunk_bytes
+        )
 
 
 def ppo_losses(policy, critic: Critic, batch: Rollout, algo: AlgoConfig, *, kl_coef: float, temperature: float) -> Terms:
@@ -162,9 +169,9 @@ def ppo_losses(policy, critic: Critic, batch: Rollout, algo: AlgoConfig, *, kl_c
     forward of each model. For tests and analysis; the update goes through PPOUpdate."""
     objective = PPOObjective(batch, algo, kl_coef=kl_coef)
     inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
-    logits, hidden = policy_logits(policy, inputs, temperature, with_hidden=critic.reads_policy_hidden)
-    value_terms = objective.value(critic.values(inputs, hidden)) if has_critic(critic) else None
-    return objective.combine(objective.policy(logits), value_terms)
+    out = policy_forward(policy, inputs, temperature, entropy=True, entropy_grad=algo.ent_coef > 0, with_hidden=critic.reads_policy_hidden)
+    value_terms = objective.value(critic.values(inputs, out.hidden)) if has_critic(critic) else None
+    return objective.combine(objective.policy(out), value_terms)
 
 
 def minibatch_indices(fresh: Tensor, num_minibatches: int, group_size: int = 1, stratify: bool = False) -> list[Tensor]:
