@@ -256,3 +256,37 @@ def test_a_slurm_task_finds_its_rank_and_the_job_s_first_host(monkeypatch):
     export_slurm_env()
     assert (environ["RANK"], environ["WORLD_SIZE"], environ["LOCAL_RANK"], environ["MASTER_ADDR"]) == ("3", "4", "1", "gpu07")
     assert int(environ["MASTER_PORT"]) > 1024
+
+
+def _reshard_flags_after_sampling():
+    """FSDP2's own layout, then after a rollout's `gathered` block: does each module reshard after forward?"""
+    from rlhand.distributed import context
+    from rlhand.distributed.sharding import fsdp_modules, gathered, reshards_after_forward, shard_model
+    from tests.helpers import prompt_batch, tiny_models
+
+    models, tokenizer = tiny_models()
+    ctx = context.current()
+    shard_model(models.policy, ctx, torch.device("cpu"))
+    shard_model(models.ref, ctx, torch.device("cpu"))
+    ids, mask = prompt_batch(tokenizer)
+
+    def flags():
+        return [reshards_after_forward(m) for m in fsdp_modules(models.policy)]
+
+    models.policy(input_ids=ids, attention_mask=mask).logits.sum().backward()  # FSDP2's lazy init: its own choice
+    before = flags()
+    with gathered([models.policy]):
+        models.policy(input_ids=ids, attention_mask=mask)
+    with torch.no_grad():
+        models.ref(input_ids=ids, attention_mask=mask)
+    return before, flags(), reshards_after_forward(models.ref)
+
+
+def test_after_sampling_the_policy_reshards_as_fsdp2_has_it_and_a_frozen_model_frees_its_root():
+    """The root (embeddings, tied output layer) is not resharded after forward, which would gather it
+    again in every backward; the blocks are. A frozen sharded model has no backward: its root
+    reshards after each forward, or it stays gathered."""
+    for before, after, frozen_root in run_ranks(_reshard_flags_after_sampling):
+        assert before[0] is False and all(before[1:])  # the root first (fsdp_modules order), then the blocks
+        assert after == before
+        assert frozen_root is True

@@ -148,3 +148,22 @@ def test_bytes_per_sample_at_the_default_shape():
     # ids: (32 + 16) x int16; lengths 2 x int16; ended bool; step int32; reuse int16;
     # 4 per-token float32 tensors x 16; 2 float32 scores; 2 float64 tree leaves.
     assert buffer.bytes_per_sample == 48 * 2 + 4 + 1 + 4 + 2 + 4 * 16 * 4 + 8 + 16 == 387
+
+
+def test_each_rank_draws_from_its_buffer_with_a_stream_of_its_own():
+    """With several ranks every buffer holds its own samples; drawn with the same seed on every rank,
+    ranks whose buffers look alike would replay the same positions in lock step."""
+    from types import SimpleNamespace
+
+    from rlhand.distributed.context import DistContext
+    from rlhand.trainer.setup import build_replay
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["replay=standard", "replay.min_size=4", "replay.sample_size=8", "replay.buffer_size=64"])
+    inputs = SimpleNamespace(tokenizer=type("Tokenizer", (), {"pad_token_id": PAD, "__len__": lambda self: 100})())
+    draws = []
+    for rank in (0, 1):
+        replay = build_replay(cfg, inputs, SimpleNamespace(has_reference=True), torch.device("cpu"), DistContext(rank=rank, world_size=2))
+        replay.buffer.add(fake_rollout(16), step=1, priorities=torch.ones(16))  # the same samples on both
+        draws.append([replay.buffer.draw(4, step=2).indices.tolist() for _ in range(3)])
+    assert draws[0] != draws[1]

@@ -2,7 +2,8 @@
 
 `rlhand-train` alone is one process; `torchrun --nproc-per-node N -m rlhand.train ...` (or a SLURM
 job of N tasks through hydra/launcher=slurm) makes N ranks. Every rank runs the same trainer on
-its own shard of each batch; statistics are reduced across ranks (rlhand/distributed/stats.py),
+its own shard of each batch; statistics are reduced across ranks (the `reduce` argument of
+rlhand/core/masked.py and its callers),
 and rank 0 alone writes logs, metrics, plots and final models.
 
 On one process every collective here is the identity, so the single-process run does exactly what

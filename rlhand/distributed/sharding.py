@@ -68,21 +68,36 @@ def shard_model(
     for sharded in fsdp_modules(module):
         sharded.set_gradient_divide_factor(1.0)  # sums (losses carry the global normalisation)
         sharded.set_force_sum_reduction_for_comms(True)  # plain SUM collectives: gloo has no pre-multiplied sum
+    if not any(p.requires_grad for p in module.parameters()):
+        # A frozen model has no backward to reshard its root after: without this its embeddings
+        # (and output layer) would stay gathered from its first forward on.
+        module.set_reshard_after_forward(True, recurse=False)
 
 
 @contextmanager
 def gathered(modules: list[nn.Module]):
     """Keep the FSDP-sharded `modules` gathered (whole on every rank) inside the block; a no-op for
-    modules that are not sharded. Used around generation, where each rank samples on its own."""
-    sharded = [m for module in modules for m in fsdp_modules(module)]
-    for m in sharded:
+    modules that are not sharded. Used around generation, where each rank samples on its own.
+
+    After it each module reshards after forward as FSDP2 has it for training: every block does,
+    the root (the top module: embeddings, final norm and a tied output layer) does not, since its
+    parameters would be gathered again at once for the backward."""
+    sharded = [(m, m is module) for module in modules for m in fsdp_modules(module)]
+    for m, _ in sharded:
         m.set_reshard_after_forward(False, recurse=False)
     try:
         yield
     finally:
-        for m in sharded:
+        for m, is_root in sharded:
             m.reshard()
-            m.set_reshard_after_forward(True, recurse=False)
+            m.set_reshard_after_forward(not is_root, recurse=False)
+
+
+def reshards_after_forward(module: nn.Module) -> bool:
+    """Whether an FSDP2 module frees its gathered parameters after each forward (FSDP2 keeps this in
+    its parameter groups and has no getter for it)."""
+    groups = module._get_fsdp_state()._fsdp_param_groups
+    return any(group.post_forward_mesh_info is not None for group in groups)
 
 
 def full_state_dict(module: nn.Module, ctx: DistContext) -> dict | None:

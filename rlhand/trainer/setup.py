@@ -202,7 +202,8 @@ def build_kl_controller(cfg: TrainConfig) -> FixedKLController:
 
 def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: torch.device, ctx: DistContext | None = None) -> ExperienceReplay | None:
     """The replay buffer; with several ranks each keeps its own 1/N of it (buffer_size, min_size and
-    sample_size divided by the world size), filled with its own samples."""
+    sample_size divided by the world size), filled with its own samples and drawn from with a random
+    stream of its own (one process: the run's seed)."""
     if not cfg.replay.enabled:
         return None
     ctx = ctx or DistContext()
@@ -215,7 +216,7 @@ def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: to
         response_width=cfg.generation.max_new_tokens,
         vocab_size=len(inputs.tokenizer),
         with_ref=models.has_reference,
-        seed=cfg.seed,
+        seed=cfg.seed if not ctx.enabled else int(np.random.SeedSequence([cfg.seed, ctx.rank]).generate_state(1)[0]),
     )
     return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx)
 
