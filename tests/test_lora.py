@@ -146,3 +146,20 @@ def test_frozen_models_in_bf16(tmp_path):
     assert {p.dtype for p in trainer.models.policy.parameters()} == {torch.float32}
     assert torch.isfinite(torch.tensor(trainer.fit()[0]["kl/ref"]))
     assert read_metrics(tmp_path / "logs" / "metrics.jsonl")[0]["step"] == 1
+
+
+@pytest.mark.parametrize("critic", ["lora", "shared"])
+def test_frozen_dtype_applies_to_the_bases_under_lora(tmp_path, critic):
+    """model.frozen_dtype under LoRA: the policy's and critic's frozen bases (and so the reference,
+    the base with adapters off) in bf16, the adapters and a trained head in model.dtype; the run
+    trains and final/policy is the merged model in model.dtype."""
+    extra = ["model.critic_backbone=shared"] if critic == "shared" else []
+    trainer = Trainer(compose_cfg(LORA + ["model.frozen_dtype=bfloat16", "checkpoint.every=0", *extra]), tmp_path)
+    for model in (trainer.models.policy, trainer.models.critic.module):
+        for name, param in model.named_parameters():
+            assert param.dtype == (torch.float32 if param.requires_grad else torch.bfloat16), name
+    history = trainer.fit()
+    assert all(torch.isfinite(torch.tensor(row["loss/total"])) for row in history)
+    assert history[0]["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=0.02)  # bf16 rounding, sampler vs update
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "final" / "policy")
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}

@@ -28,6 +28,9 @@ def save_pretrained_folder(model: nn.Module, folder: Path, state_dict: dict, tok
     """`model` with the weights `state_dict` (whole, e.g. gathered from FSDP shards) as a
     save_pretrained folder; the tokenizer beside it when given."""
     hf_logging.disable_progress_bar()
+    # The weights' own dtype (a LoRA model merged in the adapters' dtype on a base kept in another),
+    # read first: save_pretrained empties the dict it is given.
+    saved = next((t.dtype for t in state_dict.values() if t.is_floating_point()), None)
     model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
     if isinstance(model, PreTrainedModel):
         # FSDP2 swaps a model's class for a subclass named FSDP<Name>; the folder names the model's own.
@@ -35,6 +38,8 @@ def save_pretrained_folder(model: nn.Module, folder: Path, state_dict: dict, tok
         config_file = Path(folder) / "config.json"
         config = json.loads(config_file.read_text(encoding="utf-8"))
         config["architectures"] = [base.__name__]
+        if saved is not None and "dtype" in config:
+            config["dtype"] = str(saved).removeprefix("torch.")
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

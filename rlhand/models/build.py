@@ -84,7 +84,19 @@ def build_models(
         elif cfg.lora.critic is LoraCritic.lora and isinstance(models.critic, SeparateCritic):
             models.critic = SeparateCritic(add_lora(models.critic.module, cfg.lora, "SEQ_CLS"))
         models.reference_is_base = need_ref
+        # Under LoRA the trained models' bases are frozen too: they take frozen_dtype, the adapters
+        # (and a trained head) keep model.dtype. The reference (the base, adapters off) follows.
+        for model in (models.policy, models.critic.module if isinstance(models.critic, SeparateCritic) else None):
+            if model is not None:
+                cast_frozen(model, frozen_dtype)
     return models
+
+
+def cast_frozen(model: nn.Module, dtype: torch.dtype) -> None:
+    """Every parameter that does not train, in `dtype` (a tied weight once: it is one parameter)."""
+    for param in model.parameters():
+        if not param.requires_grad and param.dtype != dtype:
+            param.data = param.data.to(dtype)
 
 
 def enable_activation_checkpointing(model: PreTrainedModel) -> None:

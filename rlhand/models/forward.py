@@ -281,11 +281,19 @@ def token_values(critic: PreTrainedModel, inputs: SequenceInputs) -> Tensor:
     head reads the policy's forward instead: rlhand.models.critic)."""
     want = _response_positions(inputs)
     hidden = _hidden_states(critic, inputs, want)
-    return _unpack(_unwrapped(critic).score(hidden).squeeze(-1).float(), want[:, inputs.prompt_len - 1 : -1])
+    return _unpack(_score(critic, hidden), want[:, inputs.prompt_len - 1 : -1])
 
 
 def sequence_scores(reward_model: PreTrainedModel, inputs: SequenceInputs, last_index: Tensor) -> Tensor:
     """(B,) reward-model score read at each response's last real token (`last_index` into R)."""
     at = torch.zeros_like(inputs.attention_mask, dtype=torch.bool)
     at[torch.arange(at.shape[0], device=at.device), inputs.prompt_len + last_index] = True
-    return _unwrapped(reward_model).score(_hidden_states(reward_model, inputs, at)).squeeze(-1).float()
+    return _score(reward_model, _hidden_states(reward_model, inputs, at))
+
+
+def _score(model, hidden: Tensor) -> Tensor:
+    """A sequence classifier's scalar head on hidden states, float32. The head may train in
+    model.dtype on a base kept in frozen_dtype (LoRA): it takes the hidden states in its own dtype."""
+    head = _unwrapped(model).score
+    weight = getattr(head, "weight", None)
+    return head(hidden if weight is None else hidden.to(weight.dtype)).squeeze(-1).float()

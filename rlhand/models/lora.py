@@ -43,10 +43,12 @@ def is_lora(model: nn.Module) -> bool:
 
 def merged_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The base model's state dict with every LoRA update merged in (W + scaling * B A), from a
-    whole state dict of the PEFT model `state`; keys as the base model names them."""
+    whole state dict of the PEFT model `state`; keys as the base model names them. Every tensor in
+    the adapters' dtype (model.dtype), also where the base is kept in another (frozen_dtype)."""
     config = model.peft_config[ADAPTER]
     scaling = config.lora_alpha / config.r
     prefix = "base_model.model."
+    dtype = next((t.dtype for k, t in state.items() if ".lora_A." in k), None)
     merged = {}
     for key, tensor in state.items():
         if ".lora_" in key or ".original_module." in key:
@@ -58,8 +60,8 @@ def merged_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, T
             delta = (lora_b.float() @ lora_a.float()) * scaling
             if config.fan_in_fan_out:
                 delta = delta.T
-            tensor = (tensor.float() + delta).to(tensor.dtype)
-        merged[name] = tensor
+            tensor = tensor.float() + delta
+        merged[name] = tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype)
     return merged
 
 

@@ -37,7 +37,7 @@ class SharedValueHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d) final hidden states -> (...) float32 values. Call the module (not .score): a
         sharded head gathers its weight in the forward's hooks."""
-        return self.score(hidden).squeeze(-1).float()
+        return self.score(hidden.to(self.score.weight.dtype)).squeeze(-1).float()  # a bf16 base (frozen_dtype under LoRA) feeds an fp32 head
 
     def values(self, hidden: torch.Tensor) -> torch.Tensor:
         return self(hidden)
