@@ -46,8 +46,8 @@ def test_a_config_that_cannot_fit_stops_before_any_model_loads(tmp_path, monkeyp
     monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(ConfigError, match=r"^memory: the estimate is 0\.[0-9] GiB per device, over the 0\.1 GiB available; the biggest item is "):
         Trainer(compose_cfg(FAST + ["trainer.device_memory_gb=0.1"]), tmp_path)
-    # A 1.2B-parameter model cannot train on 8 GB even with the preset's LoRA and checkpointing.
-    big = ["memory=8gb", "model.n_layer=24", "model.n_embd=2048", "model.n_head=16", "model.n_positions=64"]
+    # A 2.4B-parameter model cannot train on 8 GB even with the preset's LoRA, bf16 bases and checkpointing.
+    big = ["memory=8gb", "model.n_layer=48", "model.n_embd=2048", "model.n_head=16", "model.n_positions=64"]
     with pytest.raises(ConfigError, match=r"the biggest item is (policy|critic) weights \([0-9.]+ GiB\)") as err:
         Trainer(compose_cfg(big), tmp_path)
     assert "\n" not in str(err.value) and "trainer.fit_check=warn" in str(err.value)
@@ -102,3 +102,81 @@ def test_a_saved_model_folder_is_estimated_from_its_config(tmp_path):
     assert {i.name: i.bytes for i in estimate.resident}["policy AdamW states"] == 8 * params
     assert {i.name: i.bytes for i in estimate.rollout}["generation KV cache"] > 0  # GQA: 2 of 4 heads cached
     assert estimate_memory(compose_cfg(FAST + ["model=hf", "model.policy=no-org/no-model"]), None, [10], 1, CPU) is None
+
+
+def qwen_config_folder(tmp_path, **shape):
+    """A folder with only a Qwen2 config.json: the estimate reads nothing else."""
+    from tests.real_shape import QWEN2_SMALL, build_tokenizer, qwen2_config
+
+    folder = tmp_path / "qwen"
+    qwen2_config({**QWEN2_SMALL, **shape}, build_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def real_shape_estimate(folder, overrides, world_size=1, device=CPU):
+    from rlhand.models.fit import estimate_from_shapes
+    from rlhand.models.shapes import model_shapes
+
+    cfg = compose_cfg(["model=hf", f"model.policy={folder}", "model.critic_init=policy", "task=file", "task.path=unused.jsonl",
+                       "reward.function._target_=tests.real_shape.length_reward", *overrides])
+    shapes = model_shapes(cfg, None)
+    return cfg, shapes, estimate_from_shapes(cfg, shapes, [30] * 8, world_size, device)
+
+
+def items(estimate):
+    return {i.name: i.bytes for i in estimate.resident + estimate.update + estimate.rollout}
+
+
+def test_a_gated_mlp_stores_2h_plus_8i_per_token_and_sdpa_keeps_no_scores(tmp_path):
+    """SwiGLU keeps its input (h), gate and up outputs, the activation and the product (4 I): in
+    16-bit bytes 2h + 8I per token and layer, beside attention's 11h and the norms' 4h. transformers'
+    default attention (sdpa) keeps no (heads x sequence) scores; eager does."""
+    folder = qwen_config_folder(tmp_path)
+    base = ["algo.rollout_batch_size=8", "algo.num_minibatches=1", "task.max_prompt_tokens=30", "generation.max_new_tokens=10",
+            "trainer.autocast=bfloat16"]
+    _, shapes, estimate = real_shape_estimate(folder, base)
+    policy = shapes["policy"]
+    assert policy.gated_mlp and policy.attention == "sdpa"
+    h, i, layers = 128, 352, 2
+    tokens = 8 * (30 + 10)
+    assert items(estimate)["policy activations"] == layers * tokens * (15 * h + 2 * h + 8 * i)
+    _, _, eager = real_shape_estimate(folder, base + ["model.attn_implementation=eager"])
+    assert items(eager)["policy activations"] == layers * tokens * (15 * h + 2 * h + 8 * i + 5 * 4 * 40)
+
+
+def test_update_logits_are_one_chunk_of_response_positions(tmp_path):
+    """Only the response's positions reach the output layer (logits_to_keep), a chunk at a time:
+    3 float32 copies of min(response tokens of a micro-batch, chunk) x V."""
+    folder = qwen_config_folder(tmp_path)
+    base = ["algo.rollout_batch_size=8", "algo.num_minibatches=1", "task.max_prompt_tokens=30", "generation.max_new_tokens=10"]
+    _, _, whole = real_shape_estimate(folder, base)
+    assert items(whole)["policy logits"] == 8 * 10 * 32_000 * 4 * 3  # not 8 x 40 positions
+    _, _, chunked = real_shape_estimate(folder, base + ["trainer.logits_chunk_mb=1"])
+    assert items(chunked)["policy logits"] == (2**20 // (4 * 32_000)) * 32_000 * 4 * 3
+
+
+def test_fsdp_gathers_the_policy_in_the_autocast_dtype(tmp_path):
+    folder = qwen_config_folder(tmp_path)
+    cfg, shapes, fp32 = real_shape_estimate(folder, [], world_size=2)
+    _, _, bf16 = real_shape_estimate(folder, ["trainer.autocast=bfloat16"], world_size=2)
+    params = shapes["policy"].params
+    assert items(fp32)["policy gathered for sampling"] == params * 4
+    assert items(bf16)["policy gathered for sampling"] == params * 2
+
+
+def test_a_vllm_engine_counts_its_reservation_and_weight_push(tmp_path):
+    folder = qwen_config_folder(tmp_path)
+    gpu = torch.device("cuda")  # only read for its type: trainer.device_memory_gb gives the size
+    common = ["generation.engine=vllm", "trainer.device_memory_gb=80", "generation.gpu_memory_utilization=0.3"]
+    _, _, sleeping = real_shape_estimate(folder, common, device=gpu)
+    assert {i.name: i.bytes for i in sleeping.rollout}["vLLM reservation"] == 0.3 * 80 * GIB
+    _, _, awake = real_shape_estimate(folder, common + ["generation.vllm_sleep=false"], device=gpu)
+    assert {i.name: i.bytes for i in awake.resident}["vLLM reservation"] == 0.3 * 80 * GIB
+    _, shapes, cpu = real_shape_estimate(folder, ["generation.engine=vllm"])
+    assert items(cpu)["vLLM engine weights"] == shapes["policy"].params * 4 and items(cpu)["vLLM weight push"] > 0
+
+
+def test_the_biggest_item_can_be_the_process_itself(tmp_path):
+    """On a device smaller than the process, the error names the baseline, not a tiny model item."""
+    with pytest.raises(ConfigError, match=r"the biggest item is process baseline \(0\.4 GiB\)\. Lighter: nothing in the config"):
+        Trainer(compose_cfg(FAST + ["trainer.device_memory_gb=0.01"]), tmp_path)

@@ -256,16 +256,16 @@ def check_head_size(config, device: torch.device) -> None:
 
 
 def cpu_kv_cache_bytes(config, rows: int, max_len: int, dtype: str) -> int:
-    """Room for every row of one generation call at its longest (keys and values of every layer),
-    with a quarter spare for vLLM's block rounding; at least 64 MiB. VLLM_CPU_KVCACHE_SPACE (GiB)
-    overrides it."""
+    """Room for every row of one generation call at its longest (rlhand/models/fit.py's
+    kv_cache_bytes: what the memory estimate counts). VLLM_CPU_KVCACHE_SPACE (GiB) overrides it."""
     if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         return int(float(os.environ["VLLM_CPU_KVCACHE_SPACE"]) * 2**30)
+    from rlhand.models.fit import kv_cache_bytes
+
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     width = 2 if dtype in ("bfloat16", "float16") else 4
-    per_token = 2 * config.num_hidden_layers * kv_heads * head * width
-    return max(64 * 2**20, int(1.25 * rows * max_len * per_token))
+    return kv_cache_bytes(config.num_hidden_layers, kv_heads * head, rows, max_len, width)
 
 
 def write_engine_config(model: nn.Module, folder: str) -> None:
