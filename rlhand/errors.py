@@ -51,14 +51,29 @@ def write_failure(err: BaseException) -> str | None:
 NEARLY_FULL = 64 * 2**20
 
 
+def wrapped_interrupt(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, raised as a KeyboardInterrupt) inside a torch.distributed.checkpoint
+    failure: DCP catches whatever a rank raises, the interrupt too, and reports it as a
+    CheckpointException whose `failures` map each rank to (exception, stack)."""
+    for failure in getattr(err, "failures", {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        if isinstance(inner, KeyboardInterrupt):
+            return inner
+    return None
+
+
 @contextmanager
 def writing(path: Path):
-    """Turn an I/O failure inside the block into an OutputError naming `path`; other errors pass."""
+    """Turn an I/O failure inside the block into an OutputError naming `path`; other errors pass,
+    and an interrupt that DCP wrapped comes out as the interrupt it was."""
     try:
         yield
     except (UserError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as err:  # noqa: BLE001 - DCP's CheckpointException is a BaseException; others re-raise as they were
+        interrupt = wrapped_interrupt(err)
+        if interrupt is not None:
+            raise interrupt from None
         reason = write_failure(err) or _full_disk(Path(path))
         if reason is None:
             raise

@@ -72,11 +72,19 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
         trainer = build_trainer(cfg, run_dir)
         return trainer.fit()
     except UserError as err:
+        context.announce_failure(context.current().rank)
         fail(f"{who(trainer)}: error: {err}{where_to_continue(trainer)}", quiet=not says_it(trainer))
     except KeyboardInterrupt as err:
         step = f" at step {trainer.step}" if trainer is not None and trainer.step else " before training started"
         # A signal reaches every rank alike: rank 0 says it for all.
         fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT), quiet=not context.current().is_main)
+    except Exception as err:
+        # Another rank's failure reaches this one as a broken collective: one line, not gloo's traceback.
+        gone = context.peer_failure(err)
+        if gone is None:
+            context.announce_failure(context.current().rank)
+            raise  # a bug in rlhand: its traceback
+        fail(f"{who(trainer)}: error: {gone}{where_to_continue(trainer)}")
 
 
 def who(trainer) -> str:
@@ -166,7 +174,8 @@ def main() -> None:
     except KeyboardInterrupt as err:  # before the run started (composing, a sweep's launcher)
         fail("rlhand-train: interrupted before training started", 128 + getattr(err, "signum", signal.SIGINT))
     except (HydraException, UserError, JobFailed) as err:
-        fail(f"rlhand-train: error: {one_line(err)}")
+        # Every rank composes the same config and meets the same fault: rank 0 says it.
+        fail(f"rlhand-train: error: {one_line(err)}", quiet=not context.current().is_main)
     except OSError as err:  # Hydra creating the run folder or writing .hydra/ there
         fail(f"rlhand-train: error: cannot write {err.filename}: {err.strerror}" if err.filename else f"rlhand-train: error: {err}")
     finally:

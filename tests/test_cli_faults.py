@@ -87,6 +87,39 @@ def test_interrupt_says_where_the_last_checkpoint_is(tmp_path, sig, status):
     assert checkpoint.is_dir() and not list((run / "checkpoints").glob("*.tmp"))
 
 
+SIGNAL_IN_CHECKPOINT = """
+import os, signal, time
+import torch.distributed.checkpoint.filesystem as fs
+_write = fs.FileSystemWriter.write_data
+
+def write_data(self, plan, planner):  # the signal arrives while DCP writes step 2's weights
+    if "step_2" in str(self.path):
+        os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL"]))
+        time.sleep(2)
+    return _write(self, plan, planner)
+
+fs.FileSystemWriter.write_data = write_data
+"""
+
+
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_while_a_checkpoint_is_written_is_one_line(tmp_path, sig, status):
+    """torch.distributed.checkpoint catches the KeyboardInterrupt and wraps it in a CheckpointException:
+    still one line, the signal's status, and the half-written checkpoint gone."""
+    (tmp_path / "signal_in_checkpoint.py").write_text(SIGNAL_IN_CHECKPOINT)
+    out = subprocess.run(
+        [sys.executable, "-c", "import signal_in_checkpoint; from rlhand.train import main; main()", *QUICK, "trainer.max_steps=4",
+         "checkpoint.every=1", "hydra.run.dir=run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**_env(), "PYTHONPATH": str(tmp_path), "SIGNAL": sig},
+        preexec_fn=lambda: signal.signal(getattr(signal, sig), signal.SIG_DFL),
+    )
+    assert out.returncode == status, out.stderr[-3000:]
+    assert one_line(out) == (
+        f"rlhand-train: interrupted at step 2; last checkpoint: {tmp_path / 'run' / 'checkpoints' / 'step_1'} (rerun with resume=auto to continue from it)"
+    )
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_1"]
+
+
 def _env():
     import os
 

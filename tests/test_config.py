@@ -89,6 +89,12 @@ def test_composition_errors(override):
         ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
         ("+algo.typo=1", "typo"),
         ("+trainer.typo=1", "typo"),
+        # replay's values are checked with replay off too (the default): none is taken silently
+        ("replay.fresh_fraction=1.5", "replay.fresh_fraction"),
+        ("replay.sample_size=0", "replay.sample_size"),
+        ("replay.adaptive_reuse=[[0.01,0]]", "replay.adaptive_reuse"),
+        ("trainer.logits_chunk_mb=0", "trainer.logits_chunk_mb"),
+        ("trainer.score_max_tokens=0", "trainer.score_max_tokens"),
     ],
 )
 def test_value_errors_name_the_field_in_one_line(override, field):

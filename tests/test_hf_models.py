@@ -99,3 +99,18 @@ def test_shared_critic_on_a_loaded_policy(saved_models, tmp_path):
     history = trainer.fit()
     assert history[0]["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-5)
     assert history[-1]["replay/sampled"] > 0  # the replay recompute runs through the shared head too
+
+
+def test_a_causal_lm_given_as_the_reward_model_is_named_as_one(saved_models, tmp_path, monkeypatch):
+    monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
+    overrides = hf_overrides(saved_models, "reward=model", f"model.reward_model={saved_models / 'policy'}", "model.critic_init=policy")
+    with pytest.raises(ModelLoadError, match=r"^model.reward_model: .*/policy is a GPT2LMHeadModel, not a sequence classifier: a reward model is a \*ForSequenceClassification folder with num_labels=1$"):
+        Trainer(compose_cfg(overrides), tmp_path)
+
+
+def test_lora_target_modules_are_checked_against_the_model_before_it_loads(tmp_path, monkeypatch):
+    from rlhand.errors import UserError
+
+    monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(UserError, match=r"^model.lora.target_modules: GPT2LMHeadModel has no module named 'no_such_module'; its linear layers are named c_attn, c_fc, c_proj, lm_head$"):
+        Trainer(compose_cfg(FAST + ["model.lora.enabled=true", "model.lora.target_modules=[no_such_module,c_attn]"]), tmp_path)

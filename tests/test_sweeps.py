@@ -112,3 +112,10 @@ def test_the_tuning_objective_is_the_last_validation_reward_else_the_recent_trai
     assert tuning_objective(history) == 0.3
     assert tuning_objective([{"reward/mean": float(i)} for i in range(20)]) == pytest.approx(14.5)  # the last 10
     assert tuning_objective([]) == float("-inf")
+
+
+def test_a_study_of_no_trials_is_one_line_before_it_starts(tmp_path):
+    out = subprocess.run([EXE, "experiment=tune", "hydra.sweeper.n_trials=0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["rlhand-train: error: hydra.sweeper.n_trials: 0; a study needs at least one trial"]
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("metrics.jsonl"))

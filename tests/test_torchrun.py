@@ -22,9 +22,9 @@ RLHAND = str(Path(sys.executable).parent / "rlhand-train")
 QUIET = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def torchrun(*args, cwd, nproc=2, timeout=600, **popen):
+def torchrun(*args, cwd, nproc=2, timeout=600, env=None, **popen):
     command = [TORCHRUN, f"--nproc-per-node={nproc}", "--standalone", "-m", "rlhand.train", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=QUIET, **popen)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env or QUIET, **popen)
 
 
 def comparable(rows):
@@ -133,3 +133,53 @@ def test_two_nodes_on_one_machine_train_together(tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outs]
     rows = read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["dist/world_size"] == 2
+
+
+def _rlhand_lines(stderr: str) -> list[str]:
+    """What rlhand printed (torchrun's agent adds its own report of the exit codes after it)."""
+    return [line for line in stderr.splitlines() if line.startswith("rlhand-train")]
+
+
+def test_a_config_error_is_said_once_and_a_failing_rank_is_named_by_the_others(tmp_path):
+    out = torchrun("algo.clip_rato=2", cwd=tmp_path)
+    assert out.returncode != 0
+    assert len([line for line in _rlhand_lines(out.stderr) if "error" in line]) == 1  # rank 0's, not one per rank
+    assert "[rank0]" not in out.stderr
+    (tmp_path / "rank_reward.py").write_text(
+        "import os\ndef nan_on_rank_1(prompts, responses, **_):\n    return [float('nan') if os.environ['RANK'] == '1' else 0.0] * len(prompts)\n"
+    )
+    out = torchrun(*FAST, "reward.function._target_=rank_reward.nan_on_rank_1", "hydra.run.dir=run", cwd=tmp_path, env={**QUIET, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode != 0
+    errors = [line for line in _rlhand_lines(out.stderr) if "error" in line]
+    assert errors[0].startswith("rlhand-train[rank 1]: error: reward function rank_reward.nan_on_rank_1 returned nan")
+    assert errors[1].startswith("rlhand-train: error: rank 1 failed (its error is above); this rank stopped with it")
+    assert "[rank0]" not in out.stderr and "Connection closed by peer" not in out.stderr  # no gloo traceback
+
+
+def test_a_killed_rank_is_one_line_on_the_others(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [TORCHRUN, "--nproc-per-node=2", "--standalone", "-m", "rlhand.train", *FAST, "trainer.max_steps=500", "hydra.run.dir=run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=QUIET,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "logs" / "metrics.jsonl").exists():
+        time.sleep(0.1)
+    rank_1 = [p for p in _children(proc.pid) if "rlhand.train" in _cmdline(p)][1]
+    os.kill(rank_1, signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert _rlhand_lines(stderr)[-1].startswith("rlhand-train: error: another rank stopped answering")
+    assert "[rank0]" not in stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return sorted(int(p) for p in out.stdout.split())
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""

@@ -24,6 +24,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from rlhand.checkpoint.store import CheckpointError, prune_checkpoints, write_checkpoint
 from rlhand.distributed.context import DistContext
+from rlhand.errors import wrapped_interrupt
 
 STATE_FORMAT = 3  # 3: weights through DCP, rank-local state in rank_<r>.pt
 WEIGHTS_DIR = "weights"
@@ -79,6 +80,9 @@ def load_learners(folder: Path, learners: dict) -> None:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # noqa: BLE001 - DCP wraps a rank's error in a CheckpointException (a BaseException)
+        interrupt = wrapped_interrupt(err)
+        if interrupt is not None:
+            raise interrupt from None
         # Its message is each failing rank's traceback; the last line is the error itself.
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise CheckpointError(f"{folder}: its weights do not load into this run's models ({(lines or [type(err).__name__])[-1][:300]})") from None

@@ -330,8 +330,8 @@ class ReplayConfig:
         return self.max_reuse
 
     def __post_init__(self) -> None:
-        if not self.enabled:
-            return
+        # Checked whether replay is on or not: a value given for later (or by mistake) is never
+        # accepted silently.
         if self.adaptive_reuse is not None:
             pairs = [[pair] if isinstance(pair, (int, float, str)) else list(pair) for pair in self.adaptive_reuse]
             check(

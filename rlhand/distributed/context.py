@@ -113,6 +113,35 @@ def export_slurm_env() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+FAILED_KEY = "rlhand/failed_rank"
+# What gloo and nccl say when the rank at the other end of a collective is gone.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def announce_failure(rank: int) -> None:
+    """Leave word in the job's store that this rank is stopping on an error, so that a rank left
+    waiting in a collective can say which one failed. Best effort: the store may be gone too."""
+    try:
+        if dist.is_initialized():
+            dist.distributed_c10d._get_default_store().set(FAILED_KEY, str(rank))
+    except Exception:  # noqa: BLE001 - a failing job's last word must not raise a second error
+        pass
+
+
+def peer_failure(err: BaseException) -> str | None:
+    """For a collective that failed because another rank is gone: one line saying which rank (if it
+    left word) or that one stopped answering; None for any other error."""
+    if not _current.enabled or not (isinstance(err, dist.DistError) or any(text in str(err) for text in _PEER_GONE)):
+        return None
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        if store.check([FAILED_KEY]):
+            return f"rank {store.get(FAILED_KEY).decode()} failed (its error is above); this rank stopped with it"
+    except Exception:  # noqa: BLE001 - the store went with the job
+        pass
+    return "another rank stopped answering (killed, or its machine went down); this rank stopped with it"
+
+
 _before_leaving: list[Callable[[], None]] = []
 
 

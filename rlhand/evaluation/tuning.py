@@ -7,6 +7,8 @@ which rewards fitting the training prompts: set eval.every for a real search."""
 
 import math
 
+from hydra.experimental.callback import Callback
+
 TUNE_WINDOW = 10
 
 
@@ -18,3 +20,16 @@ def tuning_objective(history: list[dict], window: int = TUNE_WINDOW) -> float:
         return -math.inf  # stopped before its first iteration
     tail = history[-window:]
     return float(sum(row["reward/mean"] for row in tail) / len(tail))
+
+
+class CheckTheSweep(Callback):
+    """A Hydra callback (conf/hydra/default.yaml): the sweep's own settings checked before it starts,
+    so that a setting no sweep can run with is one line, not the sweeper's traceback after it."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        trials = config.hydra.sweeper.get("n_trials")
+        if trials is not None and trials < 1:
+            # Hydra turns an Exception in a callback into a warning: stop as the CLI stops on bad input.
+            from rlhand.train import fail
+
+            fail(f"rlhand-train: error: hydra.sweeper.n_trials: {trials}; a study needs at least one trial")

@@ -75,3 +75,31 @@ def save_adapter(model: nn.Module, folder: Path, state: dict[str, Tensor]) -> No
     weights = get_peft_model_state_dict(model, state_dict=state, adapter_name=ADAPTER)
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, folder / "adapter_model.safetensors")
     model.peft_config[ADAPTER].save_pretrained(str(folder))
+
+
+def check_targets(settings: LoraSettings, config) -> None:
+    """Before any model loads: every name in model.lora.target_modules names a module of the policy
+    (as PEFT matches them: the whole name or its last parts), or one line listing the linear layers
+    it has. `config`: the policy's transformers config (the model is built on the meta device)."""
+    if not settings.enabled or not settings.target_modules:
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhand.errors import UserError
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_config(config)
+    names = [name for name, _ in model.named_modules() if name]
+    missing = [t for t in settings.target_modules if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _is_linear(module)})
+        raise UserError(
+            f"model.lora.target_modules: {type(model).__name__} has no module named {', '.join(map(repr, missing))}; "
+            f"its linear layers are named {', '.join(linear)}"
+        )
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's linear layers are Conv1D

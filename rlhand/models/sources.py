@@ -38,6 +38,8 @@ def model_sources(cfg: ModelConfig, need_reward_model: bool) -> dict[str, str]:
 def check_model_sources(cfg: ModelConfig, need_reward_model: bool) -> None:
     for field, source in model_sources(cfg, need_reward_model).items():
         check_source(field, source, tokenizer_only=field == "model.tokenizer")
+        if field == "model.reward_model":
+            check_sequence_classifier(field, source)
     if cfg.source is ModelSource.hf and not cfg.tokenizer and _is_local(cfg.policy) and not _has_tokenizer(Path(cfg.policy)):
         raise ModelLoadError(f"model.policy: {cfg.policy} has no tokenizer files; set model.tokenizer to the tokenizer's folder or hub id")
 
@@ -64,6 +66,21 @@ def check_source(field: str, source: str, tokenizer_only: bool = False) -> None:
     for file in weights:
         if file.suffix == ".safetensors":
             _check_safetensors(field, file)
+
+
+def check_sequence_classifier(field: str, source: str) -> None:
+    """A reward model is a *ForSequenceClassification folder; a causal LM given in its place is
+    named as such before it loads (from_pretrained would build a classifier with a new 2-label head)."""
+    path = Path(source).expanduser()
+    try:
+        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # a hub id, or a config the loader will report
+    if architectures and not any("SequenceClassification" in name for name in architectures):
+        raise ModelLoadError(
+            f"{field}: {source} is a {architectures[0]}, not a sequence classifier: a reward model is a "
+            "*ForSequenceClassification folder with num_labels=1"
+        )
 
 
 def _check_safetensors(field: str, file: Path) -> None:

@@ -29,11 +29,12 @@ from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import shard_model
-from rlhand.models.build import Models, build_models
+from rlhand.models.build import Models, build_models, policy_config
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
 from rlhand.models.critic import has_critic
 from rlhand.models.fit import check_fit, estimate_memory
 from rlhand.models.forward import ForwardLimits
+from rlhand.models.lora import check_targets
 from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
@@ -140,6 +141,8 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         field, source = ("model.tokenizer", cfg.model.tokenizer) if cfg.model.tokenizer else ("model.policy", cfg.model.policy)
         with loading(field, source):
             tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    if cfg.model.lora.enabled and cfg.model.lora.target_modules:
+        check_targets(cfg.model.lora, policy_config(cfg.model, tokenizer))
     reward_fn = resolve_reward_function(cfg.reward.function) if cfg.reward.kind is RewardKind.function else None
     task = cfg.task
     prompts, val_prompts = load_prompts(task, cfg.seed), []
