@@ -197,3 +197,81 @@ def test_engine_vllm_without_vllm_is_one_line_before_models_load(tmp_path):
         "(README, 'Fast rollouts with vLLM')"
     ]
     assert not (tmp_path / "run" / "logs").exists()  # nothing ran
+
+
+def test_weights_go_to_the_engine_a_block_at_a_time_in_its_dtype():
+    from rlhand.rollout.weight_push import trained_names, weight_buckets
+
+    models, _ = tiny_models()
+    policy = models.policy
+    output = ("lm_head.weight", policy.lm_head)
+    buckets = list(weight_buckets(policy, output=output, dtype=torch.bfloat16))
+    assert [sorted({n.split(".")[2] for n, _ in b if n.startswith("transformer.h.")}) for b in buckets] == [["0"], ["1"], []]
+    pushed = {name: tensor for bucket in buckets for name, tensor in bucket}
+    state = policy.state_dict()
+    assert set(pushed) == set(state) and all(t.dtype == torch.bfloat16 for t in pushed.values())
+    assert torch.equal(pushed["lm_head.weight"], state["lm_head.weight"].to(torch.bfloat16))
+    only = trained_names(policy, output[0])
+    assert [n for b in weight_buckets(policy, output=output, dtype=torch.float32, only={"lm_head.weight"}) for n, _ in b] == ["lm_head.weight"]
+    assert only == {n for n, p in policy.named_parameters()} | {"lm_head.weight"}
+
+
+def test_with_lora_the_engine_gets_merged_layers_or_the_base_and_an_adapter_folder(tmp_path):
+    from rlhand.config.schema import LoraSettings
+    from rlhand.rollout.weight_push import trained_names, weight_buckets, write_adapter
+
+    models, _ = tiny_models(lora=LoraSettings(enabled=True, rank=4, alpha=8))
+    policy = models.policy
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    output = ("lm_head.weight", policy.get_base_model().lm_head)
+    merged = {n: t for b in weight_buckets(policy, output=output, dtype=torch.float32) for n, t in b}
+    base = {n: t for b in weight_buckets(policy, output=output, dtype=torch.float32, merge_lora=False) for n, t in b}
+    assert set(merged) == set(base) and not any("lora" in n or "base_layer" in n for n in merged)
+    adapted = "transformer.h.0.attn.c_attn.weight"
+    assert adapted in trained_names(policy, output[0]) and not torch.equal(merged[adapted], base[adapted])
+    assert torch.equal(base[adapted], policy.get_base_model().transformer.h[0].attn.c_attn.base_layer.weight)
+    write_adapter(policy, tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+class RecordingLLM:
+    def __init__(self):
+        self.calls = []
+
+    def wake_up(self, tags):
+        self.calls.append(("wake", tuple(tags)))
+
+    def sleep(self, level):
+        self.calls.append(("sleep", level))
+
+    def collective_rpc(self, fn):
+        self.calls.append(("push",))
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset",))
+
+
+def test_a_sleeping_engine_wakes_its_weights_to_push_then_its_kv_cache_to_generate():
+    """vLLM's sleep mode on CUDA: waking everything before generating would map the weights' memory
+    again after every push; the push wakes the weights, generation then the KV cache."""
+    from rlhand.rollout.vllm_engine import VLLMEngine
+    from rlhand.rollout.weight_push import trained_names
+    from tests.conftest import compose_cfg
+
+    models, _ = tiny_models()
+    engine = object.__new__(VLLMEngine)  # its parts, without starting vLLM
+    engine.cfg, engine.device, engine.base, engine.llm = compose_cfg([]), torch.device("cpu"), models.policy, RecordingLLM()
+    engine.output = ("lm_head.weight", models.policy.lm_head)
+    engine.pushed, engine.adapters, engine.synced = trained_names(models.policy, "lm_head.weight"), False, False
+    engine.sleeps, engine.awake = True, {"weights", "kv_cache"}
+    engine._sleep()
+    for _ in range(2):  # an iteration: push, then what generate does around vLLM's generate
+        engine.sync(models.policy)
+        engine._wake(["weights", "kv_cache"])
+        engine._sleep()
+    pushes = [("push",)] * 3  # two blocks and the rest
+    iteration = [("wake", ("weights",)), *pushes, ("reset",), ("wake", ("kv_cache",)), ("sleep", 1)]
+    assert engine.llm.calls == [("sleep", 1), *iteration, *iteration]

@@ -104,13 +104,14 @@ def test_after_an_update_the_engine_samples_from_the_new_weights(engine_and_mode
 def test_a_push_without_the_tied_output_layer_would_sample_from_stale_weights(engine_and_models):
     """Why the output layer is always pushed: vLLM keeps its own copy of a tied lm_head."""
     engine, models, tok, gen = engine_and_models
-    assert engine.output_name == "lm_head.weight" and engine.output_name in engine.pushed
+    output_name = engine.output[0]
+    assert output_name == "lm_head.weight" and output_name in engine.pushed
     pushed = engine.pushed
     try:
         engine.sync(models.policy)
         with torch.no_grad():
             models.policy.get_input_embeddings().weight.add_(0.2 * torch.randn_like(models.policy.get_input_embeddings().weight))
-        engine.pushed = pushed - {engine.output_name}
+        engine.pushed = pushed - {output_name}
         engine.sync(models.policy)
         ids, mask, s = generate(engine, models, tok, gen, seed=2)
         assert gap(models, ids, mask, s, gen.temperature) > 100 * TOLERANCE
@@ -243,3 +244,69 @@ def test_two_torchrun_ranks_each_with_an_engine(tmp_path):
     assert all(r["rollout/logprob_diff_max"] < 1e-3 for r in rows)  # every rank's engine has the trained weights
     assert "val/reward" in rows[-1]
     assert "Traceback" not in out.stderr
+
+
+def qwen_lora_models(tmp_path):
+    """A small Qwen2 (vLLM supports LoRA for it: GPT-2 it does not) with LoRA adapters that do something."""
+    from rlhand.config.schema import CriticBackbone, LoraSettings, ModelConfig, ModelSource
+    from rlhand.models.build import build_models
+    from tests.real_shape import QWEN2_SMALL, build_tokenizer, write_model_folder
+
+    folder = write_model_folder(tmp_path / "qwen", QWEN2_SMALL, dtype=torch.float32)
+    cfg = ModelConfig(name="hf", source=ModelSource.hf, policy=str(folder), critic_init="policy", critic_backbone=CriticBackbone.separate,
+                      lora=LoraSettings(enabled=True, rank=8, alpha=16))
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    models = build_models(cfg, tokenizer, need_ref=True, need_reward_model=False, device=torch.device("cpu"))
+    with torch.no_grad():
+        for name, p in models.policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    return models, tokenizer
+
+
+@pytest.mark.parametrize("adapters", [True, False])
+def test_lora_adapters_go_to_vllms_lora_support_or_merged_layers(tmp_path, adapters):
+    models, tok = qwen_lora_models(tmp_path)
+    cfg = compose_cfg(["generation.engine=vllm", "generation.max_new_tokens=12", f"generation.vllm_lora_adapters={str(adapters).lower()}"])
+    engine = VLLMEngine(cfg, models, torch.device("cpu"), DistContext(), max_len=64, max_rows=len(PROMPTS))
+    try:
+        assert engine.adapters is adapters
+        for step in range(2):  # the first push (base, or merged model) and one after an update
+            if step:
+                with torch.no_grad():
+                    for name, p in models.policy.named_parameters():
+                        if "lora_B" in name:
+                            p.add_(0.05 * torch.randn_like(p))
+            engine.sync(models.policy)
+            ids, mask = prompt_batch(tok, PROMPTS)
+            torch.manual_seed(step)
+            samples = engine.generate(ids, mask, cfg.generation, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+            assert gap(models, ids, mask, samples, cfg.generation.temperature) < 1e-3  # vLLM's LoRA kernels: another summation order
+    finally:
+        engine.close()
+
+
+def test_top_k_rollouts_get_the_whole_softmax_logprobs_and_weights_of_one():
+    """After the trainer adds back the kept mass, vLLM's behaviour log-probs are the hf engine's
+    meaning (the tempered softmax over the whole vocabulary) and the IS weight measures the
+    engines' disagreement only (it would otherwise be the kept mass Z, far below 1 with top_k=5)."""
+    from rlhand.reporting.timer import PhaseTimer
+    from rlhand.rollout.collect import collect_rollout
+    from rlhand.rollout.mismatch import mismatch_stats
+
+    models, tok = tiny_models(n_embd=64, n_head=2, seed=4)
+    engine, gen = make_engine(models, max_new_tokens=6, top_k=5, temperature=0.8)
+    try:
+        engine.sync(models.policy)
+        ids, mask = prompt_batch(tok, PROMPTS)
+        torch.manual_seed(0)
+        scorer = lambda p, pm, r, rm, ended: torch.zeros(len(p))  # noqa: E731
+        rollout = collect_rollout(models, scorer, ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu")), engine=engine)
+        real = rollout.response_mask.bool()
+        expected = trainer_logprobs(models, ids, mask, rollout, 0.8)  # the whole tempered softmax
+        assert (rollout.behaviour_logprobs - expected).abs()[real].max() < TOLERANCE
+        stats = mismatch_stats(rollout, gen.is_truncation)
+        assert stats["rollout/tis_mean"] == pytest.approx(1.0, abs=1e-3) and stats["rollout/logprob_diff_max"] < TOLERANCE
+    finally:
+        engine.close()

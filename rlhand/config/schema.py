@@ -474,6 +474,9 @@ class GenerationConfig:
     # whether it sleeps (frees its KV cache and weights) while the trainer updates.
     gpu_memory_utilization: float = 0.3
     vllm_sleep: bool = True
+    # vllm with LoRA: push the adapters themselves (vLLM's LoRA support, where it has it for the
+    # architecture) instead of the adapted layers merged; false: always merged.
+    vllm_lora_adapters: bool = True
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be > 0")

@@ -41,10 +41,11 @@ def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def merged_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+def merged_state_dict(model: nn.Module, state: dict[str, Tensor], merge: bool = True) -> dict[str, Tensor]:
     """The base model's state dict with every LoRA update merged in (W + scaling * B A), from a
     whole state dict of the PEFT model `state`; keys as the base model names them. Every tensor in
-    the adapters' dtype (model.dtype), also where the base is kept in another (frozen_dtype)."""
+    the adapters' dtype (model.dtype), also where the base is kept in another (frozen_dtype).
+    `merge` False: the base's own weights, the adapters left out (an engine that applies them itself)."""
     config = model.peft_config[ADAPTER]
     scaling = config.lora_alpha / config.r
     prefix = "base_model.model."
@@ -55,7 +56,7 @@ def merged_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, T
             continue  # adapters are merged below; original_module is a trained head's copy from before training
         name = key.removeprefix(prefix).replace(".base_layer.", ".").replace(f".modules_to_save.{ADAPTER}.", ".")
         lora_a = state.get(key.replace(".base_layer.weight", f".lora_A.{ADAPTER}.weight"))
-        if key.endswith(".base_layer.weight") and lora_a is not None:
+        if merge and key.endswith(".base_layer.weight") and lora_a is not None:
             lora_b = state[key.replace(".base_layer.weight", f".lora_B.{ADAPTER}.weight")]
             delta = (lora_b.float() @ lora_a.float()) * scaling
             if config.fan_in_fan_out:

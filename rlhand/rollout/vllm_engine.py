@@ -2,16 +2,16 @@
 
 Life of the engine:
 - built once, in-process (no engine subprocess), from the policy's config alone (vLLM's dummy
-  weights: nothing is written to or read from disk), then given every weight by the first `sync`
-  (LoRA: the merged model's);
-- before every generation that follows an update, the trained weights are pushed into it in
-  place (`sync`): only what training changes (every trained weight, or with LoRA the merged
-  weights of the adapted layers), and always the output layer, also when it is tied to the input
-  embeddings: vLLM keeps its own copy of a tied lm_head, and an update without it samples from a
-  stale output layer without any error (../shared/reference/scale-out.md §1). The prefix cache is
-  reset with every push, so no KV entry computed by older weights is reused;
+  weights: nothing is written to or read from disk), then given every weight by the first `sync`;
+- before every generation that follows an update, what training changed is pushed into it in
+  place (`sync`, rlhand/rollout/weight_push.py), a transformer block at a time in the engine's
+  dtype: every trained weight and the output layer; with LoRA the adapters themselves where vLLM
+  supports LoRA for the architecture (generation.vllm_lora_adapters; Qwen2 and Llama do, GPT-2 does
+  not), else the adapted layers merged. The prefix cache is reset with every push, so no KV entry
+  computed by older weights is reused;
 - on CUDA (generation.vllm_sleep) it sleeps between generations: level 1 frees the KV cache and
-  moves its weights to host memory, so the update has the GPU (the TRL colocate pattern);
+  moves its weights to host memory, so the update has the GPU (the TRL colocate pattern). A push
+  wakes the weights only, a generation then the KV cache;
 - closed at the end of the run. vLLM's shutdown destroys torch's default process group, which in
   a torchrun job is the trainer's own, so there it waits for rlhand's last barrier
   (rlhand/distributed/context.py shutdown).
@@ -20,8 +20,8 @@ Samples: each prompt without its left padding, its own seed (drawn from the trai
 stream, so a resumed run draws the same seeds), stopped at rlhand's EOS only (the model's
 generation_config is ignored, as the hf loop ignores it), and the log-prob of each sampled token
 under the distribution it was sampled from (logprobs_mode=processed_logprobs: temperature, top-k
-and top-p applied). These are the behaviour log-probs; the trainer recomputes the proximal ones
-(rlhand/rollout/collect.py).
+and top-p applied); the trainer adds back the kept mass of top-k / top-p (rlhand/core/sampling.py)
+and recomputes the proximal log-probs (rlhand/rollout/collect.py).
 
 vLLM alters process-wide state while it starts and samples: it reseeds torch's global generators
 and replaces torch.set_num_threads with a no-op on CPU. Both are put back around every call here.
@@ -29,11 +29,13 @@ and replaces torch.set_num_threads with a no-op on CPU. Both are put back around
 
 import functools
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from rlhand.checkpoint.rng import capture_rng, restore_rng
 from rlhand.config.schema import Autocast, TrainConfig
@@ -41,8 +43,9 @@ from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.errors import UserError
 from rlhand.models.build import Models
-from rlhand.models.lora import is_lora, merged_state_dict
+from rlhand.models.lora import is_lora
 from rlhand.rollout.sampler import Samples
+from rlhand.rollout.weight_push import trained_names, weight_buckets, write_adapter
 
 # In-process engine core (no subprocess: 3-5 s to start instead of 25-55 s, and the weight push is a
 # function call). The push sends a function to the worker, which vLLM only serialises when allowed.
@@ -68,13 +71,20 @@ class VLLMEngine:
         policy = models.policy
         self.base = policy.get_base_model() if is_lora(policy) else policy
         check_head_size(self.base.config, device)
-        self.output_name = _output_layer_name(self.base)
-        self.pushed = self._names_to_push(policy)
-        self.sleeping = False
-        self.synced = False  # it starts with placeholder weights: the first sync pushes every weight
+        self.output = (_output_layer_name(self.base), self.base.get_output_embeddings())
         gen = cfg.generation
-        sleep = device.type == "cuda" and gen.vllm_sleep
-        self.sleeps = sleep
+        # LoRA: the engine applies the adapters itself where vLLM supports LoRA for this model (a
+        # folder of a few MB per update), else it takes the adapted layers merged.
+        self.adapters = is_lora(policy) and gen.vllm_lora_adapters and supports_lora(self.base)
+        self.pushed = trained_names(policy, self.output[0])
+        self.synced = False  # it starts with placeholder weights: the first sync pushes every weight
+        self.sleeps = device.type == "cuda" and gen.vllm_sleep
+        self.awake = {"weights", "kv_cache"}
+        self.adapter_dir = Path(tempfile.mkdtemp(prefix="rlhand-lora-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)) if self.adapters else None
+        lora = {}
+        if self.adapters:
+            rank = policy.peft_config["default"].r
+            lora = {"enable_lora": True, "max_loras": 1, "max_lora_rank": next(r for r in VLLM_LORA_RANKS if r >= rank)}
         with tempfile.TemporaryDirectory(prefix="rlhand-vllm-") as folder:
             write_engine_config(self.base, folder)
             memory = (
@@ -97,12 +107,12 @@ class VLLMEngine:
                     # (each rank its own engine, TRL's colocate mode); alone it runs in-process.
                     distributed_executor_backend="external_launcher" if ctx.enabled else "uni",
                     enforce_eager=device.type != "cuda",
-                    enable_sleep_mode=sleep,
+                    enable_sleep_mode=self.sleeps,
                     logprobs_mode="processed_logprobs",
                     **memory,
+                    **lora,
                 )
-        if sleep:
-            self._sleep()
+        self._sleep()
 
     @property
     def dtype(self) -> str:
@@ -111,41 +121,26 @@ class VLLMEngine:
             return autocast.value
         return str(next(self.base.parameters()).dtype).removeprefix("torch.")
 
-    def _names_to_push(self, policy: nn.Module) -> set[str]:
-        """What training changes, named as the engine's model names it: with LoRA the adapted
-        layers' (merged) weights and trained heads; otherwise every trained parameter. Plus the
-        output layer, always."""
-        if is_lora(policy):
-            names = set()
-            for key in policy.state_dict():
-                if ".lora_A." in key:
-                    names.add(key.split(".lora_A.")[0].removeprefix("base_model.model.") + ".weight")
-                elif ".modules_to_save." in key and ".original_module." not in key:
-                    names.add(key.removeprefix("base_model.model.").replace(".modules_to_save.default.", "."))
-        else:
-            names = {name for name, p in policy.named_parameters() if p.requires_grad}
-        return names | {self.output_name}
-
-    def _engine_state(self, policy: nn.Module, only: set[str] | None = None) -> dict[str, Tensor]:
-        """The policy's whole weights as the engine's model names them (every rank gets them
-        whole: a collective under FSDP), the merged model's with LoRA; `only` those names."""
-        state = _whole_state_dict(policy)
-        if is_lora(policy):
-            state = merged_state_dict(policy, state)
-        if self.output_name not in state:  # a tied output layer the state dict names once
-            state[self.output_name] = self.base.get_output_embeddings().weight
-        if only is not None:
-            state = {name: tensor for name, tensor in state.items() if name in only}
-        return {name: tensor.detach() for name, tensor in state.items()}
-
     def sync(self, policy: nn.Module) -> float:
+        """Push what the last update changed: a block of weights at a time in the engine's dtype
+        (rlhand/rollout/weight_push.py), or with LoRA adapters only the adapter folder."""
         import time
 
         started = time.perf_counter()
-        weights = list(self._engine_state(policy, self.pushed if self.synced else None).items())
         with process_state_kept():
-            self._wake(["weights"])
-            self.llm.collective_rpc(functools.partial(_reload, weights=weights))
+            self._wake(["weights"])  # not its KV cache yet: generate wakes that
+            if not (self.synced and self.adapters):
+                buckets = weight_buckets(
+                    policy, output=self.output, dtype=getattr(torch, self.dtype), only=self.pushed if self.synced else None, merge_lora=not self.adapters
+                )
+                for bucket in buckets:
+                    self.llm.collective_rpc(functools.partial(_reload, weights=bucket))
+            if self.adapters:
+                from vllm.lora.request import LoRARequest
+
+                write_adapter(policy, self.adapter_dir)
+                self.lora_request = LoRARequest("rlhand-policy", 1, str(self.adapter_dir), load_inplace=True)
+                self.llm.llm_engine.add_lora(self.lora_request)
             self.llm.reset_prefix_cache()  # its entries were computed by the previous weights
         self.synced = True
         return time.perf_counter() - started
@@ -173,31 +168,56 @@ class VLLMEngine:
             for seed in seeds.tolist()
         ]
         with process_state_kept():
-            self._wake(None)
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False)
+            self._wake(["weights", "kv_cache"])
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False, lora_request=self.lora_request if self.adapters else None
+            )
             self._sleep()
         return samples_from_outputs([out.outputs[0] for out in outputs], eos_id=eos_id, pad_id=pad_id, device=prompt_ids.device)
 
-    def _wake(self, tags: list[str] | None) -> None:
-        if self.sleeping:
-            self.llm.wake_up(tags)
-            self.sleeping = tags is not None and tags != ["weights", "kv_cache"]
+    def _wake(self, tags: list[str]) -> None:
+        """Wake the parts in `tags` that sleep (on CUDA with generation.vllm_sleep): the weights for
+        a push, then the KV cache to generate; waking everything at once would map the weights again."""
+        missing = [tag for tag in tags if tag not in self.awake]
+        if self.sleeps and missing:
+            self.llm.wake_up(missing)
+        self.awake.update(missing)
 
     def _sleep(self) -> None:
-        if self.sleeps and not self.sleeping:
+        if self.sleeps and self.awake:
             self.llm.sleep(level=1)  # KV cache freed, weights to host memory (level 2 would drop the frozen ones)
-            self.sleeping = True
+            self.awake.clear()
 
     def close(self) -> None:
         """Shut the engine down. In a torchrun job that destroys the process group the trainer
         shares with it, so it waits for rlhand's shutdown (after its last barrier)."""
         llm, self.llm = getattr(self, "llm", None), None
+        if getattr(self, "adapter_dir", None) is not None:
+            shutil.rmtree(self.adapter_dir, ignore_errors=True)
         if llm is None:
             return
         if self.ctx.enabled:
             context.before_leaving(lambda: _shutdown(llm))
         else:
             _shutdown(llm)
+
+
+# The ranks vLLM's LoRA support is built for (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def supports_lora(model: nn.Module) -> bool:
+    """Whether vLLM's own implementation of this architecture takes LoRA adapters (Qwen2, Llama, ...
+    do; GPT-2 does not)."""
+    try:
+        from vllm.model_executor.models import ModelRegistry
+        from vllm.model_executor.models.interfaces import supports_lora as vllm_supports_lora
+
+        base = next(cls for cls in type(model).__mro__ if not cls.__name__.startswith("FSDP"))
+        cls = ModelRegistry._try_load_model_cls(base.__name__)
+        return cls is not None and vllm_supports_lora(cls)
+    except Exception:  # noqa: BLE001 - a vLLM without this registry: merged layers, which every model takes
+        return False
 
 
 def _shutdown(llm) -> None:
@@ -288,11 +308,3 @@ def _output_layer_name(model: nn.Module) -> str:
     raise UserError("generation.engine=vllm: the policy has no output layer to push")
 
 
-def _whole_state_dict(module: nn.Module) -> dict[str, Tensor]:
-    from rlhand.distributed.sharding import fsdp_modules
-
-    if not fsdp_modules(module):
-        return module.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
