@@ -87,14 +87,15 @@ def write_model_folder(folder: Path, shape: dict, *, reward_model: bool = False,
 
 
 def write_prompts(path: Path, count: int, words: int, seed: int = 0) -> Path:
-    """`count` prompts of about `words` words each, one JSON object per line."""
+    """`count` prompts of a third of `words` up to `words` words each (so a batch has padding), one
+    JSON object per line."""
     import json
 
     rng = random.Random(seed)
     lines = corpus(lines=count * 4, seed=seed + 1)
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(count):
-            text = " ".join(" ".join(lines[(4 * i + k) % len(lines)] for k in range(4)).split()[:words])
+            text = " ".join(" ".join(lines[(4 * i + k) % len(lines)] for k in range(4)).split()[: rng.randint(max(1, words // 3), words)])
             handle.write(json.dumps({"prompt": text + rng.choice(["?", " ="])}) + "\n")
     return path
 

@@ -159,9 +159,10 @@ def test_fsdp_gathers_the_policy_in_the_autocast_dtype(tmp_path):
     folder = qwen_config_folder(tmp_path)
     cfg, shapes, fp32 = real_shape_estimate(folder, [], world_size=2)
     _, _, bf16 = real_shape_estimate(folder, ["trainer.autocast=bfloat16"], world_size=2)
-    params = shapes["policy"].params
-    assert items(fp32)["policy gathered for sampling"] == params * 4
-    assert items(bf16)["policy gathered for sampling"] == params * 2
+    gathered = shapes["policy"].params + shapes["policy"].block_params  # the whole model, and one block's all-gather buffer
+    assert items(fp32)["policy gathered for sampling"] == gathered * 4
+    assert items(bf16)["policy gathered for sampling"] == gathered * 2
+    assert shapes["policy"].block_params == sum(p.numel() for p in _qwen_block(folder).parameters())
 
 
 def test_a_vllm_engine_counts_its_reservation_and_weight_push(tmp_path):
@@ -180,3 +181,10 @@ def test_the_biggest_item_can_be_the_process_itself(tmp_path):
     """On a device smaller than the process, the error names the baseline, not a tiny model item."""
     with pytest.raises(ConfigError, match=r"the biggest item is process baseline \(0\.4 GiB\)\. Lighter: nothing in the config"):
         Trainer(compose_cfg(FAST + ["trainer.device_memory_gb=0.01"]), tmp_path)
+
+
+def _qwen_block(folder):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).model.layers[0]

@@ -1,6 +1,7 @@
 """rlhand as a user runs it on several processes: torchrun -m rlhand.train, gloo on this CPU."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -183,3 +184,28 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except OSError:
         return ""
+
+
+def test_lora_under_fsdp2_with_padding_free_forwards_on_a_real_architecture(tmp_path):
+    """The LoRA presets' layout on 2 ranks at a real architecture (Qwen2: GQA, tied embeddings, a
+    32,000-token vocabulary, a BPE tokenizer): FSDP2 with bf16 mixed precision, padding-free
+    forwards (the default), LoRA on policy and critic, checkpointing. It used to stop after loading
+    both models: FSDP2 rebuilt the packing's dataclass for every block."""
+    from tests.real_shape import QWEN2_SMALL, write_model_folder, write_prompts
+
+    policy = write_model_folder(tmp_path / "qwen", QWEN2_SMALL, dtype=torch.float32)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 32, 5)  # 6-12 tokens: left padding, so forwards are packed
+    out = torchrun(
+        "memory=8gb", "model=hf", f"model.policy={policy}", "model.critic_init=policy", "task=file", f"task.path={prompts}",
+        "reward.function._target_=tests.real_shape.length_reward", "task.max_prompt_tokens=24", "generation.max_new_tokens=8",
+        "algo.rollout_batch_size=8", "algo.num_minibatches=2", "algo.grad_accum_steps=2", "algo.ppo_epochs=1", "trainer.max_steps=2",
+        "logging=plain", "hydra.run.dir=run", cwd=tmp_path, env={**QUIET, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")
+    assert [r["dist/world_size"] for r in rows] == [2, 2]
+    assert all(math.isfinite(r["loss/total"]) for r in rows)
+    assert rows[0]["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=0.05)  # bf16 compute: sampler vs update
+    config = json.loads((tmp_path / "run" / "training_config.json").read_text())
+    assert config["model"]["remove_padding"] and config["model"]["lora"]["enabled"] and config["world_size"] == 2
+    assert (tmp_path / "run" / "final" / "policy_adapter" / "adapter_model.safetensors").is_file()

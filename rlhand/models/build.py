@@ -85,17 +85,19 @@ def build_models(
             models.critic = SeparateCritic(add_lora(models.critic.module, cfg.lora, "SEQ_CLS"))
         models.reference_is_base = need_ref
         # Under LoRA the trained models' bases are frozen too: they take frozen_dtype, the adapters
-        # (and a trained head) keep model.dtype. The reference (the base, adapters off) follows.
+        # (and a trained head) model.dtype. The reference (the base, adapters off) follows.
         for model in (models.policy, models.critic.module if isinstance(models.critic, SeparateCritic) else None):
             if model is not None:
-                cast_frozen(model, frozen_dtype)
+                cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=frozen_dtype)
     return models
 
 
-def cast_frozen(model: nn.Module, dtype: torch.dtype) -> None:
-    """Every parameter that does not train, in `dtype` (a tied weight once: it is one parameter)."""
+def cast_by_role(model: nn.Module, *, trained: torch.dtype, frozen: torch.dtype) -> None:
+    """Every parameter that trains in `trained`, every other in `frozen` (a tied weight once: it is
+    one parameter). A model=hf base is loaded in its dtype already; this catches what PEFT adds."""
     for param in model.parameters():
-        if not param.requires_grad and param.dtype != dtype:
+        dtype = trained if param.requires_grad else frozen
+        if param.dtype != dtype:
             param.data = param.data.to(dtype)
 
 
@@ -125,6 +127,20 @@ def prepare(model: nn.Module, device: torch.device) -> None:
                 setattr(config, key, 0.0)
         if getattr(config, "use_cache", None) is not None:
             config.use_cache = False  # the sampler asks for a cache explicitly
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(output, nn.Linear):
+        output.register_forward_pre_hook(_contiguous_half_input)
+
+
+def _contiguous_half_input(module: nn.Module, args: tuple):
+    """torch's CPU linear in bf16 / fp16 on a non-contiguous 3D input (the last position that
+    transformers slices off for logits_to_keep=1, every sampling prefill) allocates ~2 GB beside
+    a 151,936 x 896 output layer (measured, torch 2.13): a contiguous copy of the few rows it
+    needs costs nothing. float32 is not affected and is left as it is."""
+    (hidden,) = args
+    if hidden.dtype in (torch.bfloat16, torch.float16) and not hidden.is_contiguous():
+        return (hidden.contiguous(),)
+    return None
 
 
 def policy_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase):
@@ -178,17 +194,23 @@ def _build_tiny(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: 
 
 
 def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bool, need_critic: bool) -> Models:
-    kwargs = {"dtype": DTYPES[cfg.dtype.value], "trust_remote_code": cfg.trust_remote_code}
+    """Each model loaded straight in the dtype it keeps (a frozen base in model.frozen_dtype), so a
+    0.5B LoRA run never holds fp32 copies it then drops; the reference is loaded again, not copied."""
+    trained, frozen = DTYPES[cfg.dtype.value], DTYPES[(cfg.frozen_dtype or cfg.dtype).value]
+    kwargs = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     with loading("model.policy", cfg.policy):
-        policy = AutoModelForCausalLM.from_pretrained(cfg.policy, **kwargs)
-    reward_model = load_reward_model(cfg.reward_model, **kwargs) if need_reward_model else None
-    ref = copy.deepcopy(policy) if need_ref else None
+        policy = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=frozen if cfg.lora.enabled else trained, **kwargs)
+    reward_model = load_reward_model(cfg.reward_model, dtype=frozen, **kwargs) if need_reward_model else None
+    ref = None
+    if need_ref:
+        with loading("model.policy", cfg.policy):
+            ref = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=frozen, **kwargs)
     if not need_critic:
         return Models(policy=policy, critic=NoCritic(), ref=ref, reward_model=reward_model)
     if cfg.critic_backbone is CriticBackbone.shared:
-        critic = SharedHeadCritic(SharedValueHead(policy, policy.config.hidden_size, DTYPES[cfg.dtype.value]))
+        critic = SharedHeadCritic(SharedValueHead(policy, policy.config.hidden_size, trained))
         return Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
     if cfg.critic is not None:
         field, critic_path = "model.critic", cfg.critic
@@ -196,8 +218,9 @@ def _build_hf(cfg: ModelConfig, tokenizer, need_ref: bool, need_reward_model: bo
         field, critic_path = "model.reward_model", cfg.reward_model
     else:
         field, critic_path = "model.policy", cfg.policy
+    lora_critic = cfg.lora.enabled and cfg.lora.critic is LoraCritic.lora
     with loading(field, critic_path):
-        model = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(critic_path, num_labels=1, dtype=frozen if lora_critic else trained, **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return Models(policy=policy, critic=SeparateCritic(model), ref=ref, reward_model=reward_model)

@@ -21,8 +21,10 @@ rollout's working set), where
   on a GPU and its weight-push bucket.
 Measured constants (2-core CPU, 2026-11-30 and 2026-12-04, docs/memory.md): the baseline (torch +
 transformers + rlhand imported: 0.36 GB RSS; on CUDA the context, about 0.5 GB), an allocator
-overhead of 12%, and LoRA's activations at twice a full model's (its adapters keep their inputs
-beside the frozen layers': measured on 8 layers x 512).
+overhead of 20% (12% fitted the small GPT-2 settings; Qwen2.5 0.5B and 1.5B runs, full and LoRA, on
+1 and 2 ranks needed 20%), and LoRA's activations at twice a full model's (its adapters keep their
+inputs beside the frozen layers': measured on 8 layers x 512). On a CPU the processes of one
+machine share its memory: each rank plans for its share of it.
 """
 
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from rlhand.models.shapes import Shape, model_shapes
 GIB = 2**30
 CPU_BASELINE = 0.36 * GIB
 CUDA_CONTEXT = 0.5 * GIB
-OVERHEAD = 1.12
+OVERHEAD = 1.2
 LORA_ACTIVATIONS = 2.0
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 BASELINE = "process baseline"
@@ -78,17 +80,22 @@ class Estimate:
         return f"memory estimate: {self.total / GIB:.2f} GiB per device{budget} (largest, GiB: {parts})"
 
 
-def estimate_memory(cfg: TrainConfig, tokenizer, prompt_lengths: list[int], world_size: int, device: torch.device) -> Estimate | None:
+def estimate_memory(
+    cfg: TrainConfig, tokenizer, prompt_lengths: list[int], world_size: int, device: torch.device, local_ranks: int | None = None
+) -> Estimate | None:
     """The estimate for this run on each of `world_size` devices, or None when a model's config cannot
     be read without loading it (a hub id offline, say)."""
     try:
         shapes = model_shapes(cfg, tokenizer)
     except Exception:  # noqa: BLE001 - no estimate is no reason to stop a run
         return None
-    return estimate_from_shapes(cfg, shapes, prompt_lengths, world_size, device)
+    return estimate_from_shapes(cfg, shapes, prompt_lengths, world_size, device, local_ranks)
 
 
-def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_lengths: list[int], world_size: int, device: torch.device) -> Estimate:
+def estimate_from_shapes(
+    cfg: TrainConfig, shapes: dict[str, Shape], prompt_lengths: list[int], world_size: int, device: torch.device, local_ranks: int | None = None
+) -> Estimate:
+    """`local_ranks`: the ranks on this machine (torchrun's LOCAL_WORLD_SIZE), which share a CPU's memory."""
     m, algo, gen, n = cfg.model, cfg.algo, cfg.generation, world_size
     fsdp = n > 1 and cfg.trainer.strategy in (Strategy.auto, Strategy.fsdp)
     shard = n if fsdp else 1
@@ -142,10 +149,15 @@ def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_leng
         Item("scoring logits", chunk_rows(policy.vocab, chunk_bytes, int(score_rows * gen.max_new_tokens)) * policy.vocab * 4 * 2),
     ]
     if fsdp:
-        rollout.append(Item("policy gathered for sampling", policy.params * gather_bytes))
+        # The whole policy stays gathered through the rollout; each module's all-gather lands in a
+        # buffer that is then copied out into its parameters (one block's worth of both at once).
+        rollout.append(Item("policy gathered for sampling", (policy.params + policy.block_params) * gather_bytes))
+        critic = shapes.get("critic")
+        if critic is not None and critic.layers:  # a critic of its own scores while the policy is gathered
+            rollout.append(Item("critic gathered blocks and root", (2 * critic.block_params + critic.root_params) * gather_bytes))
     _engine_items(cfg, policy, device, seq, batch, resident, rollout)
     baseline = CUDA_CONTEXT if device.type == "cuda" else CPU_BASELINE
-    return Estimate(resident, update, rollout, baseline, _available(cfg, device))
+    return Estimate(resident, update, rollout, baseline, _available(cfg, device, local_ranks))
 
 
 def _activations(shape: Shape, tokens: float, seq: int, element: int, checkpointed: bool) -> float:
@@ -173,7 +185,7 @@ def _engine_items(cfg: TrainConfig, policy: Shape, device: torch.device, seq: in
     engine_bytes = 2 if cfg.trainer.autocast is not Autocast.off and device.type == "cuda" else BYTES[cfg.model.dtype.value]
     rollout.append(Item("vLLM weight push", max(policy.block_params, policy.root_params) * engine_bytes))
     if device.type == "cuda":
-        total = _available(cfg, device) or 0
+        total = _available(cfg, device, None) or 0
         (rollout if gen.vllm_sleep else resident).append(Item("vLLM reservation", gen.gpu_memory_utilization * total))
         return
     resident.append(Item("vLLM engine weights", policy.params * engine_bytes))
@@ -186,7 +198,7 @@ def kv_cache_bytes(layers: int, kv_dim: int, rows: int, seq: int, element: int) 
     return max(64 * 2**20, int(1.25 * rows * seq * 2 * layers * kv_dim * element))
 
 
-def _available(cfg: TrainConfig, device: torch.device) -> float | None:
+def _available(cfg: TrainConfig, device: torch.device, local_ranks: int | None) -> float | None:
     if cfg.trainer.device_memory_gb is not None:
         return cfg.trainer.device_memory_gb * GIB
     if device.type == "cuda":
@@ -194,7 +206,7 @@ def _available(cfg: TrainConfig, device: torch.device) -> float | None:
     try:
         with open("/proc/meminfo") as handle:
             total_kib = next(int(line.split()[1]) for line in handle if line.startswith("MemTotal:"))
-        return total_kib * 1024
+        return total_kib * 1024 / max(local_ranks or 1, 1)  # a CPU's memory is every local rank's
     except (OSError, StopIteration, ValueError):
         return None
 

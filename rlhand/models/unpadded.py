@@ -12,7 +12,6 @@ through the interface.
 
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -32,17 +31,19 @@ BASES = REMOVE_PADDING_ATTENTION
 ROW_MULTIPLE = 16
 
 
-@dataclass
 class Packing:
-    """Where the N real tokens of a (B, T) batch live, and the mask attention uses in (B, T)."""
+    """Where the N real tokens of a (B, T) batch live, and the mask attention uses in (B, T).
 
-    rows: Tensor  # (N,) index in the flattened (B*T) batch of each packed token: the real ones, then pads to round N up
-    slot: Tensor  # (B, T) the packed index of each position (meaningful where real)
-    batch: int
-    length: int
-    mask: Tensor  # (B, 1, T, T) bool: causal, real keys only; pad queries see themselves (no empty rows)
-    calls: int = field(default=0)  # attention calls served: 0 after a forward means the model bypassed us
-    _additive: dict = field(default_factory=dict)  # dtype -> the float mask eager attention adds
+    A plain class, not a dataclass: FSDP2 (with mixed precision) rebuilds every dataclass it finds
+    among a forward's arguments, and each block would then count its attention calls on a copy."""
+
+    def __init__(self, rows: Tensor, slot: Tensor, batch: int, length: int, mask: Tensor):
+        self.rows = rows  # (N,) index in the flattened (B*T) batch of each packed token: the real ones, then pads to round N up
+        self.slot = slot  # (B, T) the packed index of each position (meaningful where real)
+        self.batch, self.length = batch, length
+        self.mask = mask  # (B, 1, T, T) bool: causal, real keys only; pad queries see themselves (no empty rows)
+        self.calls = 0  # attention calls served: 0 after a forward means the model bypassed us
+        self._additive: dict = {}  # dtype -> the float mask eager attention adds
 
     @classmethod
     def from_mask(cls, attention_mask: Tensor) -> "Packing":

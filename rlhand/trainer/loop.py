@@ -201,6 +201,7 @@ class Trainer:
             log.info(f"resumed from {self.resume_from} at step {self.step}")
         elif cfg.resume == "auto":
             log.info("resume=auto: no checkpoint in this run folder, starting fresh")
+        release_cached_memory(self.device, cfg.trainer.empty_cache)  # what loading the models left behind
         reset_peak_memory(self.device)
         try:
             while self.step < cfg.trainer.max_steps and not self.stopped_early:

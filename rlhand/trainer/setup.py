@@ -1,5 +1,6 @@
 """Build a run from a TrainConfig: inputs that can be wrong are checked before any model loads."""
 
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -110,7 +111,8 @@ def check_memory(cfg: TrainConfig, inputs: RunInputs, ctx: DistContext, device: 
     if cfg.trainer.fit_check is FitCheck.off:
         return "memory estimate: off (trainer.fit_check=off)"
     lengths = [len(ids) for ids in inputs.prompt_ids]
-    line = check_fit(estimate_memory(cfg, inputs.tokenizer, lengths, ctx.world_size, device), cfg)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))  # torchrun's ranks on this machine
+    line = check_fit(estimate_memory(cfg, inputs.tokenizer, lengths, ctx.world_size, device, local_ranks), cfg)
     if ctx.is_main:
         print(line, file=sys.stderr, flush=True)
     return line
