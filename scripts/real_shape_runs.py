@@ -41,6 +41,9 @@ RUNS = {
     "full_05b": ("qwen2.5-0.5b", ["model.gradient_checkpointing=true", "model.frozen_dtype=bfloat16"], 1, 2),
     "lora_15b": ("qwen2.5-1.5b", ["memory=8gb", "algo.grad_accum_steps=1"], 1, 2),
     "lora_05b_2ranks": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1", "trainer.threads=1"], 2, 3),
+    # generation.engine=vllm: run these with --python .venv-vllm/bin/python (make install-vllm)
+    "vllm_lora_05b_adapters": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1", "generation.engine=vllm", "generation.vllm_lora=adapters"], 1, 3),
+    "vllm_lora_05b_merged": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1", "generation.engine=vllm", "generation.vllm_lora=merged"], 1, 3),
     "full_05b_2ranks": ("qwen2.5-0.5b", ["model.gradient_checkpointing=true", "model.frozen_dtype=bfloat16", "trainer.threads=1"], 2, 2),
 }
 

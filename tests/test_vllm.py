@@ -268,7 +268,7 @@ def qwen_lora_models(tmp_path):
 @pytest.mark.parametrize("adapters", [True, False])
 def test_lora_adapters_go_to_vllms_lora_support_or_merged_layers(tmp_path, adapters):
     models, tok = qwen_lora_models(tmp_path)
-    cfg = compose_cfg(["generation.engine=vllm", "generation.max_new_tokens=12", f"generation.vllm_lora_adapters={str(adapters).lower()}"])
+    cfg = compose_cfg(["generation.engine=vllm", "generation.max_new_tokens=12", f"generation.vllm_lora={'adapters' if adapters else 'merged'}"])
     engine = VLLMEngine(cfg, models, torch.device("cpu"), DistContext(), max_len=64, max_rows=len(PROMPTS))
     try:
         assert engine.adapters is adapters

@@ -6,8 +6,8 @@ Life of the engine:
 - before every generation that follows an update, what training changed is pushed into it in
   place (`sync`, rlhand/rollout/weight_push.py), a transformer block at a time in the engine's
   dtype: every trained weight and the output layer; with LoRA the adapters themselves where vLLM
-  supports LoRA for the architecture (generation.vllm_lora_adapters; Qwen2 and Llama do, GPT-2 does
-  not), else the adapted layers merged. The prefix cache is reset with every push, so no KV entry
+  supports LoRA for the architecture (generation.vllm_lora; Qwen2 and Llama do, GPT-2 does not; by
+  default on CUDA only), else the adapted layers merged. The prefix cache is reset with every push, so no KV entry
   computed by older weights is reused;
 - on CUDA (generation.vllm_sleep) it sleeps between generations: level 1 frees the KV cache and
   moves its weights to host memory, so the update has the GPU (the TRL colocate pattern). A push
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from rlhand.checkpoint.rng import capture_rng, restore_rng
-from rlhand.config.schema import Autocast, TrainConfig
+from rlhand.config.schema import Autocast, TrainConfig, VLLMLora
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.errors import UserError
@@ -75,7 +75,8 @@ class VLLMEngine:
         gen = cfg.generation
         # LoRA: the engine applies the adapters itself where vLLM supports LoRA for this model (a
         # folder of a few MB per update), else it takes the adapted layers merged.
-        self.adapters = is_lora(policy) and gen.vllm_lora_adapters and supports_lora(self.base)
+        wanted = gen.vllm_lora is VLLMLora.adapters or (gen.vllm_lora is VLLMLora.auto and device.type == "cuda")
+        self.adapters = is_lora(policy) and wanted and supports_lora(self.base)
         self.pushed = trained_names(policy, self.output[0])
         self.synced = False  # it starts with placeholder weights: the first sync pushes every weight
         self.sleeps = device.type == "cuda" and gen.vllm_sleep
