@@ -188,3 +188,21 @@ def _qwen_block(folder):
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).model.layers[0]
+
+
+@pytest.mark.parametrize("preset, lora", [("8gb", True), ("16gb", True), ("24gb", False), ("80gb", False)])
+def test_the_readme_real_checkpoint_command_fits_every_preset(tmp_path, preset, lora):
+    """The README's command for a real checkpoint (a Qwen2.5-0.5B policy, the critic from it, 256
+    prompt + 256 new tokens, 64 responses per iteration) passes its own fit check under each preset;
+    before chunked logits and scoring micro-batches every preset refused it ("scoring logits 18.5 GiB")."""
+    from tests.real_shape import QWEN25, build_tokenizer, qwen2_config
+
+    folder = tmp_path / "qwen05"
+    qwen2_config(QWEN25["qwen2.5-0.5b"], build_tokenizer()).save_pretrained(folder)
+    overrides = [f"memory={preset}", "task.max_prompt_tokens=256", "generation.max_new_tokens=256", f"model.lora.enabled={str(lora).lower()}"]
+    from rlhand.models.fit import estimate_from_shapes
+
+    cfg, shapes, _ = real_shape_estimate(folder, overrides)
+    estimate = estimate_from_shapes(cfg, shapes, [256] * 64, 1, CPU)  # every prompt at the limit
+    assert estimate.total <= cfg.trainer.device_memory_gb * GIB, estimate.line()
+    check_fit(estimate, cfg)  # no error
