@@ -63,6 +63,7 @@ def _weights_after_one_step(models, update, batch):
 
 
 def gradient_equivalence_worker(cases):
+    from rlhand.core.masked import LOCAL
     from rlhand.distributed import context
     from rlhand.distributed.sharding import shard_model
     from rlhand.reporting.timer import PhaseTimer
@@ -82,7 +83,7 @@ def gradient_equivalence_worker(cases):
         whole = copy.deepcopy(models)
         ref_stats, ref_weights = _weights_after_one_step(whole, make_update(whole, algo, sgd), batch)
         results = {}
-        for name, reduce in (("global", ctx.sum), ("per_rank", None)):  # per_rank: what the test must catch
+        for name, reducer in (("global", ctx), ("per_rank", LOCAL)):  # per_rank: what the test must catch
             split = copy.deepcopy(models)
             if strategy == "fsdp":
                 shard_model(split.policy, ctx, torch.device("cpu"))
@@ -91,7 +92,7 @@ def gradient_equivalence_worker(cases):
                 policy=Learner(split.policy, sgd(split.policy.parameters()), None, ctx, sum_gradients=strategy == "ddp"),
                 critic=Learner(split.critic.module, sgd(split.critic.module.parameters()), None, ctx, sum_gradients=strategy == "ddp"),
             )
-            update = PPOUpdate(learners, split.critic, algo, timer=PhaseTimer(torch.device("cpu")), reduce=reduce)
+            update = PPOUpdate(learners, split.critic, algo, timer=PhaseTimer(torch.device("cpu")), reducer=reducer)
             stats, weights = _weights_after_one_step(split, update, local)
             partial = {k: v.detach().float() for k, v in stats.items() if not k.startswith("grad/")}
             summed = {k: ctx.sum(v).item() for k, v in partial.items()}
@@ -158,18 +159,18 @@ def statistics_worker():
 
     # Advantages (reward and advantage whitening over every rank's tokens) and the KL statistics.
     ref_batch, ref_kl = assign_advantages(whole, algo, kl_coef=0.05)
-    got_batch, got_kl = assign_advantages(local, algo, kl_coef=0.05, reduce=ctx.sum)
+    got_batch, got_kl = assign_advantages(local, algo, kl_coef=0.05, reducer=ctx)
     width = got_batch.advantages.shape[1]
     checks["advantages"] = (got_batch.advantages - ref_batch.advantages[mine, :width]).abs().max().item()
     checks["kl_stats"] = max(abs(got_kl[k] - ref_kl[k]) for k in ref_kl)
     x, mask = whole.values + 3 * whole.scores[:, None], whole.response_mask
-    checks["whiten"] = (masked_whiten(x[mine], mask[mine], reduce=ctx.sum) - masked_whiten(x, mask)[mine]).abs().max().item()
+    checks["whiten"] = (masked_whiten(x[mine], mask[mine], reducer=ctx) - masked_whiten(x, mask)[mine]).abs().max().item()
     checks["explained_variance"] = abs(
-        explained_variance(ref_batch.values[mine], ref_batch.returns[mine], mask[mine], reduce=ctx.sum).item()
+        explained_variance(ref_batch.values[mine], ref_batch.returns[mine], mask[mine], reducer=ctx).item()
         - explained_variance(ref_batch.values, ref_batch.returns, mask).item()
     )
     # The rollout's own figures.
-    ref_stats, got_stats = rollout_stats(whole), rollout_stats(local, ctx.sum)
+    ref_stats, got_stats = rollout_stats(whole), rollout_stats(local, ctx)
     checks["rollout_stats"] = max(abs(got_stats[k] - ref_stats[k]) for k in ref_stats)
 
     # Validation: each rank validates its half of the prompts; the global figures weigh them right.
@@ -180,7 +181,7 @@ def statistics_worker():
     from rlhand.rewards.function import FunctionScorer
 
     scorer = FunctionScorer(lambda prompts, responses, **_: [len(r) - len(p) for p, r in zip(prompts, responses)], tok)
-    got_val = validate(models, scorer, prompt_ids[ctx.rank * 4 : ctx.rank * 4 + 4], gen, reduce=ctx.sum, **kw)
+    got_val = validate(models, scorer, prompt_ids[ctx.rank * 4 : ctx.rank * 4 + 4], gen, reducer=ctx, **kw)
     halves = [validate(models, scorer, prompt_ids[r * 4 : r * 4 + 4], gen, **kw) for r in range(2)]
     tokens = [h["val/response_length"] * 4 for h in halves]
     ref_val = {

@@ -22,13 +22,13 @@ def groups_worker():
     dynamic = DynamicSampling(group_size=2, rows=8, pad_id=0)
     dynamic.add(mine)
     dynamic.batch()
-    local, global_ = dynamic.stats(), dynamic.stats(ctx.sum)
+    local, global_ = dynamic.stats(), dynamic.stats(ctx)
 
     # REINFORCE++ whitens over the batch: every rank's rows together.
     algo = AlgoConfig(name="t", rollout_batch_size=16, num_minibatches=2, estimator=Estimator.reinforce_pp, whiten_advantages=True)
     both = [base.replace(scores=torch.tensor(s), raw_scores=torch.tensor(s)) for s in scores]
     whole, _ = assign_advantages(concat_rollouts(both, pad_id=0), algo, kl_coef=0.05)
-    shared, _ = assign_advantages(mine, algo, kl_coef=0.05, reduce=ctx.sum)
+    shared, _ = assign_advantages(mine, algo, kl_coef=0.05, reducer=ctx)
     alone, _ = assign_advantages(mine, algo, kl_coef=0.05)
     rows = slice(8 * ctx.rank, 8 * ctx.rank + 8)
     width = mine.response_ids.shape[1]

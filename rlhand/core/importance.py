@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from rlhand.core.masked import Reduce, masked_mean, masked_sum
+from rlhand.core.masked import LOCAL, Reducer, masked_mean, masked_sum
 
 
 def truncated_is_weights(prox_logprobs: Tensor, behaviour_logprobs: Tensor, rho_bar: float | None) -> Tensor:
@@ -36,17 +36,14 @@ def annealed_beta(beta0: float, increment: float, draws: int) -> float:
     return min(1.0, beta0 + increment * draws)
 
 
-def effective_sample_size(weights: Tensor, mask: Tensor, reduce: Reduce | None = None) -> Tensor:
-    """Normalised ESS = (sum w)^2 / (N sum w^2) over masked entries (every rank's, with `reduce`), in (0, 1]."""
-    if reduce is not None:
-        total, count, squares = reduce(torch.stack([masked_sum(weights, mask), mask.sum().to(weights.dtype), masked_sum(weights**2, mask)]))
-        return total**2 / (count * squares)
-    total = masked_sum(weights, mask)
-    return total**2 / (mask.sum() * masked_sum(weights**2, mask))
+def effective_sample_size(weights: Tensor, mask: Tensor, reducer: Reducer = LOCAL) -> Tensor:
+    """Normalised ESS = (sum w)^2 / (N sum w^2) over every rank's masked entries, in (0, 1]."""
+    total, count, squares = reducer.sum(torch.stack([masked_sum(weights, mask), mask.sum().to(weights.dtype), masked_sum(weights**2, mask)]))
+    return total**2 / (count * squares)
 
 
-def truncated_fraction(log_rho: Tensor, rho_bar: float | None, mask: Tensor, reduce: Reduce | None = None) -> Tensor:
+def truncated_fraction(log_rho: Tensor, rho_bar: float | None, mask: Tensor, reducer: Reducer = LOCAL) -> Tensor:
     """The share of masked tokens whose ratio exp(log_rho) is over rho_bar (0 when untruncated)."""
     if rho_bar is None:
         return torch.zeros((), dtype=log_rho.dtype, device=log_rho.device)
-    return masked_mean((log_rho > math.log(rho_bar)).to(log_rho.dtype), mask, reduce=reduce)
+    return masked_mean((log_rho > math.log(rho_bar)).to(log_rho.dtype), mask, reducer=reducer)

@@ -2,9 +2,9 @@
 
 `rlhand-train` alone is one process; `torchrun --nproc-per-node N -m rlhand.train ...` (or a SLURM
 job of N tasks through hydra/launcher=slurm) makes N ranks. Every rank runs the same trainer on
-its own shard of each batch; statistics are reduced across ranks (the `reduce` argument of
-rlhand/core/masked.py and its callers),
-and rank 0 alone writes logs, metrics, plots and final models.
+its own shard of each batch; statistics are reduced across ranks (a DistContext is the reducer
+that every statistic of rlhand/core/masked.py takes), and rank 0 alone writes logs, metrics, plots
+and final models.
 
 On one process every collective here is the identity, so the single-process run does exactly what
 it did before there were ranks.
@@ -45,8 +45,23 @@ class DistContext:
         dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
         return out
 
+    # The reducer every statistic takes (rlhand.core.masked.Reducer): the identity in one process.
     def sum(self, tensor: Tensor) -> Tensor:
         return self.all_reduce(tensor, "sum")
+
+    def max(self, tensor: Tensor) -> Tensor:
+        return self.all_reduce(tensor, "max")
+
+    def min(self, tensor: Tensor) -> Tensor:
+        return self.all_reduce(tensor, "min")
+
+    def gather(self, tensor: Tensor) -> Tensor:
+        """Every rank's 1-D `tensor` (the same length on each), concatenated in rank order."""
+        if not self.enabled:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.detach().contiguous())
+        return torch.cat(parts)
 
     def broadcast_object(self, obj, src: int = 0):
         """Rank `src`'s object on every rank (a decision one rank makes for all)."""

@@ -9,7 +9,7 @@ import torch
 
 from rlhand.config.schema import GenerationConfig
 from rlhand.core.kl import KLEstimator, kl_estimate
-from rlhand.core.masked import Reduce, masked_mean, masked_sum, mean
+from rlhand.core.masked import LOCAL, Reducer, masked_mean, masked_sum, mean
 from rlhand.data.sampler import left_pad
 from rlhand.models.build import Models
 from rlhand.models.forward import policy_forward, sequence_inputs
@@ -30,10 +30,10 @@ def validate(
     seed: int,
     device: torch.device,
     timer,
-    reduce: Reduce | None = None,
+    reducer: Reducer = LOCAL,
     engine=None,
 ) -> dict[str, float]:
-    """val/* over `prompts` (this rank's share of them; with `reduce`, over every rank's)."""
+    """val/* over every rank's `prompts` (each rank validates its share of them)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     scores, kls, entropies, lengths = [], [], [], []
     for start in range(0, len(prompts), batch_size):
@@ -59,13 +59,12 @@ def validate(
             entropies.append(masked_mean(entropy, response_mask) * response_mask.sum())
     total_tokens = torch.cat(lengths).sum()
     entropy_sum = torch.stack(entropies).sum()
-    if reduce is not None:
-        entropy_sum, total_tokens = reduce(torch.stack([entropy_sum, total_tokens]))
+    entropy_sum, total_tokens = reducer.sum(torch.stack([entropy_sum, total_tokens]))
     out = {
-        "val/reward": mean(torch.cat(scores), reduce).item(),
+        "val/reward": mean(torch.cat(scores), reducer).item(),
         "val/entropy": (entropy_sum / total_tokens).item(),
-        "val/response_length": mean(torch.cat(lengths), reduce).item(),
+        "val/response_length": mean(torch.cat(lengths), reducer).item(),
     }
     if kls:
-        out["val/kl"] = mean(torch.cat(kls), reduce).item()
+        out["val/kl"] = mean(torch.cat(kls), reducer).item()
     return out

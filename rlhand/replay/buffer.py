@@ -15,6 +15,7 @@ from torch import Tensor
 
 from rlhand.config.schema import ReplayConfig
 from rlhand.core.importance import annealed_beta, per_is_weights
+from rlhand.core.masked import LOCAL, Reducer
 from rlhand.replay.sum_tree import SumTree
 from rlhand.rollout.batch import Rollout
 
@@ -188,35 +189,27 @@ class ReplayBuffer:
         )
         return rollout.to(device)
 
-    def stats(self, step: int) -> dict[str, float]:
-        if self.count == 0:
-            return {"replay/buffer_size": 0}
+    def stats(self, step: int, reducer: Reducer = LOCAL) -> dict[str, float]:
+        """The buffer's figures, over every rank's buffer (each rank keeps its own share)."""
         filled = slice(0, self.count)
         reuse = self.data["reuse"][filled].float()
         generated = self.data["step"][filled]
+        sums = reducer.sum(torch.tensor([self.count, int(self.eligible(step).sum()), self.count * self.bytes_per_sample / 2**20], dtype=torch.float64))
+        # float32 sums, divided in float32: in one process the means are reuse.mean() to the bit
+        means = reducer.sum(torch.stack([reuse.sum(), (step - generated.float()).sum()]))
+        largest = reducer.max(reuse.max() if self.count else torch.zeros(()))
+        oldest = reducer.min(generated.min().double() if self.count else torch.tensor(float("inf"), dtype=torch.float64))
+        count = int(sums[0])
+        if count == 0:
+            return {"replay/buffer_size": 0}
         return {
-            "replay/buffer_size": self.count,
-            "replay/eligible": int(self.eligible(step).sum()),
-            "replay/avg_reuse": reuse.mean().item(),
-            "replay/max_reuse": reuse.max().item(),
-            "replay/avg_age": (step - generated.float()).mean().item(),
-            "replay/oldest_step": int(generated.min()),
-            "replay/buffer_mb": self.count * self.bytes_per_sample / 2**20,
-        }
-
-    def partial_stats(self, step: int) -> dict[str, tuple[str, float]]:
-        """stats() as parts that combine over ranks: (how, value) with how sum, max or min."""
-        filled = slice(0, self.count)
-        reuse = self.data["reuse"][filled].double()
-        generated = self.data["step"][filled].double()
-        return {
-            "count": ("sum", self.count),
-            "eligible": ("sum", int(self.eligible(step).sum())),
-            "reuse_sum": ("sum", reuse.sum().item()),
-            "reuse_max": ("max", reuse.max().item() if self.count else 0.0),
-            "age_sum": ("sum", (step - generated).sum().item()),
-            "oldest_step": ("min", generated.min().item() if self.count else float("inf")),
-            "mb": ("sum", self.count * self.bytes_per_sample / 2**20),
+            "replay/buffer_size": count,
+            "replay/eligible": int(sums[1]),
+            "replay/avg_reuse": (means[0] / count).item(),
+            "replay/max_reuse": largest.item(),
+            "replay/avg_age": (means[1] / count).item(),
+            "replay/oldest_step": int(oldest),
+            "replay/buffer_mb": sums[2].item(),
         }
 
     def state_dict(self) -> dict:

@@ -46,9 +46,7 @@ class ExperienceReplay:
     @torch.no_grad()
     def extend(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Rollout, dict]:
         """The update batch: the fresh rows, then replayed ones (if the buffers can serve them)."""
-        ready = self.buffer.ready(self.cfg.sample_size, step)
-        if self.ctx.enabled:
-            ready = bool(self.ctx.all_reduce(torch.tensor(int(ready)), "min"))
+        ready = bool(self.ctx.min(torch.tensor(int(self.buffer.ready(self.cfg.sample_size, step)))))  # every rank can serve its share
         self.draw = self.buffer.draw(self.cfg.sample_size, step) if ready else None
         if self.draw is None:
             return fresh, {"replay/sampled": 0}
@@ -80,14 +78,13 @@ class ExperienceReplay:
             value_weights=torch.ones(len(fresh), device=self.device),
             stored_advantages=torch.zeros_like(fresh.behaviour_logprobs),
         )
-        reduce = self.ctx.sum if self.ctx.enabled else None
         stats = {
             "replay/sampled": len(replayed) * self.ctx.world_size,
-            "replay/is_weight_mean": mean(per, reduce).item(),
+            "replay/is_weight_mean": mean(per, self.ctx).item(),
             "replay/beta": self.draw.beta,
-            "replay/tis_mean": masked_mean(tis, replayed.response_mask, reduce=reduce).item(),
-            "replay/tis_truncated_frac": truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask, reduce).item(),
-            "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask, reduce).item(),
+            "replay/tis_mean": masked_mean(tis, replayed.response_mask, reducer=self.ctx).item(),
+            "replay/tis_truncated_frac": truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask, self.ctx).item(),
+            "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask, self.ctx).item(),
         }
         return concat_rollouts([fresh, replayed], self.pad_id), stats
 
@@ -108,9 +105,7 @@ class ExperienceReplay:
         for low, high in AGE_BUCKETS:
             rows = (ages >= low) & (ages <= high)
             sums += [per_row[rows].sum(), per_row[rows].abs().sum(), rows.sum().to(per_row.dtype)]
-        totals = torch.stack(sums).double()
-        if self.ctx.enabled:
-            totals = self.ctx.sum(totals)
+        totals = self.ctx.sum(torch.stack(sums).double())
         stats = {}
         for i, (low, high) in enumerate(AGE_BUCKETS):
             signed, absolute, count = totals[3 * i : 3 * i + 3].tolist()
@@ -129,29 +124,7 @@ class ExperienceReplay:
     def stats(self, step: int) -> dict[str, float]:
         """The buffer's figures (every rank's buffers together)."""
         cap = {"replay/reuse_cap": self.buffer.max_reuse} if self.cfg.adaptive_reuse else {}
-        return {**self._buffer_stats(step), **cap}
-
-    def _buffer_stats(self, step: int) -> dict[str, float]:
-        if not self.ctx.enabled:
-            return self.buffer.stats(step)
-        parts = self.buffer.partial_stats(step)
-        combined = {}
-        for how in ("sum", "max", "min"):
-            keys = [key for key, (kind, _) in parts.items() if kind == how]
-            values = self.ctx.all_reduce(torch.tensor([float(parts[key][1]) for key in keys], dtype=torch.float64), how)
-            combined.update(zip(keys, values.tolist()))
-        count = combined["count"]
-        if count == 0:
-            return {"replay/buffer_size": 0}
-        return {
-            "replay/buffer_size": int(count),
-            "replay/eligible": int(combined["eligible"]),
-            "replay/avg_reuse": combined["reuse_sum"] / count,
-            "replay/max_reuse": combined["reuse_max"],
-            "replay/avg_age": combined["age_sum"] / count,
-            "replay/oldest_step": int(combined["oldest_step"]),
-            "replay/buffer_mb": combined["mb"],
-        }
+        return {**self.buffer.stats(step, self.ctx), **cap}
 
     def state_dict(self) -> dict:
         return self.buffer.state_dict()

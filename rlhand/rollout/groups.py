@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rlhand.core.estimators import informative_groups
-from rlhand.core.masked import Reduce
+from rlhand.core.masked import LOCAL, Reducer
 from rlhand.rollout.batch import Rollout, concat_rollouts
 
 
@@ -65,11 +65,10 @@ class DynamicSampling:
         whole = concat_rollouts(parts, self.pad_id) if len(parts) > 1 else parts[0]
         return whole.select(torch.arange(self.groups_needed * self.group_size, device=whole.response_ids.device))
 
-    def stats(self, reduce: Reduce | None = None) -> dict[str, float]:
+    def stats(self, reducer: Reducer = LOCAL) -> dict[str, float]:
         figures = torch.tensor(
             [float(self._count(self.kept)), float(self._count(self.kept) + self._count(self.dropped)), float(self.filled)], dtype=torch.float64
         )
-        if reduce is not None:
-            figures = reduce(figures)
+        figures = reducer.sum(figures)
         kept, total, filled = figures.tolist()
         return {"dynamic/rounds": len(self.sampled), "dynamic/informative_frac": kept / max(total, 1.0), "dynamic/filled_groups": filled}

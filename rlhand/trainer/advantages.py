@@ -27,17 +27,17 @@ from rlhand.config.schema import AlgoConfig, Estimator, KLPlacement
 from rlhand.core.advantages import compute_gae
 from rlhand.core.estimators import grpo_advantages, returns_to_go, rloo_advantages, spread_over_tokens
 from rlhand.core.kl import KLEstimator, kl_estimate, kl_shaped_rewards
-from rlhand.core.masked import Reduce, masked_mean, masked_sum, masked_whiten, mean
+from rlhand.core.masked import LOCAL, Reducer, masked_mean, masked_sum, masked_whiten, mean
 from rlhand.rollout.batch import Rollout
 
 
 @torch.no_grad()
 def assign_advantages(
-    batch: Rollout, algo: AlgoConfig, kl_coef: float, reduce: Reduce | None = None, group_size: int = 1
+    batch: Rollout, algo: AlgoConfig, kl_coef: float, reducer: Reducer = LOCAL, group_size: int = 1
 ) -> tuple[Rollout, dict[str, float]]:
     """The batch with rewards / advantages / returns, and KL stats over its fresh rows (the adaptive
-    KL controller and the kl/ref metric see the current policy's own samples only). With `reduce`
-    (data-parallel ranks) whitening and stats are over every rank's rows.
+    KL controller and the kl/ref metric see the current policy's own samples only). Whitening and
+    stats are over every rank's rows.
 
     The KL penalty is taken against the proximal log-probs: for fresh rows those are the sampled
     ones; a replayed row is penalised for where the current policy stands, not its old one."""
@@ -51,21 +51,21 @@ def assign_advantages(
     penalty = kl_k1 if reuse_k1 else kl_estimate(batch.proximal_logprobs, batch.ref_logprobs, algo.kl_estimator)
     rewards = kl_shaped_rewards(batch.scores, penalty, mask, kl_coef=kl_coef if in_reward else 0.0)
     if algo.whiten_rewards:
-        rewards = masked_whiten(rewards, mask, shift_mean=False, reduce=reduce)
+        rewards = masked_whiten(rewards, mask, shift_mean=False, reducer=reducer)
     penalties = kl_shaped_rewards(torch.zeros_like(batch.scores), penalty, mask, kl_coef=kl_coef) if in_reward else None
     advantages, returns = estimate_advantages(batch, rewards, algo, group_size, penalties)
     if algo.whiten_advantages:
-        advantages = masked_whiten(advantages, mask, reduce=reduce)
+        advantages = masked_whiten(advantages, mask, reducer=reducer)
     fresh = batch.fresh
     fresh_kl, fresh_mask = kl_k1[fresh], mask[fresh]
     stats = {
-        "kl/ref": mean(masked_sum(fresh_kl, fresh_mask, dim=1), reduce).item(),
-        "kl/ref_per_token": masked_mean(fresh_kl, fresh_mask, reduce=reduce).item(),
+        "kl/ref": mean(masked_sum(fresh_kl, fresh_mask, dim=1), reducer).item(),
+        "kl/ref_per_token": masked_mean(fresh_kl, fresh_mask, reducer=reducer).item(),
     }
     if not algo.whiten_rewards:  # after whitening, reward minus score is no longer the KL penalty
-        total = mean(masked_sum(rewards[fresh], fresh_mask, dim=1), reduce).item()
+        total = mean(masked_sum(rewards[fresh], fresh_mask, dim=1), reducer).item()
         stats["reward/total"] = total
-        stats["reward/non_score"] = total - mean(batch.scores[fresh], reduce).item()
+        stats["reward/non_score"] = total - mean(batch.scores[fresh], reducer).item()
     return batch.replace(rewards=rewards, advantages=advantages, returns=returns), stats
 
 

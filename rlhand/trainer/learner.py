@@ -27,7 +27,7 @@ class Learner:
     ):
         self.module, self.optimizer, self.max_grad_norm = module, optimizer, max_grad_norm
         self.ctx = ctx or DistContext()
-        self.sum_gradients = sum_gradients and self.ctx.enabled  # ddp: replicated weights, gradients summed here
+        self.sum_gradients = sum_gradients  # ddp: replicated weights, gradients summed here
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from rlhand.checkpoint.store import CheckpointError, checkpoint_step
 from rlhand.checkpoint.training import load_learners, read_config, read_rank_state, read_training_state, save_training_checkpoint
 from rlhand.config.load import config_dict
 from rlhand.config.schema import TrainConfig
-from rlhand.core.masked import Reduce, masked_mean, mean, std
+from rlhand.core.masked import LOCAL, Reducer, masked_mean, mean, std
 from rlhand.data.sampler import PromptSampler, left_pad
 from rlhand.distributed import context
 from rlhand.distributed.sharding import gathered
@@ -72,7 +72,6 @@ class Trainer:
         self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device, ctx)  # None when replay=off
         self.timer = PhaseTimer(self.device)
         self.threads = setup.model_threads(cfg, self.device, ctx)  # None: one model at a time
-        self.reduce: Reduce | None = ctx.sum if ctx.enabled else None
         self.group_size = cfg.generation.samples_per_prompt
         self.update = PPOUpdate(
             self.learners,
@@ -81,7 +80,7 @@ class Trainer:
             timer=self.timer,
             autocast=self.autocast,
             threads=self.threads,
-            reduce=self.reduce,
+            reducer=ctx,
             group_size=self.group_size,
             stratify=cfg.replay.enabled and cfg.replay.fresh_fraction is not None,
             chunk_bytes=self.models.limits.logit_chunk_bytes,
@@ -240,7 +239,7 @@ class Trainer:
                 batch, replay_stats = self.replay.extend(rollout, self.step, self.models, cfg.generation.temperature, self.timer)
         kl_coef = self.kl_ctl.value
         with self.timer("advantages"):
-            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef, reduce=self.reduce, group_size=self.group_size)
+            batch, kl_stats = assign_advantages(batch, cfg.algo, kl_coef, reducer=self.dist, group_size=self.group_size)
         if self.replay is not None:
             replay_stats.update(self.replay.advantage_drift(batch))
         update_started = time.perf_counter()
@@ -261,9 +260,9 @@ class Trainer:
         # Samples that reached at least one optimizer step this iteration, each counted once however
         # many epochs used it (target_kl can end an iteration early): plain PPO trains 1x what it generates.
         self.totals["samples/trained"] += update_stats.pop("samples/used")
-        stats = sampled_stats(sampled, self.reduce, with_values=self.learners.critic is not None)
+        stats = sampled_stats(sampled, self.dist, with_values=self.learners.critic is not None)
         stats.update(sampling_stats)
-        stats.update(mismatch_stats(rollout, cfg.generation.is_truncation, self.reduce, self.max_over_ranks))
+        stats.update(mismatch_stats(rollout, cfg.generation.is_truncation, self.dist))
         del rollout, batch, sampled  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(self.device, cfg.trainer.empty_cache)
         times = {
@@ -288,14 +287,9 @@ class Trainer:
 
     def slowest(self, figures: dict[str, float]) -> dict[str, float]:
         """Times and memory peaks: the largest over ranks (the slowest rank sets the pace)."""
-        if not self.dist.enabled:
-            return figures
         keys = sorted(figures)
-        worst = self.dist.all_reduce(torch.tensor([float(figures[k]) for k in keys], dtype=torch.float64), "max")
+        worst = self.dist.max(torch.tensor([float(figures[k]) for k in keys], dtype=torch.float64))
         return dict(zip(keys, worst.tolist()))
-
-    def max_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        return self.dist.all_reduce(value.detach().cpu().double(), "max") if self.dist.enabled else value
 
     def sync_engine(self) -> None:
         """The generation engine samples from the policy's current weights (vLLM: pushed into it)."""
@@ -312,12 +306,11 @@ class Trainer:
             return rollout, [rollout], {}
         dynamic = DynamicSampling(self.group_size, self.cfg.algo.rollout_batch_size // self.dist.world_size, self.inputs.tokenizer.pad_token_id)
         for _ in range(self.cfg.algo.dynamic_max_rounds):
-            full = dynamic.add(self.collect())
-            if self.dist.enabled:  # every rank samples as many rounds, so the prompt stream stays shared
-                full = bool(self.dist.all_reduce(torch.tensor(int(full)), "min"))
+            # Every rank samples as many rounds, so the prompt stream stays shared.
+            full = bool(self.dist.min(torch.tensor(int(dynamic.add(self.collect())))))
             if full:
                 break
-        return dynamic.batch(), dynamic.sampled, dynamic.stats(self.reduce)
+        return dynamic.batch(), dynamic.sampled, dynamic.stats(self.dist)
 
     def collect(self) -> Rollout:
         """This rank's share of the iteration's prompts, sampled and scored: rollout_batch_size
@@ -363,7 +356,7 @@ class Trainer:
                 seed=cfg.seed + 1 + self.dist.rank,
                 device=self.device,
                 timer=self.timer,
-                reduce=self.reduce,
+                reducer=self.dist,
                 engine=self.engine,
             )
         self.timer.pop()  # validation phases are not training time
@@ -429,34 +422,34 @@ class Trainer:
             os.replace(tmp, self.run_dir / "training_config.json")
 
 
-def sampled_stats(sampled: list[Rollout], reduce: Reduce | None = None, with_values: bool = True) -> dict[str, float]:
+def sampled_stats(sampled: list[Rollout], reducer: Reducer = LOCAL, with_values: bool = True) -> dict[str, float]:
     """Statistics of everything sampled this iteration (dynamic sampling: every round, dropped
     groups included, so reward/mean is the policy's, not the filter's)."""
-    stats = rollout_stats(concat_rollouts(sampled, 0) if len(sampled) > 1 else sampled[0], reduce)
+    stats = rollout_stats(concat_rollouts(sampled, 0) if len(sampled) > 1 else sampled[0], reducer)
     if len(sampled) > 1:  # each round's own width, not the concatenation's padded one
-        stats["response/generated_tokens"] = generated_tokens(sampled, reduce)
+        stats["response/generated_tokens"] = generated_tokens(sampled, reducer)
     if not with_values:
         del stats["value/mean"]
     return stats
 
 
-def generated_tokens(rollouts: list[Rollout], reduce: Reduce | None = None) -> int:
+def generated_tokens(rollouts: list[Rollout], reducer: Reducer = LOCAL) -> int:
     """Sampling steps x prompts, summed: the tokens the sampler produced (rows stop early only together)."""
     generated = torch.tensor(float(sum(rollout.response_ids.numel() for rollout in rollouts)))
-    return int(generated if reduce is None else reduce(generated))
+    return int(reducer.sum(generated))
 
 
-def rollout_stats(rollout: Rollout, reduce: Reduce | None = None) -> dict[str, float]:
-    """The fresh rollout's statistics (over every rank's rows, with `reduce`)."""
+def rollout_stats(rollout: Rollout, reducer: Reducer = LOCAL) -> dict[str, float]:
+    """The fresh rollout's statistics (over every rank's rows)."""
     lengths = rollout.response_mask.sum(dim=1).float()
     return {
-        "reward/mean": mean(rollout.scores, reduce).item(),
-        "reward/std": std(rollout.scores, reduce).item(),
-        "reward/raw_mean": mean(rollout.raw_scores, reduce).item(),
-        "response/length_mean": mean(lengths, reduce).item(),
-        "response/eos_fraction": mean(rollout.ended.float(), reduce).item(),
-        "response/generated_tokens": generated_tokens([rollout], reduce),
-        "value/mean": masked_mean(rollout.values, rollout.response_mask, reduce=reduce).item(),
+        "reward/mean": mean(rollout.scores, reducer).item(),
+        "reward/std": std(rollout.scores, reducer).item(),
+        "reward/raw_mean": mean(rollout.raw_scores, reducer).item(),
+        "response/length_mean": mean(lengths, reducer).item(),
+        "response/eos_fraction": mean(rollout.ended.float(), reducer).item(),
+        "response/generated_tokens": generated_tokens([rollout], reducer),
+        "value/mean": masked_mean(rollout.values, rollout.response_mask, reducer=reducer).item(),
     }
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from rlhand.config.schema import AlgoConfig
-from rlhand.core.masked import Reduce, explained_variance
+from rlhand.core.masked import LOCAL, Reducer, explained_variance
 from rlhand.models.concurrent import ModelThreads
 from rlhand.models.critic import Critic, has_critic
 from rlhand.models.forward import policy_forward, sequence_inputs
@@ -48,7 +48,7 @@ class PPOUpdate:
         timer,
         autocast=nullcontext,
         threads: ModelThreads | None = None,
-        reduce: Reduce | None = None,
+        reducer: Reducer = LOCAL,
         group_size: int = 1,
         stratify: bool = False,
         chunk_bytes: int | None = None,
@@ -59,9 +59,9 @@ class PPOUpdate:
         self.threads = threads if self.has_critic and not critic.reads_policy_hidden else None
         self.group_size, self.stratify = group_size, stratify
         self.chunk_bytes = chunk_bytes  # one chunk's logits through the output layer (rlhand/core/logprobs.py)
-        # Data-parallel ranks: sums a tensor over ranks. Each rank holds its share of every minibatch;
-        # counts, statistics and the target_kl decision are global, so all ranks agree.
-        self.reduce = reduce
+        # Each rank holds its share of every minibatch; counts, statistics and the target_kl
+        # decision are over every rank's, so all ranks agree.
+        self.reducer = reducer
 
     @property
     def policy(self):
@@ -81,27 +81,24 @@ class PPOUpdate:
                 stats = self.minibatch_step(batch.select(index), kl_coef=kl_coef, temperature=temperature)
                 history.append(stats)
                 used[index] = True
-                if algo.target_kl is not None and self._global(stats["policy/approx_kl"]).item() > 1.5 * algo.target_kl:
+                if algo.target_kl is not None and self.reducer.sum(stats["policy/approx_kl"]).item() > 1.5 * algo.target_kl:
                     stop = True
                     break
             if stop:
                 break
         keys = [key for key in history[0] if not key.startswith("grad/")]  # grad norms are global already
-        partial = self._global(torch.stack([torch.stack([h[key].float() for key in keys]) for h in history]))
+        partial = self.reducer.sum(torch.stack([torch.stack([h[key].float() for key in keys]) for h in history]))
         summary = dict(zip(keys, partial.mean(dim=0).tolist()))
         for key in ("grad/policy_norm", "grad/critic_norm"):
             if key in history[0]:
                 summary[key] = torch.stack([h[key].float() for h in history]).mean().item()
         summary["policy/ratio_first_minibatch"] = partial[0, keys.index("policy/ratio")].item()
         summary["policy/optimizer_steps"] = len(history)
-        summary["samples/used"] = int(self._global(used.sum()))
+        summary["samples/used"] = int(self.reducer.sum(used.sum()))
         summary["policy/early_stopped"] = float(stop)
         if self.has_critic:
-            summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask, reduce=self.reduce).item()
+            summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask, reducer=self.reducer).item()
         return summary
-
-    def _global(self, tensor: Tensor) -> Tensor:
-        return tensor if self.reduce is None else self.reduce(tensor)
 
     def minibatch_step(self, batch: Rollout, *, kl_coef: float, temperature: float) -> dict[str, Tensor]:
         """One optimizer step per learner on one minibatch, accumulated over algo.grad_accum_steps
@@ -110,10 +107,9 @@ class PPOUpdate:
         per-micro-batch means). Stats stay 0-dim tensors (no device sync here); per-token stats
         are weighted by token share; with several ranks they are this rank's part of the global
         values (rank sums of them are the global ones: PPOUpdate reduces them)."""
-        num_tokens, num_seqs = batch.response_mask.sum(), len(batch)
-        if self.reduce is not None:  # the whole minibatch is every rank's share of it
-            num_tokens = self.reduce(num_tokens)
-            num_seqs = self.reduce(torch.tensor(num_seqs, device=num_tokens.device))
+        # The whole minibatch is every rank's share of it.
+        num_tokens = self.reducer.sum(batch.response_mask.sum())
+        num_seqs = self.reducer.sum(torch.tensor(len(batch), device=num_tokens.device))
         for learner in self.learners.all():
             learner.zero_grad()
         totals: dict[str, Tensor] = {}
