@@ -88,8 +88,7 @@ def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
 
 
 def who(trainer) -> str:
-    ctx = context.current()
-    return f"rlhand-train[rank {ctx.rank}]" if ctx.enabled and not ctx.is_main else "rlhand-train"
+    return context.current().label("rlhand-train")
 
 
 def says_it(trainer) -> bool:
@@ -140,8 +139,6 @@ def agree_on_launch() -> None:
     rank 0 writes Hydra's .hydra/ folder."""
     global _LAUNCH_TIME
     ctx = context.init_from_env()
-    if not ctx.enabled:
-        return
     _LAUNCH_TIME = ctx.broadcast_object(_LAUNCH_TIME)
     if not ctx.is_main:
         sys.argv.append("hydra.output_subdir=null")

@@ -17,6 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rlhand.distributed.layout import resolve_layout  # noqa: E402
 from rlhand.models.fit import GIB, estimate_from_shapes  # noqa: E402
 from rlhand.models.shapes import model_shapes  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
@@ -30,7 +31,7 @@ def estimate(folder: Path, preset: str, prompt: int, new: int, extra: list[str])
         f"memory={preset}", "model=hf", f"model.policy={folder}", "model.critic_init=policy", "task=file", "task.path=unused.jsonl",
         "reward.function._target_=tests.real_shape.length_reward", f"task.max_prompt_tokens={prompt}", f"generation.max_new_tokens={new}", *extra,
     ])
-    est = estimate_from_shapes(cfg, model_shapes(cfg, None), [prompt] * 64, 1, torch.device("cpu"))
+    est = estimate_from_shapes(cfg, model_shapes(cfg, None), [prompt] * 64, resolve_layout(cfg.trainer, 1), torch.device("cpu"))
     return est, cfg
 
 

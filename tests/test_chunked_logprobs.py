@@ -20,6 +20,7 @@ from rlhand.reporting.timer import PhaseTimer
 from rlhand.rewards import ModelScorer
 from rlhand.rollout.collect import collect_rollout
 from rlhand.rollout.sampler import sample_responses
+from tests.helpers import plan_for
 from tests.real_shape import QWEN2_SMALL, build_tokenizer, write_model_folder
 
 
@@ -40,7 +41,7 @@ def qwen_models(folders, *, remove_padding=True, lora=False, critic_backbone="se
     )
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    models = build_models(cfg, tokenizer, need_ref=True, need_reward_model=need_reward_model, device=torch.device("cpu"))
+    models = build_models(cfg, tokenizer, plan_for(cfg, True, need_reward_model), torch.device("cpu"))
     if lora:  # adapters that do something (PEFT starts B at 0)
         with torch.no_grad():
             for name, p in models.policy.named_parameters():

@@ -3,7 +3,7 @@ over every rank's rows, not each rank's own."""
 
 import torch
 
-from rlhand.config.schema import AlgoConfig, Estimator
+from rlhand.config.schema import AlgoConfig
 from rlhand.rollout.batch import concat_rollouts
 from rlhand.rollout.groups import DynamicSampling
 from rlhand.trainer.advantages import assign_advantages
@@ -25,7 +25,7 @@ def groups_worker():
     local, global_ = dynamic.stats(), dynamic.stats(ctx)
 
     # REINFORCE++ whitens over the batch: every rank's rows together.
-    algo = AlgoConfig(name="t", rollout_batch_size=16, num_minibatches=2, estimator=Estimator.reinforce_pp, whiten_advantages=True)
+    algo = AlgoConfig(name="t", rollout_batch_size=16, num_minibatches=2, estimator="reinforce_pp", whiten_advantages=True)
     both = [base.replace(scores=torch.tensor(s), raw_scores=torch.tensor(s)) for s in scores]
     whole, _ = assign_advantages(concat_rollouts(both, pad_id=0), algo, kl_coef=0.05)
     shared, _ = assign_advantages(mine, algo, kl_coef=0.05, reducer=ctx)

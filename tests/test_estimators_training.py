@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhand.config import ConfigError
-from rlhand.config.schema import AlgoConfig, Estimator, KLPlacement
+from rlhand.config.schema import AlgoConfig, KLPlacement
 from rlhand.rollout.batch import concat_rollouts
 from rlhand.rollout.groups import DynamicSampling, repeat_groups
 from rlhand.trainer.advantages import assign_advantages
@@ -27,7 +27,7 @@ def grouped(rollout, scores):
 def test_group_estimators_spread_their_sequence_advantage_over_tokens():
     _, _, rollout = make_rollout()
     rollout = grouped(rollout, [1.0, 0.0, 0.5, 0.5, 2.0, -1.0, 0.0, 3.0])
-    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator.rloo, kl_coef=0.0, whiten_advantages=False)
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator="rloo", kl_coef=0.0, whiten_advantages=False)
     out, _ = assign_advantages(rollout, algo, kl_coef=0.0, group_size=2)
     per_seq = torch.tensor([1.0, -1.0, 0.0, 0.0, 3.0, -3.0, -3.0, 3.0])  # each against the other of its pair
     assert torch.allclose(out.advantages, per_seq.unsqueeze(1) * rollout.response_mask)
@@ -45,7 +45,7 @@ def test_with_the_kl_in_the_reward_a_group_of_equal_scores_gets_only_its_penalty
     torch.manual_seed(0)
     kl = torch.rand(mask.shape) * 0.3 * mask  # per-token KL up to 0.3, different in every response
     rollout = grouped(rollout, [1.0] * 8).replace(ref_logprobs=rollout.proximal_logprobs - kl)
-    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator(estimator), whiten_advantages=False)
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=estimator, whiten_advantages=False)
     out, _ = assign_advantages(rollout, algo, kl_coef=0.05, group_size=2)
     to_go = kl.flip(1).cumsum(1).flip(1) * mask  # sum of kl_t' for t' >= t
     torch.testing.assert_close(out.advantages, -0.05 * to_go, rtol=0, atol=1e-6)
@@ -59,7 +59,7 @@ def test_grpo_group_statistics_are_over_the_scores_in_both_kl_placements(placeme
     scores = [1.0, 0.0, 0.5, 0.5, 2.0, -1.0, 0.0, 3.0]
     kl = torch.full(mask.shape, 0.2) * mask
     rollout = grouped(rollout, scores).replace(ref_logprobs=rollout.proximal_logprobs - kl)
-    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator.grpo, whiten_advantages=False, kl_placement=KLPlacement(placement))
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator="grpo", whiten_advantages=False, kl_placement=KLPlacement(placement))
     out, _ = assign_advantages(rollout, algo, kl_coef=0.1, group_size=2)
     std = torch.tensor([0.5**0.5, 0.0, 4.5**0.5, 4.5**0.5]).repeat_interleave(2)  # unbiased std of each pair
     centred = torch.tensor([0.5, -0.5, 0.0, 0.0, 1.5, -1.5, -1.5, 1.5])
@@ -76,7 +76,7 @@ def test_replayed_rows_of_a_group_estimator_keep_their_stored_advantages():
     stored = torch.full_like(fresh.behaviour_logprobs, 0.25) * fresh.response_mask
     replayed = fresh.replace(fresh=torch.zeros_like(fresh.fresh), stored_advantages=stored)
     fresh = fresh.replace(stored_advantages=torch.zeros_like(stored))
-    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator.grpo, kl_coef=0.0, whiten_advantages=False)
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator="grpo", kl_coef=0.0, whiten_advantages=False)
     out, _ = assign_advantages(concat_rollouts([fresh, replayed], pad_id=0), algo, kl_coef=0.0, group_size=2)
     assert torch.equal(out.advantages[8:], stored)
     assert torch.allclose(out.advantages[:8, 0], torch.tensor([0.7071, -0.7071] * 4), atol=1e-4)  # +-0.5 / std 0.7071
@@ -84,7 +84,7 @@ def test_replayed_rows_of_a_group_estimator_keep_their_stored_advantages():
 
 def test_reinforce_pp_is_the_whitened_return_to_go():
     _, _, rollout = make_rollout()
-    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator=Estimator.reinforce_pp, kl_coef=0.0, whiten_advantages=False)
+    algo = AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, estimator="reinforce_pp", kl_coef=0.0, whiten_advantages=False)
     out, _ = assign_advantages(rollout, algo, kl_coef=0.0)
     # kl 0, gamma 1: every token's return-to-go is the score
     assert torch.allclose(out.advantages, rollout.scores.unsqueeze(1) * rollout.response_mask)

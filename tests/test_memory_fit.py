@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rlhand.config import ConfigError
+from rlhand.distributed.layout import resolve_layout
 from rlhand.models.fit import GIB, check_fit, estimate_memory
 from rlhand.trainer import setup
 from rlhand.trainer.loop import Trainer
@@ -23,7 +24,7 @@ CPU = torch.device("cpu")
 def estimate_for(overrides, world_size=1):
     cfg = compose_cfg(overrides)
     inputs = setup.prepare_inputs(cfg)
-    return cfg, estimate_memory(cfg, inputs.tokenizer, [len(p) for p in inputs.prompt_ids], world_size, CPU)
+    return cfg, estimate_memory(cfg, inputs.tokenizer, [len(p) for p in inputs.prompt_ids], resolve_layout(cfg.trainer, world_size), CPU)
 
 
 @pytest.mark.parametrize("setting", [[], ["model.n_layer=4", "model.n_embd=256", "model.lora.enabled=true"]])
@@ -71,10 +72,10 @@ def test_the_estimate_follows_the_levers():
     from transformers import GPT2LMHeadModel
 
     from rlhand.data.tokenizer import build_char_tokenizer
-    from rlhand.models.build import _tiny_config
+    from rlhand.models.loaders import tiny_config
 
     with torch.device("meta"):
-        policy = GPT2LMHeadModel(_tiny_config(compose_cfg(base).model, build_char_tokenizer()))
+        policy = GPT2LMHeadModel(tiny_config(compose_cfg(base).model, build_char_tokenizer()))
     assert {i.name: i.bytes for i in one.resident}["policy AdamW states"] == 8 * sum(p.numel() for p in policy.parameters())
 
 
@@ -101,7 +102,7 @@ def test_a_saved_model_folder_is_estimated_from_its_config(tmp_path):
     params = sum(p.numel() for p in Qwen2ForCausalLM(config).parameters())
     assert {i.name: i.bytes for i in estimate.resident}["policy AdamW states"] == 8 * params
     assert {i.name: i.bytes for i in estimate.rollout}["generation KV cache"] > 0  # GQA: 2 of 4 heads cached
-    assert estimate_memory(compose_cfg(FAST + ["model=hf", "model.policy=no-org/no-model"]), None, [10], 1, CPU) is None
+    assert estimate_memory(compose_cfg(FAST + ["model=hf", "model.policy=no-org/no-model"]), None, [10], resolve_layout(compose_cfg(FAST).trainer, 1), CPU) is None
 
 
 def qwen_config_folder(tmp_path, **shape):
@@ -120,7 +121,7 @@ def real_shape_estimate(folder, overrides, world_size=1, device=CPU):
     cfg = compose_cfg(["model=hf", f"model.policy={folder}", "model.critic_init=policy", "task=file", "task.path=unused.jsonl",
                        "reward.function._target_=tests.real_shape.length_reward", *overrides])
     shapes = model_shapes(cfg, None)
-    return cfg, shapes, estimate_from_shapes(cfg, shapes, [30] * 8, world_size, device)
+    return cfg, shapes, estimate_from_shapes(cfg, shapes, [30] * 8, resolve_layout(cfg.trainer, world_size), device)
 
 
 def items(estimate):
@@ -203,6 +204,6 @@ def test_the_readme_real_checkpoint_command_fits_every_preset(tmp_path, preset, 
     from rlhand.models.fit import estimate_from_shapes
 
     cfg, shapes, _ = real_shape_estimate(folder, overrides)
-    estimate = estimate_from_shapes(cfg, shapes, [256] * 64, 1, CPU)  # every prompt at the limit
+    estimate = estimate_from_shapes(cfg, shapes, [256] * 64, resolve_layout(cfg.trainer, 1), CPU)  # every prompt at the limit
     assert estimate.total <= cfg.trainer.device_memory_gb * GIB, estimate.line()
     check_fit(estimate, cfg)  # no error

@@ -257,7 +257,9 @@ def qwen_lora_models(tmp_path):
                       lora=LoraSettings(enabled=True, rank=8, alpha=16))
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    models = build_models(cfg, tokenizer, need_ref=True, need_reward_model=False, device=torch.device("cpu"))
+    from tests.helpers import plan_for
+
+    models = build_models(cfg, tokenizer, plan_for(cfg), torch.device("cpu"))
     with torch.no_grad():
         for name, p in models.policy.named_parameters():
             if "lora_B" in name:

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rlhand.checkpoint.atomic import atomic_dir, fresh_tmp, publish
+from rlhand.checkpoint.atomic import fresh_tmp, publish
 from rlhand.distributed.context import DistContext
 from rlhand.errors import UserError
 
@@ -32,25 +32,25 @@ def checkpoint_step(folder: Path) -> int | None:
 
 def write_checkpoint(root: Path, step: int, write_files: Callable[[Path], None], ctx: DistContext | None = None) -> Path:
     """`write_files(folder)` fills the folder, on every rank; then rank 0 writes the manifest inside
-    the temporary folder and renames it into place. On one process an exception removes the
-    temporary folder; with several, a rank that fails ends the job (its launcher stops the others)
-    and the next resume=auto removes what was left."""
+    the temporary folder and renames it into place. A fault on rank 0 (an interrupt, a full disk)
+    removes the temporary folder; a rank that fails elsewhere ends the job (its launcher stops the
+    others) and the next resume=auto removes what was left."""
     ctx = ctx or DistContext()
     target = checkpoint_dir(root, step)
-    if not ctx.enabled:
-        with atomic_dir(target) as tmp:
-            write_files(tmp)
-            _write_manifest(tmp, step)
-        return target
     tmp = target.with_name(target.name + ".tmp")
     if ctx.is_main:
         fresh_tmp(target)
-    ctx.barrier()
-    write_files(tmp)
-    ctx.barrier()
-    if ctx.is_main:
-        _write_manifest(tmp, step)
-        publish(tmp, target, flush=True)
+    try:
+        ctx.barrier()
+        write_files(tmp)
+        ctx.barrier()
+        if ctx.is_main:
+            _write_manifest(tmp, step)
+            publish(tmp, target, flush=True)
+    except BaseException:
+        if ctx.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     ctx.barrier()
     return target
 

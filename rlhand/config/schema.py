@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from rlhand.config.batch_layout import check_batch_layout
+from rlhand.core.estimators import ESTIMATORS
 from rlhand.core.kl import KLEstimator
 from rlhand.core.losses import LossAgg
 
@@ -69,24 +71,6 @@ class FitCheck(str, Enum):
 class KLPlacement(str, Enum):
     reward = "reward"
     loss = "loss"
-
-
-class Estimator(str, Enum):
-    """How advantages are estimated (rlhand/core/estimators.py, rlhand/trainer/advantages.py)."""
-
-    gae = "gae"  # a learned critic and GAE (PPO as InstructGPT trained it)
-    grpo = "grpo"  # group mean / std of the returns, no critic
-    dr_grpo = "dr_grpo"  # group mean only, no critic (Dr. GRPO)
-    rloo = "rloo"  # leave-one-out group mean, no critic
-    reinforce_pp = "reinforce_pp"  # return-to-go whitened over the batch, no critic (REINFORCE++)
-
-    @property
-    def needs_critic(self) -> bool:
-        return self is Estimator.gae
-
-    @property
-    def grouped(self) -> bool:
-        return self in (Estimator.grpo, Estimator.dr_grpo, Estimator.rloo)
 
 
 class KLControl(str, Enum):
@@ -246,8 +230,9 @@ class AlgoConfig:
     whiten_rewards: bool = False
     # Stop the iteration's remaining minibatches once approx_kl > 1.5 * target_kl.
     target_kl: Optional[float] = None
-    # gae needs a critic; grpo, dr_grpo, rloo and reinforce_pp build none (conf/estimator/ presets).
-    estimator: Estimator = Estimator.gae
+    # How advantages are estimated: a name registered in rlhand/core/estimators.py (gae, grpo,
+    # dr_grpo, rloo, reinforce_pp; conf/estimator/ presets). gae needs a critic; the others build none.
+    estimator: str = "gae"
     # DAPO's dynamic sampling (group estimators): a group whose returns are all equal teaches
     # nothing; drop it and sample more prompts until the batch is full, or dynamic_max_rounds.
     dynamic_sampling: bool = False
@@ -256,16 +241,6 @@ class AlgoConfig:
     def __post_init__(self) -> None:
         for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "grad_accum_steps", "kl_horizon", "dynamic_max_rounds"):
             check(getattr(self, name) > 0, f"algo.{name}", "must be > 0")
-        check(
-            self.rollout_batch_size % self.num_minibatches == 0,
-            "algo.rollout_batch_size",
-            f"{self.rollout_batch_size} is not divisible into num_minibatches={self.num_minibatches}",
-        )
-        check(
-            self.minibatch_size % self.grad_accum_steps == 0,
-            "algo.grad_accum_steps",
-            f"minibatch of {self.minibatch_size} is not divisible into {self.grad_accum_steps} micro-batches",
-        )
         check(self.lr > 0, "algo.lr", "must be > 0")
         check(self.critic_lr is None or self.critic_lr > 0, "algo.critic_lr", "must be > 0")
         check(self.clip_ratio_low > 0, "algo.clip_ratio_low", "must be > 0")
@@ -279,6 +254,7 @@ class AlgoConfig:
             check(getattr(self, name) >= 0, f"algo.{name}", "must be >= 0")
         check(self.kl_target > 0, "algo.kl_target", "must be > 0")
         check(self.target_kl is None or self.target_kl > 0, "algo.target_kl", "must be > 0 or null")
+        check(self.estimator in ESTIMATORS, "algo.estimator", f"{self.estimator!r} is not one of {', '.join(ESTIMATORS)}")
         if self.whiten_rewards:
             check(self.minibatch_size >= 8, "algo.whiten_rewards", "needs minibatches of at least 8 samples")
 
@@ -599,41 +575,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         group, algo = self.generation.samples_per_prompt, self.algo
-        check(
-            algo.rollout_batch_size % group == 0,
-            "generation.samples_per_prompt",
-            f"{group} does not divide algo.rollout_batch_size={algo.rollout_batch_size} (it counts responses)",
-        )
-        if group > 1:  # minibatches take whole groups (rlhand/trainer/update.py minibatch_indices)
-            check(
-                algo.minibatch_size % group == 0,
-                "algo.num_minibatches",
-                f"minibatches of {algo.minibatch_size} responses do not hold whole groups of samples_per_prompt={group}",
-            )
-            if self.replay.enabled:
-                check(
-                    self.replay.sample_size % algo.num_minibatches == 0,
-                    "replay.sample_size",
-                    f"with groups each minibatch takes an equal share of the replayed rows: {self.replay.sample_size} "
-                    f"does not split into num_minibatches={algo.num_minibatches}",
-                )
-        if algo.estimator.grouped:
-            check(group >= 2, "generation.samples_per_prompt", f"algo.estimator={algo.estimator.value} compares responses to one prompt: set 2 or more")
+        estimator = ESTIMATORS[algo.estimator]
+        if estimator.grouped:
+            check(group >= 2, "generation.samples_per_prompt", f"algo.estimator={algo.estimator} compares responses to one prompt: set 2 or more")
             check(
                 not algo.whiten_rewards,
                 "algo.whiten_rewards",
-                f"algo.estimator={algo.estimator.value} takes its group statistics over the scores; whitening token rewards applies to gae and reinforce_pp",
+                f"algo.estimator={algo.estimator} takes its group statistics over the scores; whitening token rewards applies to gae and reinforce_pp",
             )
         check(
-            not algo.dynamic_sampling or algo.estimator.grouped,
+            not algo.dynamic_sampling or estimator.grouped,
             "algo.dynamic_sampling",
-            f"drops groups of equal returns: needs a group estimator (grpo, dr_grpo, rloo), not {algo.estimator.value}",
+            f"drops groups of equal returns: needs a group estimator (grpo, dr_grpo, rloo), not {algo.estimator}",
         )
-        if not algo.estimator.needs_critic:
+        if not estimator.needs_critic:
             check(
                 self.model.critic_backbone is CriticBackbone.separate,
                 "model.critic_backbone",
-                f"algo.estimator={algo.estimator.value} has no critic: leave critic_backbone at separate",
+                f"algo.estimator={algo.estimator} has no critic: leave critic_backbone at separate",
             )
         replay = self.replay
         if replay.enabled and replay.fresh_fraction is not None:
@@ -650,14 +609,7 @@ class TrainConfig:
                 "replay.fresh_fraction",
                 f"every minibatch takes an equal share of the {replay.sample_size} replayed rows: not divisible by num_minibatches={algo.num_minibatches}",
             )
-        if self.replay.enabled:
-            batch = self.algo.rollout_batch_size + self.replay.sample_size
-            check(
-                batch % (self.algo.num_minibatches * self.algo.grad_accum_steps) == 0,
-                "replay.sample_size",
-                f"rollout_batch_size + sample_size = {batch} does not split into "
-                f"{self.algo.num_minibatches} minibatches x {self.algo.grad_accum_steps} micro-batches",
-            )
+        check_batch_layout(self)  # one rank here; setup checks the same rules for N (rlhand/config/batch_layout.py)
         if self.scheduler.kind is SchedulerKind.plateau:
             check(self.eval.every > 0, "scheduler.kind", "plateau is driven by val/reward and needs eval.every > 0")
         if self.early_stop.patience is not None:

@@ -18,6 +18,9 @@ A group of one has no baseline: its advantage is its return (baseline 0, scale 1
 a group of one is plain REINFORCE. A group whose returns are all equal gets advantage 0 everywhere.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -82,3 +85,77 @@ def informative_groups(scores: Tensor, group_size: int) -> Tensor:
     """(B,) scores -> (G,) bool: the groups whose scores are not all equal. A group of equal scores
     gets advantage 0 from every group estimator, so it adds no policy gradient (DAPO drops them)."""
     return ~_all_equal(_groups(scores, group_size))
+
+
+# --- The registry: every estimator the trainer can run, with its traits -------------------------
+# A new estimator is a function here (with its hand-value test) and a preset in conf/estimator/.
+
+
+@dataclass(frozen=True)
+class EstimatorInputs:
+    """What an estimator sees of a batch (the rows it estimates for)."""
+
+    rewards: Tensor  # (B, T) KL-shaped token rewards (whitened with algo.whiten_rewards)
+    values: Tensor  # (B, T) the critic's values (0 without a critic)
+    mask: Tensor  # (B, T) response tokens
+    scores: Tensor  # (B,) the task's scores
+    penalties: Tensor | None  # (B, T) the KL penalty alone as token rewards, when the KL is in the reward
+    group_size: int
+    gamma: float
+    lam: float
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    name: str
+    needs_critic: bool  # a value function is built, trained and checkpointed
+    grouped: bool  # compares a response with the others of its prompt (needs samples_per_prompt >= 2)
+    estimate: Callable[[EstimatorInputs], tuple[Tensor, Tensor]]  # -> raw (advantages, returns), (B, T)
+
+
+ESTIMATORS: dict[str, EstimatorSpec] = {}
+
+
+def register(name: str, *, needs_critic: bool = False, grouped: bool = False):
+    def add(estimate: Callable[[EstimatorInputs], tuple[Tensor, Tensor]]):
+        ESTIMATORS[name] = EstimatorSpec(name, needs_critic, grouped, estimate)
+        return estimate
+
+    return add
+
+
+@register("gae", needs_critic=True)
+def gae(x: EstimatorInputs) -> tuple[Tensor, Tensor]:
+    """A learned critic and GAE (PPO as InstructGPT trained it)."""
+    return compute_gae(x.rewards, x.values, x.mask, gamma=x.gamma, lam=x.lam)
+
+
+@register("reinforce_pp")
+def reinforce_pp(x: EstimatorInputs) -> tuple[Tensor, Tensor]:
+    """Return-to-go of the KL-shaped token rewards, no baseline (whitened by algo.whiten_advantages)."""
+    advantages = returns_to_go(x.rewards, x.mask, gamma=x.gamma)
+    return advantages, advantages + x.values * x.mask
+
+
+@register("grpo", grouped=True)
+def grpo(x: EstimatorInputs) -> tuple[Tensor, Tensor]:
+    return _per_sequence(x, grpo_advantages(x.scores, x.group_size, scale_by_std=True))
+
+
+@register("dr_grpo", grouped=True)
+def dr_grpo(x: EstimatorInputs) -> tuple[Tensor, Tensor]:
+    return _per_sequence(x, grpo_advantages(x.scores, x.group_size, scale_by_std=False))
+
+
+@register("rloo", grouped=True)
+def rloo(x: EstimatorInputs) -> tuple[Tensor, Tensor]:
+    return _per_sequence(x, rloo_advantages(x.scores, x.group_size))
+
+
+def _per_sequence(x: EstimatorInputs, per_sequence: Tensor) -> tuple[Tensor, Tensor]:
+    """A group estimator's sequence advantages over the tokens, plus the KL penalty's return-to-go
+    when the KL is in the reward (its group statistics are over the scores alone)."""
+    advantages = spread_over_tokens(per_sequence, x.mask).to(torch.float32)
+    if x.penalties is not None:
+        advantages += returns_to_go(x.penalties, x.mask, gamma=x.gamma)
+    return advantages, advantages + x.values * x.mask

@@ -28,6 +28,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # the ranks on this machine
 
     @property
     def enabled(self) -> bool:
@@ -82,6 +83,29 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
+    def rank_seed(self, seed: int) -> int:
+        """A seed of this rank's own (the run's seed itself in one process)."""
+        if not self.enabled:
+            return seed
+        import numpy as np
+
+        return int(np.random.SeedSequence([seed, self.rank]).generate_state(1)[0])
+
+    def reseed_for_rank(self, seed: int, seed_everything: Callable[[int], None]) -> None:
+        """After the models are built from the run's seed (identical on every rank, to shard or
+        replicate), each rank samples and shuffles with a stream of its own; one process keeps
+        the stream it is in."""
+        if self.enabled:
+            seed_everything(self.rank_seed(seed))
+
+    def cuda_device(self) -> torch.device:
+        """This process's GPU: its LOCAL_RANK's in a job of several ranks."""
+        return torch.device("cuda", self.local_rank) if self.enabled else torch.device("cuda")
+
+    def label(self, program: str) -> str:
+        """How this process signs its messages: "rlhand-train[rank 1]" beside rank 0's "rlhand-train"."""
+        return f"{program}[rank {self.rank}]" if self.enabled and not self.is_main else program
+
     def shard(self, count: int) -> slice:
         """This rank's contiguous share of `count` items (count divides by the world size)."""
         per_rank = count // self.world_size
@@ -114,7 +138,8 @@ def init_from_env() -> DistContext:
         torch.cuda.set_device(local_rank)
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
-    _current = DistContext(rank=rank, world_size=world, local_rank=local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    _current = DistContext(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world)
     return _current
 
 
@@ -162,8 +187,11 @@ _before_leaving: list[Callable[[], None]] = []
 
 def before_leaving(step: Callable[[], None]) -> None:
     """Run `step` in shutdown, after the last barrier and before the process group goes (a vLLM
-    engine that shares the group, whose own shutdown destroys it)."""
-    _before_leaving.append(step)
+    engine that shares the group, whose own shutdown destroys it); at once in one process."""
+    if _current.enabled:
+        _before_leaving.append(step)
+    else:
+        step()
 
 
 def shutdown(wait_for_others: bool = True) -> None:

@@ -28,6 +28,9 @@ class Critic:
     module: nn.Module
     # True: values() needs the policy forward's final hidden states (one forward serves both).
     reads_policy_hidden: bool = False
+    # The one answer to "is there a critic?": a value model to shard, train, checkpoint, save and
+    # log. False for NoCritic (a critic-free estimator).
+    trained: bool = True
 
     def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
         """(B, R) float32 V(s_t) at the positions that predict each response token."""
@@ -73,6 +76,7 @@ class SharedHeadCritic(Critic):
 
 class NoCritic(Critic):
     module = None
+    trained = False
 
     def values(self, inputs: SequenceInputs, policy_hidden: Tensor | None = None) -> Tensor:
         rows, width = inputs.input_ids.shape[0], inputs.input_ids.shape[1] - inputs.prompt_len
@@ -80,11 +84,6 @@ class NoCritic(Critic):
 
     def save(self, folder: Path, tokenizer: PreTrainedTokenizerBase, state_dict: dict) -> None:
         raise RuntimeError("there is no critic to save")
-
-
-def has_critic(critic: Critic) -> bool:
-    """False for NoCritic: nothing to shard, train, checkpoint or save."""
-    return critic.module is not None
 
 
 def policy_and_values(

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhand.config.schema import Autocast, Engine, FitCheck, FrozenModels, Strategy, TrainConfig
+from rlhand.config.schema import Autocast, Engine, FitCheck, TrainConfig
 from rlhand.core.logprobs import chunk_rows
+from rlhand.distributed.layout import Layout, Parallel
 from rlhand.models.scoring import rows_per_part
 from rlhand.models.shapes import Shape, model_shapes
 
@@ -80,25 +81,20 @@ class Estimate:
         return f"memory estimate: {self.total / GIB:.2f} GiB per device{budget} (largest, GiB: {parts})"
 
 
-def estimate_memory(
-    cfg: TrainConfig, tokenizer, prompt_lengths: list[int], world_size: int, device: torch.device, local_ranks: int | None = None
-) -> Estimate | None:
-    """The estimate for this run on each of `world_size` devices, or None when a model's config cannot
+def estimate_memory(cfg: TrainConfig, tokenizer, prompt_lengths: list[int], layout: Layout, device: torch.device) -> Estimate | None:
+    """The estimate for this run on each device of the layout, or None when a model's config cannot
     be read without loading it (a hub id offline, say)."""
     try:
         shapes = model_shapes(cfg, tokenizer)
     except Exception:  # noqa: BLE001 - no estimate is no reason to stop a run
         return None
-    return estimate_from_shapes(cfg, shapes, prompt_lengths, world_size, device, local_ranks)
+    return estimate_from_shapes(cfg, shapes, prompt_lengths, layout, device)
 
 
-def estimate_from_shapes(
-    cfg: TrainConfig, shapes: dict[str, Shape], prompt_lengths: list[int], world_size: int, device: torch.device, local_ranks: int | None = None
-) -> Estimate:
-    """`local_ranks`: the ranks on this machine (torchrun's LOCAL_WORLD_SIZE), which share a CPU's memory."""
-    m, algo, gen, n = cfg.model, cfg.algo, cfg.generation, world_size
-    fsdp = n > 1 and cfg.trainer.strategy in (Strategy.auto, Strategy.fsdp)
-    shard = n if fsdp else 1
+def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_lengths: list[int], layout: Layout, device: torch.device) -> Estimate:
+    m, algo, gen, n = cfg.model, cfg.algo, cfg.generation, layout.ranks
+    fsdp = layout.strategy is Parallel.fsdp
+    shard = layout.trained_shards
     weight_bytes = BYTES[m.dtype.value]
     frozen_bytes = BYTES[(m.frozen_dtype or m.dtype).value]
     autocast = cfg.trainer.autocast is not Autocast.off
@@ -115,10 +111,9 @@ def estimate_from_shapes(
             Item(f"{name} gradients", shape.trainable * weight_bytes / shard),
             Item(f"{name} AdamW states", shape.trainable * 2 * weight_bytes / shard),
         ]
-    frozen_shard = n if n > 1 and cfg.trainer.frozen_models is FrozenModels.shard else 1
     for name in ("reference", "reward model"):
         if name in shapes:
-            resident.append(Item(f"{name} weights", shapes[name].params * frozen_bytes / frozen_shard))
+            resident.append(Item(f"{name} weights", shapes[name].params * frozen_bytes / layout.frozen_shards))
     # Tokens: packed forwards carry the real ones, padded ones the longest prompt; responses at their limit.
     prompt = (sum(prompt_lengths) / len(prompt_lengths)) if m.remove_padding else max(prompt_lengths)
     seq = max(prompt_lengths) + gen.max_new_tokens
@@ -157,7 +152,7 @@ def estimate_from_shapes(
             rollout.append(Item("critic gathered blocks and root", (2 * critic.block_params + critic.root_params) * gather_bytes))
     _engine_items(cfg, policy, device, seq, batch, resident, rollout)
     baseline = CUDA_CONTEXT if device.type == "cuda" else CPU_BASELINE
-    return Estimate(resident, update, rollout, baseline, _available(cfg, device, local_ranks))
+    return Estimate(resident, update, rollout, baseline, _available(cfg, device, layout.local_ranks))
 
 
 def _activations(shape: Shape, tokens: float, seq: int, element: int, checkpointed: bool) -> float:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhand.config.schema import CriticBackbone, CriticInit, KLControl, LoraCritic, ModelSource, RewardKind, TrainConfig
+from rlhand.config.schema import CriticInit, ModelSource, TrainConfig
+from rlhand.models.plan import CriticKind, ReferenceKind, model_plan
 
 
 @dataclass
@@ -27,28 +28,26 @@ class Shape:
 
 
 def model_shapes(cfg: TrainConfig, tokenizer) -> dict[str, Shape]:
-    """{"policy", "critic"?, "reference"?, "reward model"?: Shape}: what this run builds. Raises
-    what reading a config raises (a hub id offline, a broken config.json)."""
+    """{"policy", "critic"?, "reference"?, "reward model"?: Shape}: what this run builds (the plan,
+    rlhand/models/plan.py). Raises what reading a config raises (a hub id offline, a broken config.json)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    m = cfg.model
+    m, plan = cfg.model, model_plan(cfg)
     policy_config, critic_config, rm_config = _configs(cfg, tokenizer)
     lora = m.lora if m.lora.enabled else None
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         policy = AutoModelForCausalLM.from_config(policy_config, **_attention(m))
         shapes = {"policy": _shape(policy, lora, "CAUSAL_LM")}
-        if not cfg.algo.estimator.needs_critic:
-            pass  # a critic-free estimator builds none
-        elif m.critic_backbone is CriticBackbone.shared:
+        if plan.critic is CriticKind.shared:
             hidden = shapes["policy"].hidden
             shapes["critic"] = Shape(params=hidden, trainable=hidden)
-        elif critic_config is not None:
+        elif plan.critic is CriticKind.separate and critic_config is not None:
             critic = AutoModelForSequenceClassification.from_config(critic_config, **_attention(m))
-            shapes["critic"] = _shape(critic, lora if m.lora.critic is LoraCritic.lora else None, "SEQ_CLS")
-        if (cfg.algo.kl_coef > 0 or cfg.algo.kl_control is KLControl.adaptive) and not m.lora.enabled:
+            shapes["critic"] = _shape(critic, lora if plan.lora_critic else None, "SEQ_CLS")
+        if plan.reference is ReferenceKind.copy:
             shapes["reference"] = Shape(params=shapes["policy"].params, trainable=0)
-        if cfg.reward.kind is RewardKind.model and rm_config is not None:
+        if plan.reward_model and rm_config is not None:
             rm = AutoModelForSequenceClassification.from_config(rm_config, **_attention(m))
             shapes["reward model"] = Shape(params=sum(p.numel() for p in rm.parameters()), trainable=0)
     return shapes
@@ -59,9 +58,9 @@ def _configs(cfg: TrainConfig, tokenizer):
 
     m = cfg.model
     if m.source is ModelSource.tiny:
-        from rlhand.models.build import _tiny_config
+        from rlhand.models.loaders import tiny_config
 
-        return _tiny_config(m, tokenizer), _tiny_config(m, tokenizer, num_labels=1), _tiny_config(m, tokenizer, num_labels=1)
+        return tiny_config(m, tokenizer), tiny_config(m, tokenizer, num_labels=1), tiny_config(m, tokenizer, num_labels=1)
     load = lambda path: AutoConfig.from_pretrained(path, trust_remote_code=m.trust_remote_code)  # noqa: E731
     critic_path = m.critic or (m.reward_model if m.critic_init is CriticInit.reward_model else m.policy)
     configs = [load(m.policy), load(critic_path) if critic_path else None, load(m.reward_model) if m.reward_model else None]

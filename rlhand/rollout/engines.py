@@ -85,7 +85,7 @@ def check_engine(cfg: TrainConfig, tokenizer, device: torch.device) -> None:
     except Exception as err:  # noqa: BLE001 - e.g. a torchvision built for another torch breaks its import
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise UserError(f"generation.engine=vllm: vLLM is installed but does not import ({first}); README, 'Fast rollouts with vLLM'") from None
-    from rlhand.models.build import policy_config
+    from rlhand.models.loaders import policy_config
 
     check_head_size(policy_config(cfg.model, tokenizer), device)
 

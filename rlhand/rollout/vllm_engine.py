@@ -41,6 +41,7 @@ from rlhand.checkpoint.rng import capture_rng, restore_rng
 from rlhand.config.schema import Autocast, TrainConfig, VLLMLora
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
+from rlhand.distributed.layout import engine_executor
 from rlhand.errors import UserError
 from rlhand.models.build import Models
 from rlhand.models.lora import is_lora
@@ -106,7 +107,7 @@ class VLLMEngine:
                     tensor_parallel_size=1,
                     # One engine per process: inside torchrun it joins the trainer's process group
                     # (each rank its own engine, TRL's colocate mode); alone it runs in-process.
-                    distributed_executor_backend="external_launcher" if ctx.enabled else "uni",
+                    distributed_executor_backend=engine_executor(ctx.world_size),
                     enforce_eager=device.type != "cuda",
                     enable_sleep_mode=self.sleeps,
                     logprobs_mode="processed_logprobs",
@@ -195,12 +196,8 @@ class VLLMEngine:
         llm, self.llm = getattr(self, "llm", None), None
         if getattr(self, "adapter_dir", None) is not None:
             shutil.rmtree(self.adapter_dir, ignore_errors=True)
-        if llm is None:
-            return
-        if self.ctx.enabled:
+        if llm is not None:
             context.before_leaving(lambda: _shutdown(llm))
-        else:
-            _shutdown(llm)
 
 
 # The ranks vLLM's LoRA support is built for (vllm.config.lora.MaxLoRARanks).

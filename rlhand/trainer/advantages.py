@@ -23,9 +23,8 @@ it was given when it was fresh (`stored_advantages`), against its group as it wa
 import torch
 from torch import Tensor
 
-from rlhand.config.schema import AlgoConfig, Estimator, KLPlacement
-from rlhand.core.advantages import compute_gae
-from rlhand.core.estimators import grpo_advantages, returns_to_go, rloo_advantages, spread_over_tokens
+from rlhand.config.schema import AlgoConfig, KLPlacement
+from rlhand.core.estimators import ESTIMATORS, EstimatorInputs
 from rlhand.core.kl import KLEstimator, kl_estimate, kl_shaped_rewards
 from rlhand.core.masked import LOCAL, Reducer, masked_mean, masked_sum, masked_whiten, mean
 from rlhand.rollout.batch import Rollout
@@ -70,25 +69,23 @@ def assign_advantages(
 
 
 def estimate_advantages(batch: Rollout, rewards: Tensor, algo: AlgoConfig, group_size: int, penalties: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(advantages, returns), raw, (B, T): fresh rows by the estimator; replayed rows of a group
-    estimator keep their stored advantages. `penalties`: the KL penalty alone as token rewards (KL
-    in the reward), which a group estimator adds per token after its group statistics."""
-    mask, estimator = batch.response_mask, algo.estimator
-    if estimator is Estimator.gae:
-        return compute_gae(rewards, batch.values, mask, gamma=algo.gamma, lam=algo.lam)
-    if estimator is Estimator.reinforce_pp:
-        advantages = returns_to_go(rewards, mask, gamma=algo.gamma)
-        return advantages, advantages + batch.values * mask
+    """(advantages, returns), raw, (B, T), by the registered estimator (rlhand/core/estimators.py).
+    A group estimator sees the fresh rows only; its replayed rows keep their stored advantages.
+    `penalties`: the KL penalty alone as token rewards (KL in the reward), which a group estimator
+    adds per token after its group statistics."""
+    spec, mask = ESTIMATORS[algo.estimator], batch.response_mask
+
+    def inputs(rows) -> EstimatorInputs:
+        return EstimatorInputs(
+            rewards[rows], batch.values[rows], mask[rows], batch.scores[rows], None if penalties is None else penalties[rows],
+            group_size, algo.gamma, algo.lam,
+        )
+
+    if not spec.grouped:
+        return spec.estimate(inputs(slice(None)))
     fresh = batch.fresh
-    scores = batch.scores[fresh]
-    if estimator is Estimator.rloo:
-        per_sequence = rloo_advantages(scores, group_size)
-    else:
-        per_sequence = grpo_advantages(scores, group_size, scale_by_std=estimator is Estimator.grpo)
     advantages = torch.zeros_like(rewards, dtype=torch.float32)
-    advantages[fresh] = spread_over_tokens(per_sequence, mask[fresh])
-    if penalties is not None:
-        advantages[fresh] += returns_to_go(penalties[fresh], mask[fresh], gamma=algo.gamma)
+    advantages[fresh], _ = spec.estimate(inputs(fresh))
     if not bool(fresh.all()):
         if batch.stored_advantages is None:
             raise ValueError("replayed rows of a group estimator need their stored advantages")

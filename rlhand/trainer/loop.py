@@ -24,6 +24,7 @@ from rlhand.config.schema import TrainConfig
 from rlhand.core.masked import LOCAL, Reducer, masked_mean, mean, std
 from rlhand.data.sampler import PromptSampler, left_pad
 from rlhand.distributed import context
+from rlhand.distributed.layout import Parallel, resolve_layout
 from rlhand.distributed.sharding import gathered
 from rlhand.errors import UserError, writing
 from rlhand.evaluation.early_stopping import EarlyStopping
@@ -59,19 +60,20 @@ class Trainer:
         self.inputs = setup.prepare_inputs(cfg)
         check_engine(cfg, self.inputs.tokenizer, self.device)
         self.resume_from = self.claim_folder()
-        self.fit_line = setup.check_memory(cfg, self.inputs, ctx, self.device)  # printed before any model loads
+        self.layout = resolve_layout(cfg.trainer, ctx.world_size, ctx.local_world_size)
+        self.fit_line = setup.check_memory(cfg, self.inputs, ctx, self.layout, self.device)  # printed before any model loads
         setup.seed_everything(cfg.seed)
         self.models, self.scorer = setup.prepare_models(cfg, self.inputs, self.device)
-        self.strategy = setup.distribute_models(cfg, self.models, ctx, self.device)
-        setup.seed_for_rank(cfg.seed, ctx)  # ranks built identical models; from here each samples its own
-        self.learners = setup.build_learners(cfg, self.models, ctx, self.strategy)
+        setup.distribute_models(cfg, self.models, ctx, self.layout, self.device)
+        ctx.reseed_for_rank(cfg.seed, setup.seed_everything)  # ranks built identical models; from here each samples its own
+        self.learners = setup.build_learners(cfg, self.models, ctx, self.layout)
         self.lr_schedule = LRSchedule(cfg.scheduler, [learner.optimizer for learner in self.learners.all()], cfg.trainer.max_steps)
         self.kl_ctl = setup.build_kl_controller(cfg)
         self.sampler = PromptSampler(len(self.inputs.prompt_ids), cfg.seed)
         self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
         self.replay = setup.build_replay(cfg, self.inputs, self.models, self.device, ctx)  # None when replay=off
         self.timer = PhaseTimer(self.device)
-        self.threads = setup.model_threads(cfg, self.device, ctx)  # None: one model at a time
+        self.threads = setup.model_threads(cfg, self.device, self.layout)  # None: one model at a time
         self.group_size = cfg.generation.samples_per_prompt
         self.update = PPOUpdate(
             self.learners,
@@ -185,8 +187,8 @@ class Trainer:
         # checkpoint yet) the rows of the attempt that crashed.
         log = RunLogger(cfg, self.run_dir, self.config, self.history, self.step) if ctx.is_main else SilentLogger()
         self.save_config()
-        ranks = f", {ctx.world_size} ranks ({self.strategy})" if ctx.enabled else ""
-        estimator = "" if cfg.algo.estimator.needs_critic else f" with {cfg.algo.estimator.value}, no critic"
+        ranks = f", {ctx.world_size} ranks ({self.layout.strategy.value})" if self.layout.strategy is not Parallel.single else ""
+        estimator = "" if self.models.has_critic else f" with {cfg.algo.estimator}, no critic"
         if self.group_size > 1:
             estimator += f", {self.group_size} samples per prompt"
         log.info(
@@ -260,7 +262,7 @@ class Trainer:
         # Samples that reached at least one optimizer step this iteration, each counted once however
         # many epochs used it (target_kl can end an iteration early): plain PPO trains 1x what it generates.
         self.totals["samples/trained"] += update_stats.pop("samples/used")
-        stats = sampled_stats(sampled, self.dist, with_values=self.learners.critic is not None)
+        stats = sampled_stats(sampled, self.dist, with_values=self.models.has_critic)
         stats.update(sampling_stats)
         stats.update(mismatch_stats(rollout, cfg.generation.is_truncation, self.dist))
         del rollout, batch, sampled  # the iteration's activations and rollout tensors go before the next phase
@@ -282,7 +284,7 @@ class Trainer:
             "replay/sample_efficiency": self.totals["samples/trained"] / self.totals["samples/generated"],
             **replay_stats,
             **self.slowest(times),
-            **({"dist/world_size": self.dist.world_size} if self.dist.enabled else {}),
+            **({"dist/world_size": self.dist.world_size} if self.layout.strategy is not Parallel.single else {}),
         }
 
     def slowest(self, figures: dict[str, float]) -> dict[str, float]:
@@ -401,7 +403,7 @@ class Trainer:
         if cfg.trainer.save_final:
             with writing(self.run_dir / "final"):
                 path = save_models(self.models, self.inputs.tokenizer, self.run_dir / "final", self.dist)
-            log.info(f"saved {'policy and critic' if self.learners.critic is not None else 'policy'} to {path}")
+            log.info(f"saved {'policy and critic' if self.models.has_critic else 'policy'} to {path}")
         if cfg.logging.plots and self.history and self.dist.is_main:
             from rlhand.reporting.plots import plot_run
 

@@ -11,7 +11,6 @@ from rlhand.checkpoint.models_io import save_trained_model
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import full_state_dict
 from rlhand.models.build import Models
-from rlhand.models.critic import has_critic
 
 
 def save_models(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path, ctx: DistContext, meta: dict | None = None) -> Path:
@@ -20,7 +19,7 @@ def save_models(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path
     `meta` (e.g. the step and val/reward of a best model) goes to target/meta.json. Every rank takes
     part (sharded weights are gathered); rank 0 writes."""
     policy_state = full_state_dict(models.policy, ctx)
-    critic_state = full_state_dict(models.critic.module, ctx) if has_critic(models.critic) else None
+    critic_state = full_state_dict(models.critic.module, ctx) if models.has_critic else None
     if ctx.is_main:
         with atomic_dir(target) as tmp:
             save_trained_model(models.policy, tmp / "policy", policy_state, tokenizer)

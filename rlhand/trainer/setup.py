@@ -1,6 +1,5 @@
 """Build a run from a TrainConfig: inputs that can be wrong are checked before any model loads."""
 
-import os
 import random
 import sys
 from collections.abc import Callable
@@ -12,16 +11,15 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlhand.config.batch_layout import check_batch_layout
 from rlhand.config.load import ConfigError
 from rlhand.config.schema import (
     Autocast,
     Device,
     FitCheck,
-    FrozenModels,
     KLControl,
     ModelSource,
     RewardKind,
-    Strategy,
     TrainConfig,
 )
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
@@ -29,13 +27,15 @@ from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, 
 from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
+from rlhand.distributed.layout import Layout, Parallel
 from rlhand.distributed.sharding import shard_model
-from rlhand.models.build import Models, build_models, policy_config
+from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
-from rlhand.models.critic import has_critic
 from rlhand.models.fit import check_fit, estimate_memory
 from rlhand.models.forward import ForwardLimits
+from rlhand.models.loaders import policy_config
 from rlhand.models.lora import check_targets
+from rlhand.models.plan import model_plan
 from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay
@@ -61,78 +61,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def seed_for_rank(seed: int, ctx: DistContext) -> None:
-    """Every rank builds its models from the same seed (identical weights to shard or replicate);
-    after that each samples and shuffles with a stream of its own. One process: unchanged."""
-    if ctx.enabled:
-        seed_everything(int(np.random.SeedSequence([seed, ctx.rank]).generate_state(1)[0]))
-
-
 def resolve_device(device: Device, ctx: DistContext | None = None) -> torch.device:
     """The run's device; with several ranks on CUDA, this rank's GPU (its LOCAL_RANK)."""
     if device is Device.cuda and not torch.cuda.is_available():
         raise ConfigError("trainer.device: cuda was asked for but torch sees no CUDA device")
     if device is Device.cpu or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda", ctx.local_rank) if ctx is not None and ctx.enabled else torch.device("cuda")
+    return (ctx or DistContext()).cuda_device()
 
 
 def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
-    """Every rank takes an equal share of each batch (and of validation, and of the replay buffer);
-    a size that does not split is a one-line error before anything loads."""
-    if not ctx.enabled:
-        return
-    n, algo = ctx.world_size, cfg.algo
-
-    def require(splits: bool, field: str, what) -> None:
-        if not splits:
-            raise ConfigError(f"{field}: {what} does not split over {n} ranks")
-
-    require(algo.rollout_batch_size % n == 0, "algo.rollout_batch_size", algo.rollout_batch_size)
-    local, parts = algo.rollout_batch_size // n, algo.num_minibatches * algo.grad_accum_steps
-    require(local % parts == 0, "algo.num_minibatches", f"each rank's {local} prompts into {algo.num_minibatches} x {algo.grad_accum_steps}")
-    group = cfg.generation.samples_per_prompt
-    if group > 1:  # each rank samples whole groups and its minibatch shares hold whole groups
-        require((algo.rollout_batch_size // group) % n == 0, "generation.samples_per_prompt", f"{algo.rollout_batch_size // group} prompts of {group} responses")
-        require((local // algo.num_minibatches) % group == 0, "algo.num_minibatches", f"each rank's minibatch share of whole groups of {group}")
-        if cfg.replay.enabled:
-            require((cfg.replay.sample_size // n) % algo.num_minibatches == 0, "replay.sample_size", "each rank's replayed rows into its minibatches")
-    if cfg.eval.every:
-        require(cfg.eval.num_prompts % n == 0, "eval.num_prompts", cfg.eval.num_prompts)
-    if cfg.replay.enabled:
-        for field in ("buffer_size", "min_size", "sample_size"):
-            require(getattr(cfg.replay, field) % n == 0, f"replay.{field}", getattr(cfg.replay, field))
-        require((local + cfg.replay.sample_size // n) % parts == 0, "replay.sample_size", "each rank's fresh + replayed rows")
+    """Every rank takes an equal share of each batch (and of validation, and of the replay buffer):
+    the config's batch-layout rules for this many ranks, one line naming the field, before anything loads."""
+    try:
+        check_batch_layout(cfg, ctx.world_size)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
-def check_memory(cfg: TrainConfig, inputs: RunInputs, ctx: DistContext, device: torch.device) -> str:
+def check_memory(cfg: TrainConfig, inputs: RunInputs, ctx: DistContext, layout: Layout, device: torch.device) -> str:
     """The memory estimate, on the console now (before any model loads; rank 0), and an error if it
     is over the device's memory (trainer.fit_check)."""
     if cfg.trainer.fit_check is FitCheck.off:
         return "memory estimate: off (trainer.fit_check=off)"
     lengths = [len(ids) for ids in inputs.prompt_ids]
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))  # torchrun's ranks on this machine
-    line = check_fit(estimate_memory(cfg, inputs.tokenizer, lengths, ctx.world_size, device, local_ranks), cfg)
+    line = check_fit(estimate_memory(cfg, inputs.tokenizer, lengths, layout, device), cfg)
     if ctx.is_main:
         print(line, file=sys.stderr, flush=True)
     return line
 
 
-def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, device: torch.device) -> str:
-    """Lay the models out over the ranks (trainer.strategy); returns the strategy in use."""
-    if not ctx.enabled:
-        return "single"
-    strategy = "fsdp" if cfg.trainer.strategy in (Strategy.auto, Strategy.fsdp) else "ddp"
+def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, layout: Layout, device: torch.device) -> None:
+    """Lay the models out over the ranks as the layout says (trainer.strategy, trainer.frozen_models)."""
     param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
-    if strategy == "fsdp":
-        shard_model(models.policy, ctx, device, param_dtype, cfg.trainer.offload)
-        if has_critic(models.critic):
-            shard_model(models.critic.module, ctx, device, param_dtype, cfg.trainer.offload)
-    if cfg.trainer.frozen_models is FrozenModels.shard:
+    if layout.strategy is Parallel.fsdp:
+        for trained in (models.policy, models.critic.module if models.has_critic else None):
+            if trained is not None:
+                shard_model(trained, ctx, device, param_dtype, cfg.trainer.offload)
+    if layout.shard_frozen:
         for frozen in (models.ref, models.reward_model):
             if frozen is not None:
                 shard_model(frozen, ctx, device, param_dtype)
-    return strategy
 
 
 def prepare_inputs(cfg: TrainConfig) -> RunInputs:
@@ -154,7 +123,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         else:
             prompts, val_prompts = split_holdout(prompts, cfg.eval.num_prompts, cfg.seed)
     ctx = context.current()
-    if ctx.enabled and len(val_prompts) % ctx.world_size:
+    if len(val_prompts) % ctx.world_size:
         raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
     return RunInputs(
         tokenizer=tokenizer,
@@ -165,13 +134,9 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
 
 
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
-    need_ref = cfg.algo.kl_coef > 0 or cfg.algo.kl_control is KLControl.adaptive
-    need_rm = cfg.reward.kind is RewardKind.model
-    models = build_models(
-        cfg.model, inputs.tokenizer, need_ref=need_ref, need_reward_model=need_rm, device=device, need_critic=cfg.algo.estimator.needs_critic
-    )
+    models = build_models(cfg.model, inputs.tokenizer, model_plan(cfg), device)
     models.limits = forward_limits(cfg)
-    if need_rm:
+    if models.reward_model is not None:
         scorer = ModelScorer(models.reward_model, cfg.trainer.score_max_tokens)
     else:
         scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
@@ -183,7 +148,7 @@ def forward_limits(cfg: TrainConfig) -> ForwardLimits:
     return ForwardLimits(logit_chunk_bytes=None if mb is None else mb * 2**20, score_max_tokens=cfg.trainer.score_max_tokens)
 
 
-def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = None, strategy: str = "single") -> Learners:
+def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = None, layout: Layout | None = None) -> Learners:
     """A learner per trained model, each with its own AdamW (separate learning rates) and clipping.
     Built after sharding: an optimizer over FSDP2's sharded parameters keeps sharded states."""
     algo = cfg.algo
@@ -192,9 +157,9 @@ def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = N
         # fused: one kernel for all parameters (CPU and CUDA), the same update as the default loop.
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
-        return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=strategy == "ddp")
+        return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=layout is not None and layout.sums_gradients)
 
-    critic = learner(models.critic.module, algo.critic_lr or algo.lr) if has_critic(models.critic) else None
+    critic = learner(models.critic.module, algo.critic_lr or algo.lr) if models.has_critic else None
     return Learners(policy=learner(models.policy, algo.lr), critic=critic)
 
 
@@ -212,16 +177,14 @@ def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: to
     if not cfg.replay.enabled:
         return None
     ctx = ctx or DistContext()
-    share = cfg.replay
-    if ctx.enabled:
-        share = replace(share, **{f: getattr(share, f) // ctx.world_size for f in ("buffer_size", "min_size", "sample_size")})
+    share = replace(cfg.replay, **{f: getattr(cfg.replay, f) // ctx.world_size for f in ("buffer_size", "min_size", "sample_size")})
     buffer = ReplayBuffer(
         share,
         prompt_width=cfg.task.max_prompt_tokens,
         response_width=cfg.generation.max_new_tokens,
         vocab_size=len(inputs.tokenizer),
         with_ref=models.has_reference,
-        seed=cfg.seed if not ctx.enabled else int(np.random.SeedSequence([cfg.seed, ctx.rank]).generate_state(1)[0]),
+        seed=ctx.rank_seed(cfg.seed),
     )
     return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx)
 
@@ -245,10 +208,10 @@ def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def model_threads(cfg: TrainConfig, device: torch.device, ctx: DistContext | None = None) -> ModelThreads | None:
+def model_threads(cfg: TrainConfig, device: torch.device, layout: Layout) -> ModelThreads | None:
     """The worker pair for trainer.concurrent_models, or None where it does not apply (also with
     several ranks: two threads' collectives on one process group could interleave differently)."""
     threads = torch.get_num_threads()
-    if not cfg.trainer.concurrent_models or device.type != "cpu" or threads < 2 or (ctx is not None and ctx.enabled):
+    if not cfg.trainer.concurrent_models or device.type != "cpu" or threads < 2 or layout.strategy is not Parallel.single:
         return None
     return shared_model_threads(threads // 2)

@@ -11,7 +11,7 @@ from torch import Tensor
 from rlhand.config.schema import AlgoConfig
 from rlhand.core.masked import LOCAL, Reducer, explained_variance
 from rlhand.models.concurrent import ModelThreads
-from rlhand.models.critic import Critic, has_critic
+from rlhand.models.critic import Critic
 from rlhand.models.forward import policy_forward, sequence_inputs
 from rlhand.rollout.batch import Rollout
 from rlhand.trainer.learner import Learner
@@ -55,8 +55,7 @@ class PPOUpdate:
     ):
         self.learners, self.critic, self.algo = learners, critic, algo
         self.timer, self.autocast = timer, autocast
-        self.has_critic = learners.critic is not None
-        self.threads = threads if self.has_critic and not critic.reads_policy_hidden else None
+        self.threads = threads if critic.trained and not critic.reads_policy_hidden else None
         self.group_size, self.stratify = group_size, stratify
         self.chunk_bytes = chunk_bytes  # one chunk's logits through the output layer (rlhand/core/logprobs.py)
         # Each rank holds its share of every minibatch; counts, statistics and the target_kl
@@ -96,7 +95,7 @@ class PPOUpdate:
         summary["policy/optimizer_steps"] = len(history)
         summary["samples/used"] = int(self.reducer.sum(used.sum()))
         summary["policy/early_stopped"] = float(stop)
-        if self.has_critic:
+        if self.critic.trained:
             summary["value/explained_variance"] = explained_variance(batch.values, batch.returns, batch.response_mask, reducer=self.reducer).item()
         return summary
 
@@ -133,7 +132,7 @@ class PPOUpdate:
             else:
                 with self.timer("update_forward"), self.autocast():
                     out = self._policy_forward(inputs, temperature, with_hidden=self.critic.reads_policy_hidden)
-                    value_terms = objective.value(self.critic.values(inputs, out.hidden)) if self.has_critic else None
+                    value_terms = objective.value(self.critic.values(inputs, out.hidden)) if self.critic.trained else None
                     losses, stats = objective.combine(objective.policy(out), value_terms)
                 with self.timer("update_backward"):
                     self.learners.policy.backward(losses["total"])
@@ -166,7 +165,7 @@ def ppo_losses(policy, critic: Critic, batch: Rollout, algo: AlgoConfig, *, kl_c
     objective = PPOObjective(batch, algo, kl_coef=kl_coef)
     inputs = sequence_inputs(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     out = policy_forward(policy, inputs, temperature, entropy=True, entropy_grad=algo.ent_coef > 0, with_hidden=critic.reads_policy_hidden)
-    value_terms = objective.value(critic.values(inputs, out.hidden)) if has_critic(critic) else None
+    value_terms = objective.value(critic.values(inputs, out.hidden)) if critic.trained else None
     return objective.combine(objective.policy(out), value_terms)
 
 
