@@ -46,16 +46,16 @@ def compose_bench_config(overrides: list[str]):
 
 def run_bench(overrides: list[str], iters: int, warmup: int) -> dict:
     from rlhand.reporting.memory import memory_stats, reset_peak_memory
-    from rlhand.trainer.loop import Trainer
+    from rlhand.stages import build_run
 
     cfg = compose_bench_config(overrides)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, Path(run_dir))
+        run = build_run(cfg, Path(run_dir))
         rows = []
-        reset_peak_memory(trainer.device)
-        for _ in range(warmup + iters):
-            trainer.step += 1
-            rows.append({**trainer.train_step(), **memory_stats(trainer.device)})
+        reset_peak_memory(run.device)
+        for step in range(1, warmup + iters + 1):
+            rows.append({**run.stage.step(step), **memory_stats(run.device)})
+        run.stage.close()
     timed = rows[warmup:]
 
     def median(key: str) -> float:

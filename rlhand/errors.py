@@ -8,6 +8,18 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+EXIT_USER_ERROR = 2
+
+
+def exit_with(message: str, status: int = EXIT_USER_ERROR, quiet: bool = False):
+    """End the process the way rlhand's commands end on a fault: one line on stderr (unless
+    `quiet`: another process of the job says it), then `status` (2: a fault the user can fix)."""
+    import sys
+
+    if not quiet:
+        print(message, file=sys.stderr)
+    raise SystemExit(status)
+
 
 class UserError(ValueError):
     """A fault the user can fix; the message is one line naming the field, file or line."""

@@ -1,4 +1,4 @@
-"""rlhand-train: the Hydra entry point. Compose config -> check it -> Trainer(cfg).fit().
+"""rlhand-train: the Hydra entry point. Compose config -> check it -> a run of its stage -> fit().
 
 One process: `rlhand-train ...`. Several: `torchrun --nproc-per-node N -m rlhand.train ...` (and
 --nnodes/--node-rank with a c10d rendezvous across machines), or a SLURM job of N tasks through
@@ -27,10 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhand.config import load_config, register_configs
 from rlhand.distributed import context
-from rlhand.errors import UserError
+from rlhand.errors import UserError, exit_with
 from rlhand.evaluation.tuning import tuning_objective
-
-EXIT_USER_ERROR = 2
 
 
 def conf_dir() -> str:
@@ -53,61 +51,55 @@ class Interrupted(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path):
-    """Check the config and inputs, build the models: everything before training."""
-    from rlhand.trainer.loop import Trainer
+def build_run(cfg: DictConfig, run_dir: Path):
+    """Check the config and inputs, build the models: everything before training (rlhand/run/)."""
+    from rlhand.stages import build_run as build
 
-    return Trainer(load_config(cfg), run_dir)
-
-
-def fail(message: str, status: int = EXIT_USER_ERROR, quiet: bool = False):
-    if not quiet:
-        print(message, file=sys.stderr)
-    raise SystemExit(status)
+    return build(load_config(cfg), run_dir)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> list[dict]:
-    trainer = None
+    job = None
     try:
-        trainer = build_trainer(cfg, run_dir)
-        return trainer.fit()
+        job = build_run(cfg, run_dir)
+        return job.fit()
     except UserError as err:
         context.announce_failure(context.current().rank)
-        fail(f"{who(trainer)}: error: {err}{where_to_continue(trainer)}", quiet=not says_it(trainer))
+        exit_with(f"{who(job)}: error: {err}{where_to_continue(job)}", quiet=not says_it(job))
     except KeyboardInterrupt as err:
-        step = f" at step {trainer.step}" if trainer is not None and trainer.step else " before training started"
+        step = f" at step {job.step}" if job is not None and job.step else " before training started"
         # A signal reaches every rank alike: rank 0 says it for all.
-        fail(f"rlhand-train: interrupted{step}{where_to_continue(trainer)}", 128 + getattr(err, "signum", signal.SIGINT), quiet=not context.current().is_main)
+        exit_with(f"rlhand-train: interrupted{step}{where_to_continue(job)}", 128 + getattr(err, "signum", signal.SIGINT), quiet=not context.current().is_main)
     except Exception as err:
         # Another rank's failure reaches this one as a broken collective: one line, not gloo's traceback.
         gone = context.peer_failure(err)
         if gone is None:
             context.announce_failure(context.current().rank)
             raise  # a bug in rlhand: its traceback
-        fail(f"{who(trainer)}: error: {gone}{where_to_continue(trainer)}")
+        exit_with(f"{who(job)}: error: {gone}{where_to_continue(job)}")
 
 
-def who(trainer) -> str:
+def who(job) -> str:
     return context.current().label("rlhand-train")
 
 
-def says_it(trainer) -> bool:
+def says_it(job) -> bool:
     """Rank 0 reports every fault. Before training starts every rank sees the same inputs, so the
     others keep quiet; once it runs, a rank's own fault (its shard's reward, say) is its to report."""
-    return context.current().is_main or (trainer is not None and trainer.step > 0)
+    return context.current().is_main or (job is not None and job.step > 0)
 
 
-def where_to_continue(trainer) -> str:
+def where_to_continue(job) -> str:
     """The part of an error line that says what is safe on disk (nothing before training starts)."""
-    if trainer is None or not trainer.step:
+    if job is None or not job.step:
         return ""
-    if trainer.last_checkpoint is None:
-        if not trainer.cfg.checkpoint.every:
+    if job.last_checkpoint is None:
+        if not job.cfg.checkpoint.every:
             return "; this run keeps no checkpoints (checkpoint.every=0)"
         return "; no checkpoint was written yet"
-    same_folder = trainer.last_checkpoint.parent.parent.resolve() == trainer.run_dir.resolve()
-    again = "resume=auto" if same_folder else f"resume={trainer.last_checkpoint}"
-    return f"; last checkpoint: {trainer.last_checkpoint} (rerun with {again} to continue from it)"
+    same_folder = job.last_checkpoint.parent.parent.resolve() == job.run_dir.resolve()
+    again = "resume=auto" if same_folder else f"resume={job.last_checkpoint}"
+    return f"; last checkpoint: {job.last_checkpoint} (rerun with {again} to continue from it)"
 
 
 def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str) -> list[dict]:
@@ -115,12 +107,12 @@ def run_sweep_job(cfg: DictConfig, run_dir: Path, job: str) -> list[dict]:
     Hydra's launchers record without stopping the other jobs (the sweep then exits non-zero)."""
     try:
         try:
-            trainer = build_trainer(cfg, run_dir)
+            this_run = build_run(cfg, run_dir)
         except UserError as err:
             print(f"rlhand-train: error: {err}", file=sys.stderr)
             reason = f"bad input: {err}"
         else:
-            return trainer.fit()
+            return this_run.fit()
     except Exception as err:  # noqa: BLE001 - any crash of one job must not end the sweep
         traceback.print_exc()
         reason = f"{type(err).__name__}: {err}"
@@ -169,12 +161,12 @@ def main() -> None:
         hydra_main()
         finished = True
     except KeyboardInterrupt as err:  # before the run started (composing, a sweep's launcher)
-        fail("rlhand-train: interrupted before training started", 128 + getattr(err, "signum", signal.SIGINT))
+        exit_with("rlhand-train: interrupted before training started", 128 + getattr(err, "signum", signal.SIGINT))
     except (HydraException, UserError, JobFailed) as err:
         # Every rank composes the same config and meets the same fault: rank 0 says it.
-        fail(f"rlhand-train: error: {one_line(err)}", quiet=not context.current().is_main)
+        exit_with(f"rlhand-train: error: {one_line(err)}", quiet=not context.current().is_main)
     except OSError as err:  # Hydra creating the run folder or writing .hydra/ there
-        fail(f"rlhand-train: error: cannot write {err.filename}: {err.strerror}" if err.filename else f"rlhand-train: error: {err}")
+        exit_with(f"rlhand-train: error: cannot write {err.filename}: {err.strerror}" if err.filename else f"rlhand-train: error: {err}")
     finally:
         context.shutdown(wait_for_others=finished)  # after a fault, peers may never arrive
 

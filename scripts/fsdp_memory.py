@@ -42,23 +42,22 @@ def trained_state(learner) -> dict[str, int]:
 def main() -> None:
     ctx = context.init_from_env()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from rlhand.trainer.loop import Trainer
+    from rlhand.stages import build_run
     from tests.conftest import compose_cfg
 
     overrides = ["logging=plain", "trainer.max_steps=1", "trainer.save_final=false", *sys.argv[1:]]
     with tempfile.TemporaryDirectory() as tmp:
-        run = ctx.broadcast_object(tmp) if ctx.enabled else tmp
-        trainer = Trainer(compose_cfg(overrides), Path(run) / "run")
-        reset_peak_memory(trainer.device)
-        trainer.step = 1
-        trainer.train_step()  # gradients (kept: zero_grad sets them to None only before the next step) and AdamW states exist now
-        peak = memory_stats(trainer.device)["memory/rss_peak_mb"]
+        run = ctx.broadcast_object(tmp)
+        job = build_run(compose_cfg(overrides), Path(run) / "run")
+        reset_peak_memory(job.device)
+        job.stage.step(1)  # gradients (kept: zero_grad sets them to None only before the next step) and AdamW states exist now
+        peak = memory_stats(job.device)["memory/rss_peak_mb"]
         report = {
             "rank": ctx.rank,
             "world_size": ctx.world_size,
-            "strategy": trainer.strategy,
-            "policy": trained_state(trainer.learners.policy),
-            "critic": trained_state(trainer.learners.critic),
+            "strategy": job.env.layout.strategy.value,
+            "policy": trained_state(job.stage.learners.policy),
+            "critic": trained_state(job.stage.learners.critic),
             "rss_peak_mb": peak,
         }
         print(json.dumps(report), flush=True)

@@ -34,10 +34,10 @@ def make_update(models, algo, optimizer=lambda params: torch.optim.SGD(params, l
     """A PPOUpdate over `models` with one optimizer per model (default: lr-0 SGD, so a step changes
     nothing and the accumulated .grad stays readable)."""
     from rlhand.reporting.timer import PhaseTimer
-    from rlhand.trainer.learner import Learner
-    from rlhand.trainer.update import Learners, PPOUpdate
+    from rlhand.run.learners import Learner, Learners
+    from rlhand.stages.ppo.update import PPOUpdate
 
-    learners = Learners(
+    learners = Learners.of(
         policy=Learner(models.policy, optimizer(models.policy.parameters()), algo.max_grad_norm),
         critic=Learner(models.critic.module, optimizer(models.critic.module.parameters()), algo.max_grad_norm),
     )

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from rlhand.config.schema import AlgoConfig
+from rlhand.distributed.layout import resolve_layout
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
-from rlhand.trainer import setup
-from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
+from rlhand.stages.ppo import setup
+from rlhand.stages.ppo.advantages import assign_advantages
 from tests.conftest import FAST, compose_cfg
 from tests.helpers import make_update
 from tests.test_rollout import make_rollout
@@ -91,28 +92,29 @@ def test_side_by_side_step_equals_the_sequential_one(grad_accum_steps, kl_placem
 
 def test_trainer_uses_workers_only_where_they_apply():
     cfg = compose_cfg(FAST)
+    one = resolve_layout(cfg.trainer, 1)
     cpu = torch.device("cpu")
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert isinstance(setup.model_threads(cfg, cpu), ModelThreads)
-        assert setup.model_threads(cfg, torch.device("cuda")) is None
+        assert isinstance(setup.model_threads(cfg, cpu, one), ModelThreads)
+        assert setup.model_threads(cfg, torch.device("cuda"), one) is None
         cfg.trainer.concurrent_models = False
-        assert setup.model_threads(cfg, cpu) is None
+        assert setup.model_threads(cfg, cpu, one) is None
         cfg.trainer.concurrent_models = True
         torch.set_num_threads(1)
-        assert setup.model_threads(cfg, cpu) is None
+        assert setup.model_threads(cfg, cpu, one) is None
     finally:
         torch.set_num_threads(previous)
 
 
 def test_training_side_by_side_matches_one_model_at_a_time(tmp_path):
     overrides = FAST + ["trainer.save_final=false", "trainer.threads=2"]
-    on = Trainer(compose_cfg(overrides), tmp_path / "on")
-    assert on.threads is not None
+    on = build_run(compose_cfg(overrides), tmp_path / "on")
+    assert on.stage.update.threads is not None
     on_history = on.fit()
-    off = Trainer(compose_cfg(overrides + ["trainer.concurrent_models=false"]), tmp_path / "off")  # seeds the RNG again
-    assert off.threads is None
+    off = build_run(compose_cfg(overrides + ["trainer.concurrent_models=false"]), tmp_path / "off")  # seeds the RNG again
+    assert off.stage.update.threads is None
     for a, b in zip(on_history, off.fit()):
         for key in ("reward/mean", "loss/policy", "loss/value", "policy/approx_kl", "grad/critic_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key

@@ -6,7 +6,7 @@ import torch
 
 from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
 from rlhand.rollout.sampler import sample_responses
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
 from tests.conftest import FAST, compose_cfg
 from tests.helpers import prompt_batch, tiny_models
 
@@ -31,7 +31,7 @@ def test_sampled_logprobs_match_the_training_forward_on_the_gpu():
 
 @pytest.mark.parametrize("extra", [[], ["model.lora.enabled=true"], ["model.critic_backbone=shared", "model.gradient_checkpointing=true"]])
 def test_a_bf16_run_on_the_gpu(tmp_path, extra):
-    history = Trainer(compose_cfg(FAST + ["trainer.device=cuda", "trainer.autocast=bfloat16", "model.frozen_dtype=bfloat16", *extra]), tmp_path).fit()
+    history = build_run(compose_cfg(FAST + ["trainer.device=cuda", "trainer.autocast=bfloat16", "model.frozen_dtype=bfloat16", *extra]), tmp_path).fit()
     first = history[0]
     assert first["policy/ratio_first_minibatch"] == pytest.approx(1.0, abs=1e-2)  # bf16 log-probs
     assert first["memory/cuda_peak_mb"] > 0 and all(torch.isfinite(torch.tensor(r["loss/total"])) for r in history)

@@ -25,7 +25,7 @@ def _whole_batch(loss_agg, accum, kl_placement, replay_weights):
     """The same 8-row batch on every rank, rows sorted by response length so that rank 0's half
     holds more tokens than rank 1's."""
     from rlhand.config.schema import AlgoConfig
-    from rlhand.trainer.advantages import assign_advantages
+    from rlhand.stages.ppo.advantages import assign_advantages
     from tests.test_rollout import make_rollout
 
     models, _, rollout = make_rollout()
@@ -67,8 +67,8 @@ def gradient_equivalence_worker(cases):
     from rlhand.distributed import context
     from rlhand.distributed.sharding import shard_model
     from rlhand.reporting.timer import PhaseTimer
-    from rlhand.trainer.learner import Learner
-    from rlhand.trainer.update import Learners, PPOUpdate
+    from rlhand.run.learners import Learner, Learners
+    from rlhand.stages.ppo.update import PPOUpdate
     from tests.helpers import make_update
 
     ctx = context.current()
@@ -88,7 +88,7 @@ def gradient_equivalence_worker(cases):
             if strategy == "fsdp":
                 shard_model(split.policy, ctx, torch.device("cpu"))
                 shard_model(split.critic.module, ctx, torch.device("cpu"))
-            learners = Learners(
+            learners = Learners.of(
                 policy=Learner(split.policy, sgd(split.policy.parameters()), None, ctx, sum_gradients=strategy == "ddp"),
                 critic=Learner(split.critic.module, sgd(split.critic.module.parameters()), None, ctx, sum_gradients=strategy == "ddp"),
             )
@@ -143,8 +143,8 @@ def statistics_worker():
     from rlhand.replay.buffer import ReplayBuffer
     from rlhand.replay.mixer import ExperienceReplay
     from rlhand.reporting.timer import PhaseTimer
-    from rlhand.trainer.advantages import assign_advantages
-    from rlhand.trainer.loop import rollout_stats
+    from rlhand.stages.ppo.advantages import assign_advantages
+    from rlhand.stages.ppo.statistics import rollout_stats
     from tests.test_rollout import make_rollout
 
     ctx = context.current()
@@ -199,7 +199,8 @@ def statistics_worker():
     buffer.add(stored, step=1 + ctx.rank, priorities=torch.rand(4) + 0.1)
     replay = ExperienceReplay(cfg, buffer, tok.pad_token_id, torch.device("cpu"), ctx)
     fresh = make_rollout()[2].select(torch.arange(4))
-    batch, stats = replay.extend(fresh, step=3, models=models, temperature=0.7, timer=PhaseTimer(torch.device("cpu")))
+    mixed, stats = replay.mix(fresh, step=3, models=models, temperature=0.7, timer=PhaseTimer(torch.device("cpu")))
+    batch = mixed.batch
     replayed = batch.select(torch.nonzero(~batch.fresh).squeeze(1))
     tis = torch.exp((replayed.proximal_logprobs - replayed.behaviour_logprobs).clamp(max=torch.log(torch.tensor(2.0))))
     mine_parts = {
@@ -217,7 +218,7 @@ def statistics_worker():
         "replay/ess": total["w"] ** 2 / (total["tokens"] * total["w2"]), "replay/is_weight_mean": total["per"] / total["rows"],
     }
     checks["replay_draw"] = max(abs(stats[k] - v) for k, v in expected_draw.items())
-    described = replay.stats(3)
+    described = replay.buffer.stats(3, ctx)
     count = sum(p[1]["count"] for p in parts)
     expected_buffer = {
         "replay/buffer_size": count, "replay/avg_reuse": sum(p[1]["reuse"] for p in parts) / count,

@@ -6,7 +6,7 @@ import torch
 from rlhand.config.schema import AlgoConfig
 from rlhand.rollout.batch import concat_rollouts
 from rlhand.rollout.groups import DynamicSampling
-from rlhand.trainer.advantages import assign_advantages
+from rlhand.stages.ppo.advantages import assign_advantages
 from tests.distributed import run_ranks
 
 

@@ -18,7 +18,8 @@ from rlhand.rollout.collect import collect_rollout
 from rlhand.rollout.engines import HFEngine
 from rlhand.rollout.mismatch import mismatch_stats
 from rlhand.rollout.sampler import Samples
-from rlhand.rollout.vllm_engine import cpu_kv_cache_bytes, samples_from_outputs
+from rlhand.rollout.vllm_engine import samples_from_outputs
+from rlhand.rollout.vllm_model import cpu_kv_cache_bytes
 from tests.helpers import prompt_batch, tiny_models
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -44,11 +45,12 @@ class ScriptedEngine:
         pass
 
 
-def rollout_with(engine, models, tok, gen):
+def rollout_with(engine, models, tok, gen, is_truncation=1.5):
     ids, mask = prompt_batch(tok)
     torch.manual_seed(4)
     scorer = lambda p, pm, r, rm, ended: torch.zeros(len(p))  # noqa: E731
-    return collect_rollout(models, scorer, ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu")), engine=engine)
+    timer = PhaseTimer(torch.device("cpu"))
+    return collect_rollout(models, scorer, ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=timer, engine=engine, is_truncation=is_truncation)
 
 
 def test_the_hf_engine_is_exact_and_its_rollouts_carry_no_weights():
@@ -63,7 +65,7 @@ def test_the_hf_engine_is_exact_and_its_rollouts_carry_no_weights():
 def test_an_inexact_engine_gets_proximal_logprobs_and_truncated_is_weights(offset):
     """behaviour = policy + offset, so log(pi_prox / pi_behaviour) = -offset on every token."""
     models, tok = tiny_models()
-    gen = GenerationConfig(max_new_tokens=6, temperature=0.7, is_truncation=1.5)
+    gen = GenerationConfig(max_new_tokens=6, temperature=0.7)
     exact = rollout_with(HFEngine(models), models, tok, gen)
     rollout = rollout_with(ScriptedEngine(models, offset), models, tok, gen)
     mask = rollout.response_mask.bool()
@@ -72,7 +74,7 @@ def test_an_inexact_engine_gets_proximal_logprobs_and_truncated_is_weights(offse
     expected_weight = min(math.exp(-offset), 1.5)
     assert torch.allclose(rollout.policy_weights[mask], torch.full_like(rollout.policy_weights[mask], expected_weight), atol=1e-4)
     assert (rollout.policy_weights[~mask] == 0).all()
-    stats = mismatch_stats(rollout, gen.is_truncation)
+    stats = mismatch_stats(rollout, 1.5)
     assert stats["rollout/logprob_diff_mean"] == pytest.approx(abs(offset), abs=1e-4)
     assert stats["rollout/logprob_diff_max"] == pytest.approx(abs(offset), abs=1e-4)
     assert stats["rollout/kl_behaviour_proximal"] == pytest.approx(offset, abs=1e-4)
@@ -124,7 +126,7 @@ def test_log_probs_mean_the_whole_tempered_softmax_on_every_engine(top_k, top_p)
     assert torch.equal(rollout.response_ids, exact.response_ids)
     torch.testing.assert_close(rollout.behaviour_logprobs[mask], exact.behaviour_logprobs[mask], rtol=0, atol=1e-5)
     torch.testing.assert_close(rollout.policy_weights[mask], torch.ones_like(rollout.policy_weights[mask]), rtol=0, atol=1e-4)
-    assert mismatch_stats(rollout, gen.is_truncation)["rollout/tis_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert mismatch_stats(rollout, 1.5)["rollout/tis_mean"] == pytest.approx(1.0, abs=1e-4)
     engine.truncated_logprobs = False  # taken at face value, the weight would be the kept mass Z < 1
     uncorrected = rollout_with(engine, models, tok, gen)
     assert uncorrected.policy_weights[mask].min() < 0.9
@@ -142,7 +144,7 @@ def test_the_replay_mixer_keeps_a_fresh_rollouts_engine_weights():
     from rlhand.config.schema import AlgoConfig, ReplayConfig
     from rlhand.replay.buffer import ReplayBuffer
     from rlhand.replay.mixer import ExperienceReplay
-    from rlhand.trainer.advantages import assign_advantages
+    from rlhand.stages.ppo.advantages import assign_advantages
 
     models, tok = tiny_models()
     gen = GenerationConfig(max_new_tokens=6, temperature=0.7)
@@ -150,12 +152,13 @@ def test_the_replay_mixer_keeps_a_fresh_rollouts_engine_weights():
     cfg = ReplayConfig(name="standard", enabled=True, buffer_size=64, sample_size=2, min_size=2)
     buffer = ReplayBuffer(cfg, prompt_width=32, response_width=6, vocab_size=len(tok), with_ref=True, seed=0)
     replay = ExperienceReplay(cfg, buffer, tok.pad_token_id, torch.device("cpu"))
-    first = rollout_with(ScriptedEngine(models, 0.2), models, tok, gen)
-    batch, _ = replay.extend(first, 1, models, 0.7, timer)  # empty buffer: nothing replayed yet
-    batch, _ = assign_advantages(batch, AlgoConfig(), kl_coef=0.0)
-    replay.after_update(batch, 1)
-    second = rollout_with(ScriptedEngine(models, -0.4), models, tok, gen)
-    batch, stats = replay.extend(second, 2, models, 0.7, timer)
+    first = rollout_with(ScriptedEngine(models, 0.2), models, tok, gen, is_truncation=2.0)
+    mixed, _ = replay.mix(first, 1, models, 0.7, timer)  # empty buffer: nothing replayed yet
+    batch, _ = assign_advantages(mixed.batch, AlgoConfig(), kl_coef=0.0)
+    replay.after_update(mixed, batch, 0.0, 1)
+    second = rollout_with(ScriptedEngine(models, -0.4), models, tok, gen, is_truncation=2.0)
+    mixed, stats = replay.mix(second, 2, models, 0.7, timer)
+    batch = mixed.batch
     assert stats["replay/sampled"] == 2 and len(batch) == len(second) + 2
     width = second.response_ids.shape[1]
     assert torch.allclose(batch.policy_weights[: len(second), :width], second.policy_weights)  # min(exp(0.4), 2) per token, not 1

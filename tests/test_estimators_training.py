@@ -1,6 +1,6 @@
 """The estimators inside the trainer: group sampling, critic-free runs, group-intact minibatches,
-replay with a group estimator, DAPO's dynamic sampling (rlhand/trainer/advantages.py,
-rlhand/rollout/groups.py, rlhand/trainer/update.py)."""
+replay with a group estimator, DAPO's dynamic sampling (rlhand/stages/ppo/advantages.py,
+rlhand/rollout/groups.py, rlhand/stages/ppo/update.py)."""
 
 import pytest
 import torch
@@ -9,9 +9,9 @@ from rlhand.config import ConfigError
 from rlhand.config.schema import AlgoConfig, KLPlacement
 from rlhand.rollout.batch import concat_rollouts
 from rlhand.rollout.groups import DynamicSampling, repeat_groups
-from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.loop import Trainer
-from rlhand.trainer.update import minibatch_indices
+from rlhand.stages import build_run
+from rlhand.stages.ppo.advantages import assign_advantages
+from rlhand.stages.ppo.update import minibatch_indices
 from tests.conftest import FAST, compose_cfg
 from tests.test_replay_training import training_part
 from tests.test_rollout import make_rollout
@@ -117,8 +117,8 @@ def test_group_size_one_is_the_plain_shuffle():
 
 
 def test_each_prompt_is_sampled_samples_per_prompt_times_in_a_row(tmp_path):
-    trainer = Trainer(compose_cfg(FAST + ["estimator=grpo", "trainer.max_steps=1", "trainer.save_final=false"]), tmp_path)
-    rollout = trainer.collect()
+    trainer = build_run(compose_cfg(FAST + ["estimator=grpo", "trainer.max_steps=1", "trainer.save_final=false"]), tmp_path)
+    rollout = trainer.stage.collector.collect()
     prompts = [tuple(row[mask.bool()].tolist()) for row, mask in zip(rollout.prompt_ids, rollout.prompt_mask)]
     assert len(prompts) == 8 and all(prompts[i] == prompts[i - i % 4] for i in range(8)) and prompts[0] != prompts[4]
     assert repeat_groups([7, 2], 3) == [7, 7, 7, 2, 2, 2]
@@ -127,20 +127,20 @@ def test_each_prompt_is_sampled_samples_per_prompt_times_in_a_row(tmp_path):
 @pytest.mark.parametrize("estimator", CRITIC_FREE)
 def test_a_critic_free_run_builds_saves_and_logs_no_critic(tmp_path, estimator):
     run = FAST + [f"estimator={estimator}", "checkpoint.every=2", "eval.every=2", "eval.num_prompts=4"]
-    trainer = Trainer(compose_cfg(run), tmp_path)
-    assert trainer.models.critic.module is None and trainer.learners.critic is None
+    trainer = build_run(compose_cfg(run), tmp_path)
+    assert trainer.stage.models.critic.module is None and trainer.stage.learners.critic is None
     history = trainer.fit()
     assert not any(key.startswith("value/") or key in ("loss/value", "grad/critic_norm") for row in history for key in row)
     assert (tmp_path / "final" / "policy").is_dir() and not (tmp_path / "final" / "critic").exists()
     assert not (tmp_path / "best" / "critic").exists()
-    resumed = Trainer(compose_cfg(run + ["trainer.max_steps=3", f"resume={tmp_path / 'checkpoints' / 'step_2'}"]), tmp_path / "again")
-    assert resumed.step == 2 and resumed.learners.critic is None
+    resumed = build_run(compose_cfg(run + ["trainer.max_steps=3", f"resume={tmp_path / 'checkpoints' / 'step_2'}"]), tmp_path / "again")
+    assert resumed.step == 2 and resumed.stage.learners.critic is None
 
 
 def test_a_critic_free_run_learns(tmp_path):
     """RLOO on the built-in task, no critic: the reward rises as with PPO's critic."""
     run = ["estimator=rloo", "trainer.max_steps=30", "logging=plain", "trainer.save_final=false"]
-    history = Trainer(compose_cfg(run), tmp_path).fit()
+    history = build_run(compose_cfg(run), tmp_path).fit()
     start = sum(row["reward/mean"] for row in history[:5]) / 5
     end = sum(row["reward/mean"] for row in history[-5:]) / 5
     assert end > start + 0.12, (start, end)  # measured: -0.83 -> -0.63 (and +0.71 after 150 iterations)
@@ -150,19 +150,19 @@ def test_degenerate_replay_with_a_group_estimator_is_on_policy_bit_for_bit(tmp_p
     degenerate = ["replay=priority", "replay.alpha=0", "replay.beta=1", "replay.staleness_threshold=0", "replay.max_reuse=1",
                   "replay.min_size=1", "replay.sample_size=2", "trainer.max_steps=4"]
     base = FAST + ["estimator=grpo", "generation.samples_per_prompt=2"]
-    plain = Trainer(compose_cfg(base + ["trainer.max_steps=4"]), tmp_path / "plain")
+    plain = build_run(compose_cfg(base + ["trainer.max_steps=4"]), tmp_path / "plain")
     a = plain.fit()
-    replay = Trainer(compose_cfg(base + degenerate), tmp_path / "replay")
+    replay = build_run(compose_cfg(base + degenerate), tmp_path / "replay")
     b = replay.fit()
     assert training_part(a) == training_part(b)
-    for p, q in zip(plain.models.policy.state_dict().values(), replay.models.policy.state_dict().values()):
+    for p, q in zip(plain.stage.models.policy.state_dict().values(), replay.stage.models.policy.state_dict().values()):
         assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp"])
 def test_replay_with_a_critic_free_estimator_is_anchored_to_the_proximal_policy(tmp_path, estimator):
     small = ["replay=standard", "replay.min_size=8", "replay.sample_size=4", "replay.buffer_size=64", "trainer.max_steps=6"]
-    history = Trainer(compose_cfg(FAST + [f"estimator={estimator}", "generation.samples_per_prompt=2"] + small + ["trainer.save_final=false"]), tmp_path).fit()
+    history = build_run(compose_cfg(FAST + [f"estimator={estimator}", "generation.samples_per_prompt=2"] + small + ["trainer.save_final=false"]), tmp_path).fit()
     replaying = [row for row in history if row["replay/sampled"] > 0]
     assert len(replaying) >= 3
     for row in replaying:
@@ -189,11 +189,11 @@ def test_dynamic_sampling_keeps_groups_with_different_scores_and_fills_after_the
 def test_a_dynamic_sampling_run_counts_every_generated_sample_and_resumes_exactly(tmp_path):
     # A binary-ish reward on 2 samples per prompt: many groups are equal.
     run = FAST + ["estimator=grpo", "generation.samples_per_prompt=2", "algo.dynamic_sampling=true", "trainer.max_steps=4", "checkpoint.every=2"]
-    expected = Trainer(compose_cfg(run), tmp_path / "ref").fit()
+    expected = build_run(compose_cfg(run), tmp_path / "ref").fit()
     for row in expected:
         assert 1 <= row["dynamic/rounds"] <= 4
     assert expected[-1]["samples/generated"] == 8 * sum(row["dynamic/rounds"] for row in expected)
-    got = Trainer(compose_cfg(run + [f"resume={tmp_path / 'ref' / 'checkpoints' / 'step_2'}"]), tmp_path / "resumed").fit()
+    got = build_run(compose_cfg(run + [f"resume={tmp_path / 'ref' / 'checkpoints' / 'step_2'}"]), tmp_path / "resumed").fit()
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time/", "memory/"))} for r in rows]  # noqa: E731
     assert strip(got) == strip(expected)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlhand.config.schema import AlgoConfig
-from rlhand.trainer.advantages import assign_advantages
+from rlhand.stages.ppo.advantages import assign_advantages
 from tests.helpers import make_update
 from tests.test_rollout import make_rollout
 
@@ -32,12 +32,14 @@ def test_accumulated_gradient_equals_one_batch(loss_agg, kl_placement):
 
 
 def test_grad_accum_must_divide_the_minibatch():
-    with pytest.raises(ValueError, match="algo.grad_accum_steps"):
-        AlgoConfig(name="t", rollout_batch_size=8, num_minibatches=2, grad_accum_steps=3)
+    from tests.conftest import FAST, compose_cfg
+
+    with pytest.raises(ValueError, match="algo.grad_accum_steps: minibatches of 4 responses do not split into 3 micro-batches"):
+        compose_cfg(FAST + ["algo.rollout_batch_size=8", "algo.num_minibatches=2", "algo.grad_accum_steps=3"])
 
 
 def test_grad_norm_is_measured_without_clipping_and_clipped_when_asked():
-    from rlhand.trainer.learner import grad_norm
+    from rlhand.run.learners import grad_norm
 
     layer = torch.nn.Linear(3, 2)
     layer(torch.ones(4, 3)).pow(2).sum().backward()

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from rlhand.reporting.metrics_file import read_metrics
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
 from tests.conftest import FAST, compose_cfg
 
 EXE = shutil.which("rlhand-train") or str(Path(sys.executable).parent / "rlhand-train")
 
 
 def test_text_log_and_jsonl(tmp_path):
-    Trainer(compose_cfg(FAST + ["trainer.save_final=false"]), tmp_path).fit()
+    build_run(compose_cfg(FAST + ["trainer.save_final=false"]), tmp_path).fit()
     (log,) = (tmp_path / "logs").glob("train_*.log")
     lines = log.read_text().splitlines()
     assert " INFO rlhand: ppo (replay off) on letters" in lines[0] and lines[0][:4].isdigit()
@@ -26,14 +26,14 @@ def test_text_log_and_jsonl(tmp_path):
 
 
 def test_backends_can_be_switched_off(tmp_path):
-    Trainer(compose_cfg(FAST + ["trainer.save_final=false", "logging.jsonl=false", "logging.text_log=false"]), tmp_path).fit()
+    build_run(compose_cfg(FAST + ["trainer.save_final=false", "logging.jsonl=false", "logging.text_log=false"]), tmp_path).fit()
     assert not list((tmp_path / "logs").iterdir())
 
 
 def test_tensorboard_events_are_readable(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    Trainer(compose_cfg(FAST + ["trainer.max_steps=3", "logging.tensorboard=true", "trainer.save_final=false"]), tmp_path).fit()
+    build_run(compose_cfg(FAST + ["trainer.max_steps=3", "logging.tensorboard=true", "trainer.save_final=false"]), tmp_path).fit()
     events = EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
     events.Reload()
     rows = read_metrics(tmp_path / "logs" / "metrics.jsonl")
@@ -44,7 +44,7 @@ def test_tensorboard_events_are_readable(tmp_path):
 
 
 def test_plots_are_written(tmp_path):
-    Trainer(compose_cfg(FAST + ["logging.plots=true", "eval.every=1", "eval.num_prompts=8", "trainer.save_final=false"]), tmp_path).fit()
+    build_run(compose_cfg(FAST + ["logging.plots=true", "eval.every=1", "eval.num_prompts=8", "trainer.save_final=false"]), tmp_path).fit()
     for name in ("training_metrics.png", "ppo_metrics.png"):
         data = (tmp_path / "plots" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 20_000
@@ -89,7 +89,7 @@ def test_wandb_failing_mid_run_is_a_warning(tmp_path, monkeypatch):
             raise AssertionError("finish must not be called on a run that was switched off")
 
     monkeypatch.setattr(wandb, "init", lambda **kw: BrokenRun())
-    history = Trainer(compose_cfg(FAST + ["logging.wandb=true", "trainer.save_final=false"]), tmp_path).fit()
+    history = build_run(compose_cfg(FAST + ["logging.wandb=true", "trainer.save_final=false"]), tmp_path).fit()
     assert len(history) == 2
     (log,) = (tmp_path / "logs").glob("train_*.log")
     assert "WARNING wandb: logging failed, switched off (ConnectionError: gone)" in log.read_text()

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rlhand.config.schema import AlgoConfig
 from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
 from rlhand.reporting.metrics_file import read_metrics
-from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
+from rlhand.stages.ppo.advantages import assign_advantages
 from tests.conftest import FAST, compose_cfg
 from tests.helpers import make_update
 from tests.test_rollout import make_rollout
@@ -25,12 +25,12 @@ def comparable(rows):
 
 
 def test_the_reference_is_the_base_with_adapters_off_and_the_first_step_is_on_policy(tmp_path):
-    trainer = Trainer(compose_cfg(LORA), tmp_path)
-    assert trainer.models.ref is None and trainer.models.reference_is_base  # no second copy
-    rollout = trainer.collect()
+    trainer = build_run(compose_cfg(LORA), tmp_path)
+    assert trainer.stage.models.ref is None and trainer.stage.models.reference_is_base  # no second copy
+    rollout = trainer.stage.collector.collect()
     inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
     with torch.no_grad():
-        policy = token_logprobs(response_logits(trainer.models.policy, inputs, 1.0), rollout.response_ids) * rollout.response_mask
+        policy = token_logprobs(response_logits(trainer.stage.models.policy, inputs, 1.0), rollout.response_ids) * rollout.response_mask
     # Fresh adapters (B = 0) add exactly nothing: the base's log-probs are the policy's, bit for bit.
     assert torch.equal(policy, rollout.ref_logprobs)
     row = trainer.fit()[0]
@@ -39,8 +39,8 @@ def test_the_reference_is_the_base_with_adapters_off_and_the_first_step_is_on_po
 
 
 def test_only_adapters_train_and_the_merged_model_is_the_adapted_one(tmp_path):
-    trainer = Trainer(compose_cfg(LORA), tmp_path)
-    policy = trainer.models.policy
+    trainer = build_run(compose_cfg(LORA), tmp_path)
+    policy = trainer.stage.models.policy
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     trainer.fit()
     after = policy.state_dict()
@@ -48,12 +48,12 @@ def test_only_adapters_train_and_the_merged_model_is_the_adapted_one(tmp_path):
     assert changed and all(".lora_" in k for k in changed)
     assert {k for k, p in policy.named_parameters() if p.requires_grad} == {k for k in after if ".lora_" in k and "weight" in k}
     assert any(".lora_B." in k for k in changed)
-    critic = trainer.models.critic.module
+    critic = trainer.stage.models.critic.module
     trainable = {k for k, p in critic.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in k or ".score." in k for k in trainable)
     # final/policy: the merged model, loaded without PEFT, computes the adapted policy's logits.
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "final" / "policy", attn_implementation="eager")
-    rollout = trainer.collect()
+    rollout = trainer.stage.collector.collect()
     inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
     real = rollout.response_mask.bool()
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_only_adapters_train_and_the_merged_model_is_the_adapted_one(tmp_path):
 
 
 def test_a_lora_run_checkpoints_its_adapters_and_resumes_exactly(tmp_path):
-    reference = Trainer(compose_cfg(LORA), tmp_path / "ref")
+    reference = build_run(compose_cfg(LORA), tmp_path / "ref")
     expected = reference.fit()
     from torch.distributed.checkpoint import FileSystemReader
 
@@ -83,7 +83,7 @@ def test_a_lora_run_checkpoints_its_adapters_and_resumes_exactly(tmp_path):
     weights = [k for k in saved if ".model." in k or k.split(".")[1] == "model"]
     # Adapters (and the critic's score head) with their AdamW states; the frozen base comes from its own folder.
     assert weights and all(".lora_" in k or ".score." in k for k in weights), weights[:5]
-    resumed = Trainer(compose_cfg(LORA + [f"resume={tmp_path / 'ref' / 'checkpoints' / 'step_2'}"]), tmp_path / "resumed")
+    resumed = build_run(compose_cfg(LORA + [f"resume={tmp_path / 'ref' / 'checkpoints' / 'step_2'}"]), tmp_path / "resumed")
     assert comparable(resumed.fit()) == comparable(expected)
     for part in ("policy", "critic", "policy_adapter"):
         for name in ("model.safetensors", "adapter_model.safetensors"):
@@ -94,11 +94,11 @@ def test_a_lora_run_checkpoints_its_adapters_and_resumes_exactly(tmp_path):
 
 
 def test_a_shared_head_or_a_full_critic_beside_lora(tmp_path):
-    shared = Trainer(compose_cfg(LORA + ["model.critic_backbone=shared", "checkpoint.every=0"]), tmp_path / "shared")
-    assert shared.models.critic.module.policy is shared.models.policy
+    shared = build_run(compose_cfg(LORA + ["model.critic_backbone=shared", "checkpoint.every=0"]), tmp_path / "shared")
+    assert shared.stage.models.critic.module.policy is shared.stage.models.policy
     assert shared.fit()[-1]["grad/critic_norm"] > 0
-    full = Trainer(compose_cfg(LORA + ["model.lora.critic=full", "checkpoint.every=0"]), tmp_path / "full")
-    assert all(p.requires_grad for p in full.models.critic.module.parameters())
+    full = build_run(compose_cfg(LORA + ["model.lora.critic=full", "checkpoint.every=0"]), tmp_path / "full")
+    assert all(p.requires_grad for p in full.stage.models.critic.module.parameters())
     full.fit()
 
 
@@ -140,10 +140,10 @@ def test_gradient_checkpointing_gives_the_plain_gradients(critic_backbone, monke
 
 
 def test_frozen_models_in_bf16(tmp_path):
-    trainer = Trainer(compose_cfg(FAST + ["model.frozen_dtype=bfloat16", "reward=model", "trainer.max_steps=1"]), tmp_path)
-    assert {p.dtype for p in trainer.models.ref.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in trainer.models.reward_model.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in trainer.models.policy.parameters()} == {torch.float32}
+    trainer = build_run(compose_cfg(FAST + ["model.frozen_dtype=bfloat16", "reward=model", "trainer.max_steps=1"]), tmp_path)
+    assert {p.dtype for p in trainer.stage.models.ref.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in trainer.stage.models.reward_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in trainer.stage.models.policy.parameters()} == {torch.float32}
     assert torch.isfinite(torch.tensor(trainer.fit()[0]["kl/ref"]))
     assert read_metrics(tmp_path / "logs" / "metrics.jsonl")[0]["step"] == 1
 
@@ -154,8 +154,8 @@ def test_frozen_dtype_applies_to_the_bases_under_lora(tmp_path, critic):
     the base with adapters off) in bf16, the adapters and a trained head in model.dtype; the run
     trains and final/policy is the merged model in model.dtype."""
     extra = ["model.critic_backbone=shared"] if critic == "shared" else []
-    trainer = Trainer(compose_cfg(LORA + ["model.frozen_dtype=bfloat16", "checkpoint.every=0", *extra]), tmp_path)
-    for model in (trainer.models.policy, trainer.models.critic.module):
+    trainer = build_run(compose_cfg(LORA + ["model.frozen_dtype=bfloat16", "checkpoint.every=0", *extra]), tmp_path)
+    for model in (trainer.stage.models.policy, trainer.stage.models.critic.module):
         for name, param in model.named_parameters():
             assert param.dtype == (torch.float32 if param.requires_grad else torch.bfloat16), name
     history = trainer.fit()

@@ -13,8 +13,8 @@ import torch
 from rlhand.config import ConfigError
 from rlhand.distributed.layout import resolve_layout
 from rlhand.models.fit import GIB, check_fit, estimate_memory
-from rlhand.trainer import setup
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
+from rlhand.stages.ppo import setup
 from tests.conftest import FAST, compose_cfg
 
 EXE = shutil.which("rlhand-train") or str(Path(sys.executable).parent / "rlhand-train")
@@ -44,13 +44,13 @@ def test_the_estimate_is_within_30_percent_of_the_measured_peak(tmp_path, settin
 
 
 def test_a_config_that_cannot_fit_stops_before_any_model_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr("rlhand.stages.ppo.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(ConfigError, match=r"^memory: the estimate is 0\.[0-9] GiB per device, over the 0\.1 GiB available; the biggest item is "):
-        Trainer(compose_cfg(FAST + ["trainer.device_memory_gb=0.1"]), tmp_path)
+        build_run(compose_cfg(FAST + ["trainer.device_memory_gb=0.1"]), tmp_path)
     # A 2.4B-parameter model cannot train on 8 GB even with the preset's LoRA, bf16 bases and checkpointing.
     big = ["memory=8gb", "model.n_layer=48", "model.n_embd=2048", "model.n_head=16", "model.n_positions=64"]
     with pytest.raises(ConfigError, match=r"the biggest item is (policy|critic) weights \([0-9.]+ GiB\)") as err:
-        Trainer(compose_cfg(big), tmp_path)
+        build_run(compose_cfg(big), tmp_path)
     assert "\n" not in str(err.value) and "trainer.fit_check=warn" in str(err.value)
     cfg, estimate = estimate_for(big + ["trainer.fit_check=warn"])
     assert estimate.total > 8 * GIB and check_fit(estimate, cfg).endswith("over the device's memory")
@@ -181,7 +181,7 @@ def test_a_vllm_engine_counts_its_reservation_and_weight_push(tmp_path):
 def test_the_biggest_item_can_be_the_process_itself(tmp_path):
     """On a device smaller than the process, the error names the baseline, not a tiny model item."""
     with pytest.raises(ConfigError, match=r"the biggest item is process baseline \(0\.4 GiB\)\. Lighter: nothing in the config"):
-        Trainer(compose_cfg(FAST + ["trainer.device_memory_gb=0.01"]), tmp_path)
+        build_run(compose_cfg(FAST + ["trainer.device_memory_gb=0.01"]), tmp_path)
 
 
 def _qwen_block(folder):

@@ -8,8 +8,8 @@ from rlhand.data.prompts import Prompt, PromptError, encode_prompts, read_prompt
 from rlhand.data.sampler import PromptSampler, left_pad
 from rlhand.data.tokenizer import build_char_tokenizer
 from rlhand.rewards.function import FunctionScorer
+from rlhand.stages.ppo.setup import prepare_inputs
 from rlhand.tasks.letters import letters_reward, make_letter_prompts
-from rlhand.trainer.setup import prepare_inputs
 from tests.conftest import compose_cfg
 
 

@@ -11,7 +11,7 @@ from rlhand.models.critic import policy_and_values
 from rlhand.models.forward import response_logits, sequence_inputs, sequence_scores, token_values
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.rollout.sampler import sample_responses
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
 from tests.conftest import FAST, compose_cfg
 from tests.helpers import prompt_batch, tiny_models
 
@@ -111,7 +111,7 @@ def test_training_with_and_without_padding_removal_logs_the_same_run(tmp_path, m
     runs = {}
     for flag in ("true", "false"):
         overrides = FAST + ["task=file", f"task.path={prompts}", "reward=letters", f"model.remove_padding={flag}"]
-        Trainer(compose_cfg(overrides), tmp_path / flag).fit()
+        build_run(compose_cfg(overrides), tmp_path / flag).fit()
         runs[flag] = read_metrics(tmp_path / flag / "logs" / "metrics.jsonl")
         if flag == "true":
             assert len(packed_forwards) > 8  # rollout scoring and every update minibatch ran packed

@@ -156,7 +156,7 @@ def test_each_rank_draws_from_its_buffer_with_a_stream_of_its_own():
     from types import SimpleNamespace
 
     from rlhand.distributed.context import DistContext
-    from rlhand.trainer.setup import build_replay
+    from rlhand.stages.ppo.setup import build_replay
     from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["replay=standard", "replay.min_size=4", "replay.sample_size=8", "replay.buffer_size=64"])

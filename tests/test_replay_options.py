@@ -7,8 +7,8 @@ import torch
 
 from rlhand.config import ConfigError
 from rlhand.config.schema import ReplayConfig
-from rlhand.trainer.loop import Trainer
-from rlhand.trainer.update import minibatch_indices
+from rlhand.stages import build_run
+from rlhand.stages.ppo.update import minibatch_indices
 from tests.conftest import FAST, compose_cfg
 from tests.test_replay_buffer import fake_rollout, make_buffer
 
@@ -49,11 +49,11 @@ def test_the_cap_and_stored_leaves_survive_a_checkpoint():
 
 def test_in_a_run_the_cap_is_set_from_each_updates_kl(tmp_path):
     # Any KL is below 1e9: the cap is 1 after the first update, so no sample is replayed twice.
-    history = Trainer(compose_cfg(FAST + SMALL_REPLAY + ["replay.max_reuse=4", "replay.adaptive_reuse=[[1e9,1]]"]), tmp_path / "a").fit()
+    history = build_run(compose_cfg(FAST + SMALL_REPLAY + ["replay.max_reuse=4", "replay.adaptive_reuse=[[1e9,1]]"]), tmp_path / "a").fit()
     assert all(row["replay/reuse_cap"] == 1 for row in history)
     assert max(row["replay/max_reuse"] for row in history) <= 1 and any(row["replay/sampled"] for row in history)
     # No KL is below 1e-12: max_reuse stays.
-    history = Trainer(compose_cfg(FAST + SMALL_REPLAY + ["replay.max_reuse=4", "replay.adaptive_reuse=[[1e-12,1]]"]), tmp_path / "b").fit()
+    history = build_run(compose_cfg(FAST + SMALL_REPLAY + ["replay.max_reuse=4", "replay.adaptive_reuse=[[1e-12,1]]"]), tmp_path / "b").fit()
     assert all(row["replay/reuse_cap"] == 4 for row in history) and max(row["replay/max_reuse"] for row in history) > 1
 
 
@@ -64,7 +64,7 @@ def test_fresh_fraction_sets_the_replayed_rows_and_every_minibatch_holds_that_sh
     torch.manual_seed(0)
     for part in minibatch_indices(fresh, 2, stratify=True):
         assert int(fresh[part].sum()) == 4 and len(part) == 8
-    history = Trainer(cfg, tmp_path).fit()
+    history = build_run(cfg, tmp_path).fit()
     assert any(row["replay/sampled"] == 8 for row in history)
     assert compose_cfg(FAST + SMALL_REPLAY + ["replay.fresh_fraction=0.8"]).replay.sample_size == 2
 

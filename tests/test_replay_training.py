@@ -7,9 +7,9 @@ import torch
 from rlhand.config import ConfigError
 from rlhand.config.schema import AlgoConfig
 from rlhand.rollout.batch import concat_rollouts
-from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.loop import Trainer
-from rlhand.trainer.update import ppo_losses
+from rlhand.stages import build_run
+from rlhand.stages.ppo.advantages import assign_advantages
+from rlhand.stages.ppo.update import ppo_losses
 from tests.conftest import FAST, compose_cfg
 from tests.test_rollout import make_rollout
 
@@ -49,13 +49,13 @@ def test_degenerate_replay_is_plain_ppo_d63(tmp_path):
     degenerate = ["replay=priority", "replay.alpha=0", "replay.beta=1", "replay.staleness_threshold=0", "replay.max_reuse=1",
                   "replay.min_size=1", "replay.sample_size=2", "trainer.max_steps=4"]
     # One after the other: a trainer seeds torch's global generator when it is built.
-    plain = Trainer(compose_cfg(FAST + ["trainer.max_steps=4"]), tmp_path / "plain")
+    plain = build_run(compose_cfg(FAST + ["trainer.max_steps=4"]), tmp_path / "plain")
     a = plain.fit()
-    replay = Trainer(compose_cfg(FAST + degenerate), tmp_path / "replay")
+    replay = build_run(compose_cfg(FAST + degenerate), tmp_path / "replay")
     b = replay.fit()
     assert training_part(a) == training_part(b)
     assert all(row["replay/sampled"] == 0 for row in b) and b[-1]["replay/buffer_size"] == 32
-    for (name, p), q in zip(plain.models.policy.state_dict().items(), replay.models.policy.state_dict().values()):
+    for (name, p), q in zip(plain.stage.models.policy.state_dict().items(), replay.stage.models.policy.state_dict().values()):
         assert torch.equal(p, q), name
 
 
@@ -81,7 +81,7 @@ def test_unit_weights_give_the_plain_ppo_loss_d55():
 
 
 def test_replayed_samples_are_anchored_to_the_proximal_policy_d61_d62(tmp_path):
-    history = Trainer(compose_cfg(FAST + SMALL_REPLAY + ["trainer.save_final=false"]), tmp_path).fit()
+    history = build_run(compose_cfg(FAST + SMALL_REPLAY + ["trainer.save_final=false"]), tmp_path).fit()
     replaying = [row for row in history if row["replay/sampled"] > 0]
     assert len(replaying) >= 3
     for row in replaying:
@@ -111,20 +111,20 @@ def test_kl_stats_come_from_the_fresh_rows_only_d64():
 
 def test_replay_run_resumes_exactly(tmp_path):
     run = FAST + SMALL_REPLAY + ["replay=priority", "trainer.max_steps=6", "checkpoint.every=3"]
-    reference = Trainer(compose_cfg(run), tmp_path / "ref")
+    reference = build_run(compose_cfg(run), tmp_path / "ref")
     expected = reference.fit()
-    resumed = Trainer(compose_cfg(run + [f"resume={tmp_path / 'ref' / 'checkpoints' / 'step_3'}"]), tmp_path / "resumed")
-    assert resumed.replay.buffer.count == 3 * 8
+    resumed = build_run(compose_cfg(run + [f"resume={tmp_path / 'ref' / 'checkpoints' / 'step_3'}"]), tmp_path / "resumed")
+    assert resumed.stage.replay.buffer.count == 3 * 8
     got = resumed.fit()
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time/", "memory/"))} for r in rows]  # noqa: E731
     assert strip(got) == strip(expected)
-    for p, q in zip(reference.models.policy.state_dict().values(), resumed.models.policy.state_dict().values()):
+    for p, q in zip(reference.stage.models.policy.state_dict().values(), resumed.stage.models.policy.state_dict().values()):
         assert torch.equal(p, q)
     # A checkpoint without a buffer cannot resume a replay run.
-    plain = Trainer(compose_cfg(FAST + ["trainer.max_steps=3", "checkpoint.every=3"]), tmp_path / "plain")
+    plain = build_run(compose_cfg(FAST + ["trainer.max_steps=3", "checkpoint.every=3"]), tmp_path / "plain")
     plain.fit()
     with pytest.raises(ValueError, match="has no replay buffer"):
-        Trainer(compose_cfg(run + [f"resume={tmp_path / 'plain' / 'checkpoints' / 'step_3'}"]), tmp_path / "x")
+        build_run(compose_cfg(run + [f"resume={tmp_path / 'plain' / 'checkpoints' / 'step_3'}"]), tmp_path / "x")
 
 
 def test_truncated_share_counts_the_replayed_tokens_above_the_cap():
@@ -145,11 +145,12 @@ def test_truncated_share_counts_the_replayed_tokens_above_the_cap():
     older = torch.zeros(len(rollout), 1)
     older[:4] = math.log(3.0)  # rows 0-3 were 3x less likely under the policy that sampled them
     stored = rollout.replace(behaviour_logprobs=(current - older) * rollout.response_mask, advantages=torch.zeros_like(current))
-    cfg = ReplayConfig(name="t", enabled=True, buffer_size=8, min_size=1, sample_size=8, max_reuse=1, is_truncation=2.0)
+    cfg = ReplayConfig(name="t", enabled=True, buffer_size=8, min_size=1, sample_size=8, max_reuse=1)
     buffer = ReplayBuffer(cfg, prompt_width=32, response_width=8, vocab_size=len(tok), with_ref=True, seed=0)
     buffer.add(stored, step=1, priorities=torch.ones(8))
-    replay = ExperienceReplay(cfg, buffer, tok.pad_token_id, torch.device("cpu"))
-    batch, stats = replay.extend(rollout, step=2, models=models, temperature=0.7, timer=PhaseTimer(torch.device("cpu")))
+    replay = ExperienceReplay(cfg, buffer, tok.pad_token_id, torch.device("cpu"), is_truncation=2.0)
+    mixed, stats = replay.mix(rollout, step=2, models=models, temperature=0.7, timer=PhaseTimer(torch.device("cpu")))
+    batch = mixed.batch
     replayed = batch.select(torch.nonzero(~batch.fresh).squeeze(1))
     expected = (replayed.response_mask * (replayed.proximal_logprobs - replayed.behaviour_logprobs > math.log(2.0))).sum() / replayed.response_mask.sum()
     assert 0.2 < stats["replay/tis_truncated_frac"] < 0.8

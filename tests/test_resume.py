@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from rlhand.checkpoint.store import CheckpointError
 from rlhand.config.schema import AlgoConfig
 from rlhand.reporting.metrics_file import read_metrics
-from rlhand.trainer.loop import Trainer
+from rlhand.stages import build_run
 from tests.conftest import compose_cfg
 
 # Every piece of state that matters: cosine LR, adaptive KL, validation + early-stop bookkeeping,
@@ -74,7 +74,7 @@ def assert_same_run(ref_dir, run_dir):
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reference")
-    Trainer(compose_cfg(RESUMABLE), run_dir).fit()
+    build_run(compose_cfg(RESUMABLE), run_dir).fit()
     return run_dir
 
 
@@ -92,20 +92,20 @@ def test_checkpoints_hold_the_seed_layout(reference_run):
 
 def test_resume_from_a_checkpoint_path_is_exact(reference_run, tmp_path):
     # Resume into a new run folder from the reference's step_6: the remaining steps must replay exactly.
-    resumed = Trainer(compose_cfg(RESUMABLE + [f"resume={reference_run / 'checkpoints' / 'step_6'}"]), tmp_path)
+    resumed = build_run(compose_cfg(RESUMABLE + [f"resume={reference_run / 'checkpoints' / 'step_6'}"]), tmp_path)
     assert resumed.step == 6 and len(resumed.history) == 6
     resumed.fit()
     assert_same_run(reference_run, tmp_path)
 
 
 def test_resume_auto_without_checkpoints_starts_fresh(tmp_path):
-    trainer = Trainer(compose_cfg(RESUMABLE + ["resume=auto", "trainer.max_steps=1", "eval.every=0", "early_stop.patience=null"]), tmp_path)
+    trainer = build_run(compose_cfg(RESUMABLE + ["resume=auto", "trainer.max_steps=1", "eval.every=0", "early_stop.patience=null"]), tmp_path)
     assert trainer.step == 0 and trainer.resume_from is None
 
 
 def test_resume_of_a_finished_run_does_nothing_more(reference_run, tmp_path):
     shutil.copytree(reference_run, tmp_path / "run")
-    history = Trainer(compose_cfg(RESUMABLE + ["resume=auto"]), tmp_path / "run").fit()
+    history = build_run(compose_cfg(RESUMABLE + ["resume=auto"]), tmp_path / "run").fit()
     assert len(history) == 8
     assert_same_run(reference_run, tmp_path / "run")
 
@@ -117,9 +117,9 @@ def test_explicit_bad_checkpoint_is_a_clear_error_before_models_load(reference_r
     with open(shard, "r+b") as handle:
         handle.truncate(100)
     with pytest.raises(CheckpointError, match=rf"resume: .*step_6: weights/{shard.name} has 100 bytes"):
-        Trainer(compose_cfg(RESUMABLE + [f"resume={broken}"]), tmp_path / "run")
+        build_run(compose_cfg(RESUMABLE + [f"resume={broken}"]), tmp_path / "run")
     with pytest.raises(CheckpointError, match="no such checkpoint folder"):
-        Trainer(compose_cfg(RESUMABLE + [f"resume={tmp_path / 'nope'}"]), tmp_path / "run")
+        build_run(compose_cfg(RESUMABLE + [f"resume={tmp_path / 'nope'}"]), tmp_path / "run")
 
 
 def test_auto_skips_a_corrupted_newest_checkpoint(reference_run, tmp_path):
@@ -129,7 +129,7 @@ def test_auto_skips_a_corrupted_newest_checkpoint(reference_run, tmp_path):
     data = bytearray(state.read_bytes())
     data[len(data) // 2] ^= 0x01
     state.write_bytes(bytes(data))
-    trainer = Trainer(compose_cfg(RESUMABLE + ["resume=auto"]), run)
+    trainer = build_run(compose_cfg(RESUMABLE + ["resume=auto"]), run)
     assert trainer.step == 6 and any("step_8" in note and "corrupted" in note for note in trainer.notes)
     trainer.fit()
     assert_same_run(reference_run, run)
@@ -181,33 +181,33 @@ def test_sigkill_at_a_random_moment_then_resume_auto_is_exact(reference_run, tmp
 
 
 def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_models_load(tmp_path):
-    from rlhand.trainer.run_folder import RunFolderError
+    from rlhand.run.folder import RunFolderError
 
     quick = RESUMABLE[:7] + ["trainer.max_steps=2", "trainer.save_final=false"]
-    Trainer(compose_cfg(quick), tmp_path).fit()
+    build_run(compose_cfg(quick), tmp_path).fit()
     before = (tmp_path / "logs" / "metrics.jsonl").read_bytes()
     with pytest.raises(RunFolderError, match=r"already holds a run \(logs/metrics.jsonl with 2 rows\); continue it with resume=auto"):
-        Trainer(compose_cfg(quick), tmp_path)
+        build_run(compose_cfg(quick), tmp_path)
     assert (tmp_path / "logs" / "metrics.jsonl").read_bytes() == before
 
 
 def test_resume_auto_after_a_crash_before_the_first_checkpoint_writes_each_step_once(tmp_path):
     quick = RESUMABLE[:7] + ["trainer.max_steps=3", "checkpoint.every=10", "trainer.save_final=false"]
-    reference = Trainer(compose_cfg(quick), tmp_path / "reference").fit()
-    crashing = Trainer(compose_cfg(quick), tmp_path / "run")
-    real_step = crashing.train_step
+    reference = build_run(compose_cfg(quick), tmp_path / "reference").fit()
+    crashing = build_run(compose_cfg(quick), tmp_path / "run")
+    real_step = crashing.stage.step
 
-    def crash_at_step_3():
-        if crashing.step == 3:
+    def crash_at_step_3(step):
+        if step == 3:
             raise RuntimeError("crash")
-        return real_step()
+        return real_step(step)
 
-    crashing.train_step = crash_at_step_3
+    crashing.stage.step = crash_at_step_3
     with pytest.raises(RuntimeError, match="crash"):
         crashing.fit()
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")] == [1, 2]
     assert not (tmp_path / "run" / "checkpoints").exists()
-    Trainer(compose_cfg(quick + ["resume=auto"]), tmp_path / "run").fit()
+    build_run(compose_cfg(quick + ["resume=auto"]), tmp_path / "run").fit()
     rows = read_metrics(tmp_path / "run" / "logs" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert comparable(rows) == comparable(reference)
@@ -215,19 +215,20 @@ def test_resume_auto_after_a_crash_before_the_first_checkpoint_writes_each_step_
 
 @pytest.mark.parametrize("change, named", [("model.n_embd=32", "model.n_embd=64 (this run: 32)"), ("model.n_layer=3", "model.n_layer=2 (this run: 3)")])
 def test_resume_into_another_model_shape_is_one_line_before_models_load(reference_run, tmp_path, monkeypatch, change, named):
-    monkeypatch.setattr("rlhand.trainer.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr("rlhand.stages.ppo.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(CheckpointError, match=rf"^resume: .*step_8 was written with {re.escape(named)}; its weights cannot load") as err:
-        Trainer(compose_cfg(RESUMABLE + [change, f"resume={reference_run / 'checkpoints' / 'step_8'}"]), tmp_path)
+        build_run(compose_cfg(RESUMABLE + [change, f"resume={reference_run / 'checkpoints' / 'step_8'}"]), tmp_path)
     assert "\n" not in str(err.value)
 
 
 def test_weights_of_another_shape_are_one_line(reference_run):
-    from rlhand.checkpoint.models_io import load_weights
     from rlhand.checkpoint.training import load_learners
+    from rlhand.errors import ModelLoadError
+    from rlhand.models.folders import load_weights
     from tests.helpers import make_update, tiny_models
 
     models, _ = tiny_models()  # n_embd 32: the reference run's models have 64
-    with pytest.raises(CheckpointError, match=r"policy: transformer.h.0.attn.c_attn.bias has shape \(192,\) there and \(96,\) in this run's model"):
+    with pytest.raises(ModelLoadError, match=r"policy: transformer.h.0.attn.c_attn.bias has shape \(192,\) there and \(96,\) in this run's model"):
         load_weights(models.policy, reference_run / "final" / "policy")
     learners = make_update(models, AlgoConfig(name="t")).learners
     with pytest.raises(CheckpointError, match=r"step_8: its weights do not load into this run's models \(") as err:

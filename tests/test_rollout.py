@@ -12,8 +12,8 @@ from rlhand.reporting.timer import PhaseTimer
 from rlhand.rewards import FunctionScorer, ModelScorer
 from rlhand.rollout.collect import collect_rollout
 from rlhand.rollout.sampler import response_mask_from_eos, sample_responses
-from rlhand.trainer.advantages import assign_advantages
-from rlhand.trainer.update import ppo_losses
+from rlhand.stages.ppo.advantages import assign_advantages
+from rlhand.stages.ppo.update import ppo_losses
 from tests.helpers import prompt_batch, tiny_models
 
 GEN = dict(max_new_tokens=8, top_k=0, top_p=1.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhand.config.schema import SchedulerConfig, SchedulerKind
-from rlhand.trainer.schedules import LRSchedule
+from rlhand.run.schedules import LRSchedule
 
 # These tests step schedules on bare optimizers that never step; torch warns about the order.
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")

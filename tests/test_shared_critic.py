@@ -5,16 +5,16 @@ import torch
 from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
 
-from rlhand.checkpoint.models_io import load_weights
-from rlhand.checkpoint.store import CheckpointError
 from rlhand.config import ConfigError
+from rlhand.errors import ModelLoadError
 from rlhand.models.critic import policy_and_values
+from rlhand.models.folders import load_weights
 from rlhand.models.forward import response_logits, sequence_inputs, token_logprobs
 from rlhand.models.value_head import WEIGHTS_FILE, SharedValueHead
 from rlhand.reporting.metrics_file import read_metrics
 from rlhand.rollout.sampler import sample_responses
-from rlhand.trainer.loop import Trainer
-from rlhand.trainer.setup import build_learners
+from rlhand.stages import build_run
+from rlhand.stages.ppo.setup import build_learners
 from tests.conftest import FAST, compose_cfg
 from tests.helpers import prompt_batch, tiny_models
 
@@ -85,13 +85,13 @@ SHARED = FAST + ["model.critic_backbone=shared", "trainer.max_steps=3", "checkpo
 
 def test_a_shared_critic_run_saves_its_head_and_resumes_exactly(tmp_path):
     ref_dir, resumed_dir = tmp_path / "ref", tmp_path / "resumed"
-    Trainer(compose_cfg(SHARED), ref_dir).fit()
+    build_run(compose_cfg(SHARED), ref_dir).fit()
     head_file = ref_dir / "final" / "critic" / WEIGHTS_FILE
     assert list(load_file(head_file)) == ["score.weight"]
     models, _ = tiny_models(critic_backbone="shared")
-    with pytest.raises(CheckpointError, match=r"score.weight has shape \(1, 64\) there and \(1, 32\)"):  # another width does not fit
+    with pytest.raises(ModelLoadError, match=r"score.weight has shape \(1, 64\) there and \(1, 32\)"):  # another width does not fit
         load_weights(models.critic.module, ref_dir / "final" / "critic")
-    resumed = Trainer(compose_cfg(SHARED + [f"resume={ref_dir / 'checkpoints' / 'step_2'}"]), resumed_dir)
+    resumed = build_run(compose_cfg(SHARED + [f"resume={ref_dir / 'checkpoints' / 'step_2'}"]), resumed_dir)
     assert resumed.step == 2
     resumed.fit()
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time/", "memory/"))} for r in rows]  # noqa: E731

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from rlhand.config import ConfigError
-from rlhand.trainer.loop import Trainer
-from rlhand.trainer.setup import prepare_inputs
+from rlhand.stages import build_run
+from rlhand.stages.ppo.setup import prepare_inputs
 from tests.conftest import FAST, compose_cfg
 
 
@@ -38,7 +38,7 @@ def test_held_out_prompts_are_not_trained_on():
 
 
 def test_validation_metrics_and_best_model(tmp_path):
-    history = Trainer(compose_cfg(FAST + ["trainer.max_steps=5", "eval.every=2", "eval.num_prompts=8"]), tmp_path).fit()
+    history = build_run(compose_cfg(FAST + ["trainer.max_steps=5", "eval.every=2", "eval.num_prompts=8"]), tmp_path).fit()
     evaluated = [row["step"] for row in history if "val/reward" in row]
     assert evaluated == [2, 4, 5]  # every 2 steps and after the last
     row = history[1]
@@ -56,8 +56,8 @@ def test_validation_does_not_disturb_training(tmp_path):
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}abc="}) + "\n" for i in range(16)))
     val.write_text("".join(json.dumps({"prompt": f"v{i}xyz="}) + "\n" for i in range(8)))
     base = FAST + ["trainer.max_steps=4", "task=file", f"task.path={prompts}", f"task.val_path={val}", "reward=letters", "trainer.save_final=false"]
-    off = Trainer(compose_cfg(base), tmp_path / "off").fit()
-    on = Trainer(compose_cfg(base + ["eval.every=1"]), tmp_path / "on").fit()
+    off = build_run(compose_cfg(base), tmp_path / "off").fit()
+    on = build_run(compose_cfg(base + ["eval.every=1"]), tmp_path / "on").fit()
 
     def training_part(rows):
         return [{k: v for k, v in r.items() if not k.startswith(("val/", "early_stop/", "time/", "memory/"))} for r in rows]
@@ -70,7 +70,7 @@ def test_early_stop_fires_on_a_flat_validation_curve(tmp_path):
     # A learning rate this small leaves the policy unchanged to float precision, and validation
     # re-uses its random numbers, so val/reward is flat: stop after `patience` evaluations.
     cfg = compose_cfg(FAST + ["trainer.max_steps=30", "algo.lr=1e-20", "eval.every=2", "eval.num_prompts=8", "early_stop.patience=2"])
-    history = Trainer(cfg, tmp_path).fit()
+    history = build_run(cfg, tmp_path).fit()
     vals = [r["val/reward"] for r in history if "val/reward" in r]
     assert len(set(vals)) == 1
     assert len(history) == 6 and history[-1]["early_stop/bad_evals"] == 2
@@ -89,7 +89,7 @@ def test_early_stop_does_not_fire_while_validation_improves(tmp_path):
             "trainer.save_final=false",
         ]
     )
-    history = Trainer(cfg, tmp_path).fit()
+    history = build_run(cfg, tmp_path).fit()
     vals = [r["val/reward"] for r in history if "val/reward" in r]
     assert len(history) == 32 and max(vals) > vals[0] + 0.1, vals
     assert max(r["early_stop/bad_evals"] for r in history if "val/reward" in r) < 3
@@ -97,7 +97,7 @@ def test_early_stop_does_not_fire_while_validation_improves(tmp_path):
 
 def test_memory_metrics_and_config_file(tmp_path):
     cfg = compose_cfg(FAST + ["trainer.save_final=false"])
-    history = Trainer(cfg, tmp_path).fit()
+    history = build_run(cfg, tmp_path).fit()
     assert history[-1]["memory/rss_peak_mb"] > 50
     saved = json.loads((tmp_path / "training_config.json").read_text())
     assert saved["algo"]["name"] == "ppo" and saved["trainer"]["max_steps"] == 2 and saved["algo"]["kl_estimator"] == "k1"

@@ -7,6 +7,7 @@ from rlhand.checkpoint.atomic import recover_partial_writes
 from rlhand.checkpoint.store import CheckpointError, latest_valid_checkpoint, verify_checkpoint
 from rlhand.checkpoint.training import read_config, read_training_state
 from rlhand.config.load import flatten
+from rlhand.config.schema import RESUME_AUTO
 
 # The settings that decide the trained weights' shapes (and what they mean): a checkpoint written
 # with other values cannot be loaded into this run's models.
@@ -19,7 +20,7 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path, warn: Callable[[st
     resume=PATH: that checkpoint folder, or the newest valid one of that run folder, else an error."""
     if resume is None:
         return None
-    if resume == "auto":
+    if resume == RESUME_AUTO:
         recover_partial_writes(run_dir / "checkpoints")  # a checkpoint write cut short by a kill
         return latest_valid_checkpoint(run_dir / "checkpoints", warn)
     path = Path(resume).expanduser()

@@ -11,7 +11,7 @@ manifest.json        sizes and SHA-256 of all of the above, written last (store.
 
 State files are plain tensors and containers, read with torch.load(weights_only=True): a
 checkpoint cannot run code when it is loaded. Final and best models are transformers folders
-(models_io.py), not this format.
+(rlhand/models/folders.py), not this format.
 """
 
 import json

@@ -233,6 +233,11 @@ class AlgoConfig:
     # How advantages are estimated: a name registered in rlhand/core/estimators.py (gae, grpo,
     # dr_grpo, rloo, reinforce_pp; conf/estimator/ presets). gae needs a critic; the others build none.
     estimator: str = "gae"
+    # Decoupled PPO's truncated importance weight on each token's policy loss, min(pi_prox /
+    # pi_behaviour, this), for every token not sampled by the trainer's own policy now: a vLLM
+    # engine's (other kernels: the mismatch correction, verl's token-level default 2.0, TRL's 3.0)
+    # and replayed ones. null: untruncated.
+    is_truncation: Optional[float] = 2.0
     # DAPO's dynamic sampling (group estimators): a group whose returns are all equal teaches
     # nothing; drop it and sample more prompts until the batch is full, or dynamic_max_rounds.
     dynamic_sampling: bool = False
@@ -254,6 +259,7 @@ class AlgoConfig:
             check(getattr(self, name) >= 0, f"algo.{name}", "must be >= 0")
         check(self.kl_target > 0, "algo.kl_target", "must be > 0")
         check(self.target_kl is None or self.target_kl > 0, "algo.target_kl", "must be > 0 or null")
+        check(self.is_truncation is None or self.is_truncation > 0, "algo.is_truncation", "must be > 0 or null")
         check(self.estimator in ESTIMATORS, "algo.estimator", f"{self.estimator!r} is not one of {', '.join(ESTIMATORS)}")
         if self.whiten_rewards:
             check(self.minibatch_size >= 8, "algo.whiten_rewards", "needs minibatches of at least 8 samples")
@@ -285,8 +291,6 @@ class ReplayConfig:
     max_reuse: int = 4
     # A sample generated more than this many iterations ago is never replayed.
     staleness_threshold: int = 100
-    # Decoupled PPO: truncate the IS weight pi_prox / pi_behaviour at this value; null = no truncation.
-    is_truncation: Optional[float] = 2.0
     # KL-adaptive reuse cap (the seed's tip "KL < 0.01: reuse up to 6, else 2"): pairs [kl_below, cap]
     # in increasing kl_below. After each update the cap is that of the first pair whose kl_below is
     # above the update's policy/approx_kl (how far the policy moved), else max_reuse; e.g.
@@ -328,7 +332,6 @@ class ReplayConfig:
         check(0 <= self.beta <= 1, "replay.beta", "is outside [0, 1]")
         check(self.beta_increment >= 0, "replay.beta_increment", "must be >= 0")
         check(self.priority_eps > 0, "replay.priority_eps", "must be > 0")
-        check(self.is_truncation is None or self.is_truncation > 0, "replay.is_truncation", "must be > 0 or null")
 
 
 @dataclass
@@ -448,10 +451,6 @@ class GenerationConfig:
     # Subtracted from the score of a response that never emits EOS; null = no penalty.
     missing_eos_penalty: Optional[float] = None
     engine: Engine = Engine.hf
-    # vllm: the engine's log-probs are the behaviour policy's, the trainer's recomputed ones the
-    # proximal policy's; each token's policy loss is weighted by min(pi_prox / pi_engine, this)
-    # (token-level truncated importance sampling; verl's default threshold). null: untruncated.
-    is_truncation: Optional[float] = 2.0
     # vllm on CUDA: the share of GPU memory the engine may take (weights and KV cache), and
     # whether it sleeps (frees its KV cache and weights) while the trainer updates.
     gpu_memory_utilization: float = 0.3
@@ -467,7 +466,6 @@ class GenerationConfig:
         check(self.temperature > 0, "generation.temperature", "must be > 0")
         check(self.top_k >= 0, "generation.top_k", "must be >= 0")
         check(0.0 < self.top_p <= 1.0, "generation.top_p", "is outside (0, 1]")
-        check(self.is_truncation is None or self.is_truncation > 0, "generation.is_truncation", "must be > 0 or null")
         check(0.0 < self.gpu_memory_utilization < 1.0, "generation.gpu_memory_utilization", "is outside (0, 1)")
 
 
@@ -554,6 +552,9 @@ class EarlyStopConfig:
         check(self.threshold >= 0, "early_stop.threshold", "must be >= 0")
 
 
+RESUME_AUTO = "auto"  # resume=auto: continue this run folder from its newest valid checkpoint
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -569,11 +570,16 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
-    # null: start fresh; auto: the newest valid checkpoint in this run's folder (fresh if none);
+    # null: start fresh; auto (RESUME_AUTO): the newest valid checkpoint in this run's folder (fresh if none);
     # a path: that checkpoint folder, or the newest valid checkpoint of that run folder.
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        self._check_estimator()
+        self._resolve_replay_rows()
+        self._check_rest()
+
+    def _check_estimator(self) -> None:
         group, algo = self.generation.samples_per_prompt, self.algo
         estimator = ESTIMATORS[algo.estimator]
         if estimator.grouped:
@@ -594,7 +600,11 @@ class TrainConfig:
                 "model.critic_backbone",
                 f"algo.estimator={algo.estimator} has no critic: leave critic_backbone at separate",
             )
-        replay = self.replay
+
+    def _resolve_replay_rows(self) -> None:
+        """replay.fresh_fraction decides replay.sample_size: a whole number of replayed rows, shared
+        equally by the minibatches."""
+        replay, algo = self.replay, self.algo
         if replay.enabled and replay.fresh_fraction is not None:
             exact = algo.rollout_batch_size * (1 - replay.fresh_fraction) / replay.fresh_fraction
             check(
@@ -609,6 +619,8 @@ class TrainConfig:
                 "replay.fresh_fraction",
                 f"every minibatch takes an equal share of the {replay.sample_size} replayed rows: not divisible by num_minibatches={algo.num_minibatches}",
             )
+
+    def _check_rest(self) -> None:
         check_batch_layout(self)  # one rank here; setup checks the same rules for N (rlhand/config/batch_layout.py)
         if self.scheduler.kind is SchedulerKind.plateau:
             check(self.eval.every > 0, "scheduler.kind", "plateau is driven by val/reward and needs eval.every > 0")

@@ -2,7 +2,7 @@
 
 Group estimators see each prompt's `group_size` responses as consecutive rows (the rollout keeps
 them so: rlhand/rollout/groups.py). They take one return per sequence, R_i (the score: a KL
-penalty in the reward is added per token after, rlhand/trainer/advantages.py), and give one
+penalty in the reward is added per token after, rlhand/stages/ppo/advantages.py), and give one
 advantage per sequence, which the trainer spreads over the sequence's tokens.
 
 - grpo (Shao et al. 2024, DeepSeekMath): A_i = (R_i - mean_g R) / (std_g R + eps), the std unbiased

@@ -56,6 +56,12 @@ class DistContext:
     def min(self, tensor: Tensor) -> Tensor:
         return self.all_reduce(tensor, "min")
 
+    def slowest(self, figures: dict[str, float]) -> dict[str, float]:
+        """Times and memory peaks by name: the largest over ranks (the slowest rank sets the pace)."""
+        keys = sorted(figures)
+        worst = self.max(torch.tensor([float(figures[k]) for k in keys], dtype=torch.float64))
+        return dict(zip(keys, worst.tolist()))
+
     def gather(self, tensor: Tensor) -> Tensor:
         """Every rank's 1-D `tensor` (the same length on each), concatenated in rank order."""
         if not self.enabled:

@@ -9,6 +9,8 @@ import math
 
 from hydra.experimental.callback import Callback
 
+from rlhand.errors import exit_with
+
 TUNE_WINDOW = 10
 
 
@@ -30,6 +32,4 @@ class CheckTheSweep(Callback):
         trials = config.hydra.sweeper.get("n_trials")
         if trials is not None and trials < 1:
             # Hydra turns an Exception in a callback into a warning: stop as the CLI stops on bad input.
-            from rlhand.train import fail
-
-            fail(f"rlhand-train: error: hydra.sweeper.n_trials: {trials}; a study needs at least one trial")
+            exit_with(f"rlhand-train: error: hydra.sweeper.n_trials: {trials}; a study needs at least one trial")

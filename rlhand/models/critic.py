@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhand.checkpoint.models_io import save_trained_model
+from rlhand.models.folders import save_trained_model
 from rlhand.models.forward import PolicyOutputs, SequenceInputs, policy_forward, token_values
 from rlhand.models.value_head import SharedValueHead
 

@@ -94,26 +94,11 @@ def estimate_memory(cfg: TrainConfig, tokenizer, prompt_lengths: list[int], layo
 def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_lengths: list[int], layout: Layout, device: torch.device) -> Estimate:
     m, algo, gen, n = cfg.model, cfg.algo, cfg.generation, layout.ranks
     fsdp = layout.strategy is Parallel.fsdp
-    shard = layout.trained_shards
     weight_bytes = BYTES[m.dtype.value]
-    frozen_bytes = BYTES[(m.frozen_dtype or m.dtype).value]
     autocast = cfg.trainer.autocast is not Autocast.off
     compute_bytes = 2 if autocast else weight_bytes
     policy = shapes["policy"]
-    resident = []
-    for name in ("policy", "critic"):
-        shape = shapes.get(name)
-        if shape is None:
-            continue
-        frozen = shape.params - shape.trainable
-        resident += [
-            Item(f"{name} weights", (shape.trainable * weight_bytes + frozen * (frozen_bytes if m.lora.enabled else weight_bytes)) / shard),
-            Item(f"{name} gradients", shape.trainable * weight_bytes / shard),
-            Item(f"{name} AdamW states", shape.trainable * 2 * weight_bytes / shard),
-        ]
-    for name in ("reference", "reward model"):
-        if name in shapes:
-            resident.append(Item(f"{name} weights", shapes[name].params * frozen_bytes / layout.frozen_shards))
+    resident = _resident_items(cfg, shapes, layout)
     # Tokens: packed forwards carry the real ones, padded ones the longest prompt; responses at their limit.
     prompt = (sum(prompt_lengths) / len(prompt_lengths)) if m.remove_padding else max(prompt_lengths)
     seq = max(prompt_lengths) + gen.max_new_tokens
@@ -153,6 +138,29 @@ def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_leng
     _engine_items(cfg, policy, device, seq, batch, resident, rollout)
     baseline = CUDA_CONTEXT if device.type == "cuda" else CPU_BASELINE
     return Estimate(resident, update, rollout, baseline, _available(cfg, device, layout.local_ranks))
+
+
+def _resident_items(cfg: TrainConfig, shapes: dict[str, Shape], layout: Layout) -> list[Item]:
+    """Weights, gradients and AdamW states of the trained models (sharded over the trained shards);
+    frozen models' weights (LoRA's base in the frozen dtype)."""
+    m, shard = cfg.model, layout.trained_shards
+    weight_bytes = BYTES[m.dtype.value]
+    frozen_bytes = BYTES[(m.frozen_dtype or m.dtype).value]
+    resident = []
+    for name in ("policy", "critic"):
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        frozen = shape.params - shape.trainable
+        resident += [
+            Item(f"{name} weights", (shape.trainable * weight_bytes + frozen * (frozen_bytes if m.lora.enabled else weight_bytes)) / shard),
+            Item(f"{name} gradients", shape.trainable * weight_bytes / shard),
+            Item(f"{name} AdamW states", shape.trainable * 2 * weight_bytes / shard),
+        ]
+    for name in ("reference", "reward model"):
+        if name in shapes:
+            resident.append(Item(f"{name} weights", shapes[name].params * frozen_bytes / layout.frozen_shards))
+    return resident
 
 
 def _activations(shape: Shape, tokens: float, seq: int, element: int, checkpointed: bool) -> float:

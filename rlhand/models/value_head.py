@@ -44,7 +44,7 @@ class SharedValueHead(nn.Module):
 
     def save_pretrained(self, folder: Path, state_dict: dict | None = None, **_) -> None:
         """The head's weight (`state_dict`, e.g. gathered from shards, or its own) and what it
-        belongs to; load it back with rlhand.checkpoint.models_io.load_weights."""
+        belongs to; load it back with rlhand.models.folders.load_weights."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         weights = state_dict if state_dict is not None else self.state_dict()

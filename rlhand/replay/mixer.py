@@ -12,9 +12,10 @@ Advantages of replayed samples (algo.estimator=gae) are GAE over their stored sc
 GAE with recomputed values on stale data, and with staleness capped (staleness_threshold) and the
 policy-side IS weight already correcting the action distribution, V-trace's extra truncation was
 not needed here. reinforce_pp recomputes the same way (without values); a group estimator keeps
-each replayed sample's stored advantage (rlhand/trainer/advantages.py).
+each replayed sample's stored advantage (rlhand/stages/ppo/advantages.py).
 """
 
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -24,50 +25,69 @@ from rlhand.core.importance import effective_sample_size, truncated_fraction, tr
 from rlhand.core.masked import masked_mean, mean
 from rlhand.distributed.context import DistContext
 from rlhand.models.build import Models
-from rlhand.models.critic import policy_and_values
 from rlhand.models.forward import sequence_inputs
-from rlhand.models.scoring import in_parts
 from rlhand.replay.buffer import Draw, ReplayBuffer
 from rlhand.rollout.batch import Rollout, concat_rollouts
+from rlhand.rollout.rescoring import rescore
+
+
+@dataclass
+class Mixed:
+    """An update batch and what replay needs of it after the update: the draw (which buffer rows
+    the replayed ones are, their IS weights) and each replayed row's age in iterations."""
+
+    batch: Rollout
+    draw: Draw | None = None
+    ages: Tensor | None = None
+
+
+class NoReplay:
+    """replay=off: the update batch is the rollout."""
+
+    def mix(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Mixed, dict]:
+        return Mixed(fresh), {}
+
+    def after_update(self, mixed: Mixed, batch: Rollout, approx_kl: float, step: int) -> dict:
+        return {}
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state) -> None:
+        pass
 
 
 class ExperienceReplay:
-    """With several ranks each keeps its own buffer (its 1/N share, of its own samples) and draws
+    """Two hooks on a PPO iteration: `mix` before the advantages (draw and re-score replayed rows),
+    `after_update` after the update (priorities, storing the fresh rows, statistics).
+
+    With several ranks each keeps its own buffer (its 1/N share, of its own samples) and draws
     its share of sample_size from it: a prioritized draw is proportional within the rank's buffer,
     and its IS weights are normalised by that buffer. An iteration replays only when every rank's
     buffer can serve its share, so all ranks train on batches of the same shape."""
 
-    def __init__(self, cfg: ReplayConfig, buffer: ReplayBuffer, pad_id: int, device: torch.device, ctx: DistContext | None = None):
+    def __init__(self, cfg: ReplayConfig, buffer: ReplayBuffer, pad_id: int, device: torch.device, ctx: DistContext | None = None, is_truncation: float | None = 2.0):
         self.cfg, self.buffer, self.pad_id, self.device = cfg, buffer, pad_id, device
         self.ctx = ctx or DistContext()
-        self.draw: Draw | None = None  # this iteration's draw, until after_update
-        self.ages: Tensor | None = None  # iterations since each drawn row was generated
+        self.is_truncation = is_truncation  # algo.is_truncation: min(pi_prox / pi_behaviour, this)
 
     @torch.no_grad()
-    def extend(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Rollout, dict]:
+    def mix(self, fresh: Rollout, step: int, models: Models, temperature: float, timer) -> tuple[Mixed, dict]:
         """The update batch: the fresh rows, then replayed ones (if the buffers can serve them)."""
         ready = bool(self.ctx.min(torch.tensor(int(self.buffer.ready(self.cfg.sample_size, step)))))  # every rank can serve its share
-        self.draw = self.buffer.draw(self.cfg.sample_size, step) if ready else None
-        if self.draw is None:
-            return fresh, {"replay/sampled": 0}
-        self.ages = step - self.buffer.data["step"][torch.from_numpy(self.draw.indices)].long()
+        draw = self.buffer.draw(self.cfg.sample_size, step) if ready else None
+        if draw is None:
+            return Mixed(fresh), {"replay/sampled": 0}
+        ages = step - self.buffer.data["step"][torch.from_numpy(draw.indices)].long()
         with timer("score_replay"):
-            stored = self.buffer.rollout(self.draw.indices, self.device, self.pad_id)
-            mask = stored.response_mask.bool()
+            stored = self.buffer.rollout(draw.indices, self.device, self.pad_id)
             inputs = sequence_inputs(stored.prompt_ids, stored.prompt_mask, stored.response_ids, stored.response_mask)
-            limits = models.limits
-
-            def score(part):
-                out, values = policy_and_values(models.policy, models.critic, part, temperature, chunk_bytes=limits.logit_chunk_bytes)
-                return out.logprobs, values
-
-            prox, values = in_parts(score, inputs, limits.score_max_tokens)
-            prox, values = prox.masked_fill(~mask, 0.0), values.masked_fill(~mask, 0.0)
-        tis = truncated_is_weights(prox, stored.behaviour_logprobs, self.cfg.is_truncation)
-        per = self.draw.weights.to(self.device)
+            now = rescore(models, inputs, temperature, values=True)
+        tis = truncated_is_weights(now.proximal, stored.behaviour_logprobs, self.is_truncation)
+        per = draw.weights.to(self.device)
         replayed = stored.replace(
-            proximal_logprobs=prox,
-            values=values,
+            proximal_logprobs=now.proximal,
+            values=now.values,
             policy_weights=per.unsqueeze(-1) * tis * stored.response_mask,
             value_weights=per,
         )
@@ -81,26 +101,41 @@ class ExperienceReplay:
         stats = {
             "replay/sampled": len(replayed) * self.ctx.world_size,
             "replay/is_weight_mean": mean(per, self.ctx).item(),
-            "replay/beta": self.draw.beta,
+            "replay/beta": draw.beta,
             "replay/tis_mean": masked_mean(tis, replayed.response_mask, reducer=self.ctx).item(),
-            "replay/tis_truncated_frac": truncated_fraction(prox - stored.behaviour_logprobs, self.cfg.is_truncation, replayed.response_mask, self.ctx).item(),
+            "replay/tis_truncated_frac": truncated_fraction(now.proximal - stored.behaviour_logprobs, self.is_truncation, replayed.response_mask, self.ctx).item(),
             "replay/ess": effective_sample_size(replayed.policy_weights, replayed.response_mask, self.ctx).item(),
         }
-        return concat_rollouts([fresh, replayed], self.pad_id), stats
+        return Mixed(concat_rollouts([fresh, replayed], self.pad_id), draw, ages), stats
 
-    def advantage_drift(self, batch: Rollout) -> dict[str, float]:
-        """How far each replayed row's advantage now (the one this update uses) is from the one it
+    def after_update(self, mixed: Mixed, batch: Rollout, approx_kl: float, step: int) -> dict:
+        """After the update on `batch` (the mixed batch with its advantages): how far the replayed
+        rows' advantages drifted, the KL-adaptive reuse cap, the drawn rows' new priorities, the fresh
+        rows stored; the buffer's figures."""
+        stats = self.advantage_drift(mixed, batch)
+        self.buffer.set_reuse_cap(self.cfg.reuse_cap(approx_kl))  # replay.adaptive_reuse (the global approx_kl: the same on every rank)
+        priorities = sequence_priorities(batch, self.cfg.priority_eps)
+        if mixed.draw is not None:
+            self.buffer.update_priorities(mixed.draw.indices, priorities[~batch.fresh])
+        fresh = batch.only_fresh()
+        raw_advantages = (fresh.returns - fresh.values) * fresh.response_mask  # GAE before whitening
+        self.buffer.add(fresh.replace(advantages=raw_advantages), step, priorities[batch.fresh])
+        cap = {"replay/reuse_cap": self.buffer.max_reuse} if self.cfg.adaptive_reuse else {}
+        return {**stats, **self.buffer.stats(step, self.ctx), **cap}
+
+    def advantage_drift(self, mixed: Mixed, batch: Rollout) -> dict[str, float]:
+        """How far each replayed row's advantage now (the one this update used) is from the one it
         was stored with, by the row's age: the mean over rows of (A_now - A_stored) averaged over
         its tokens, signed and absolute, per age bucket (every rank's rows). With gae A_now is
         recomputed with the current critic and KL, with reinforce_pp with the current KL; a group
         estimator uses the stored one (0 by construction). Raw advantages (before whitening)."""
-        if self.draw is None:
+        if mixed.draw is None:
             return {}
         replayed = ~batch.fresh
         mask = batch.response_mask[replayed].float()
         gap = ((batch.returns - batch.values)[replayed] - batch.stored_advantages[replayed]) * mask
         per_row = gap.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        ages = self.ages.to(per_row.device)
+        ages = mixed.ages.to(per_row.device)
         sums = []
         for low, high in AGE_BUCKETS:
             rows = (ages >= low) & (ages <= high)
@@ -116,32 +151,11 @@ class ExperienceReplay:
                 stats[f"replay/adv_drift_rows_age{name}"] = count
         return stats
 
-    def adapt_reuse(self, approx_kl: float) -> None:
-        """replay.adaptive_reuse: the reuse cap from how far the update just moved the policy
-        (its global policy/approx_kl, the same on every rank)."""
-        self.buffer.set_reuse_cap(self.cfg.reuse_cap(approx_kl))
-
-    def stats(self, step: int) -> dict[str, float]:
-        """The buffer's figures (every rank's buffers together)."""
-        cap = {"replay/reuse_cap": self.buffer.max_reuse} if self.cfg.adaptive_reuse else {}
-        return {**self.buffer.stats(step, self.ctx), **cap}
-
     def state_dict(self) -> dict:
         return self.buffer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.buffer.load_state_dict(state)
-
-    def after_update(self, batch: Rollout, step: int) -> None:
-        """Refresh the drawn rows' priorities (the replayed rows of `batch`, in draw order) and
-        store the fresh rows with their raw GAE advantages."""
-        priorities = sequence_priorities(batch, self.cfg.priority_eps)
-        if self.draw is not None:
-            self.buffer.update_priorities(self.draw.indices, priorities[~batch.fresh])
-        fresh = batch.only_fresh()
-        raw_advantages = (fresh.returns - fresh.values) * fresh.response_mask  # GAE before whitening
-        self.buffer.add(fresh.replace(advantages=raw_advantages), step, priorities[batch.fresh])
-        self.draw = None
 
 
 AGE_BUCKETS = ((1, 1), (2, 2), (3, 4), (5, 8), (9, 10**9))  # iterations since generation

@@ -35,7 +35,7 @@ class Rollout:
     raw_scores: Tensor  # (B,) task score as the scorer gave it
     ended: Tensor  # (B,) response emitted EOS
     fresh: Tensor  # (B,) bool: sampled in this iteration (False: replayed)
-    # From the advantage stage (rlhand/trainer/advantages.py), None before it:
+    # From the advantage stage (rlhand/stages/ppo/advantages.py), None before it:
     rewards: Tensor | None = None  # (B, R) KL-shaped token rewards
     advantages: Tensor | None = None  # (B, R) whitened when algo.whiten_advantages
     returns: Tensor | None = None  # (B, R) raw advantages + values
@@ -44,7 +44,7 @@ class Rollout:
     policy_weights: Tensor | None = None  # (B, R)
     value_weights: Tensor | None = None  # (B,)
     # Replay only: the raw advantages a row was given when fresh (a group estimator's replayed rows
-    # keep them: rlhand/trainer/advantages.py); 0 on fresh rows.
+    # keep them: rlhand/stages/ppo/advantages.py); 0 on fresh rows.
     stored_advantages: Tensor | None = None  # (B, R)
 
     def __len__(self) -> int:

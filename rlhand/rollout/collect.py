@@ -7,7 +7,7 @@ ones, as the trainer computes them (a shared value head reads its values from th
 Every log-prob is under the tempered softmax over the whole vocabulary; an engine that reports
 them under its top-k / top-p truncated distribution gets the kept mass added back
 (rlhand/core/sampling.py). Each token's policy loss is then weighted by the truncated importance
-ratio min(pi_prox / pi_behaviour, generation.is_truncation), token by token: decoupled PPO's
+ratio min(pi_prox / pi_behaviour, algo.is_truncation), token by token: decoupled PPO's
 correction (rlhand/core/importance.py), as verl (token-level, 2.0) and TRL (3.0) correct theirs.
 """
 
@@ -25,6 +25,7 @@ from rlhand.models.forward import policy_forward, sequence_inputs
 from rlhand.models.scoring import in_parts
 from rlhand.rollout.batch import Rollout
 from rlhand.rollout.engines import GenerationEngine, HFEngine
+from rlhand.rollout.rescoring import rescore
 
 
 @torch.no_grad()
@@ -40,37 +41,20 @@ def collect_rollout(
     timer,
     generator: torch.Generator | None = None,
     engine: GenerationEngine | None = None,
+    is_truncation: float | None = 2.0,
 ) -> Rollout:
     engine = engine or HFEngine(models)
     with timer("generate"):
         samples = engine.generate(prompt_ids, prompt_mask, gen, eos_id=eos_id, pad_id=pad_id, generator=generator)
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()
-    behaviour = samples.logprobs
-    proximal = behaviour  # the engine's log-probs are the trainer's: pi_prox is pi_behaviour, the same tensor
-    sampled_values, policy_weights = samples.values, None
     limits = models.limits
-    if not engine.exact:
+    if engine.exact:  # the engine's log-probs are the trainer's: pi_prox is pi_behaviour, the same tensor
+        behaviour, proximal, sampled_values, policy_weights = samples.logprobs, samples.logprobs, samples.values, None
+    else:
         with timer("score_policy"):
-            shared = models.critic.reads_policy_hidden
-            # An engine that reports log-probs under the truncated distribution it drew from: add
-            # back the log of the mass top-k / top-p kept, from the trainer's own logits (rlhand/core/sampling.py).
-            truncated = getattr(engine, "truncated_logprobs", False) and truncates(gen.top_k, gen.top_p)
-
-            def score(part):
-                out = policy_forward(
-                    models.policy, part, gen.temperature, with_hidden=shared, chunk_bytes=limits.logit_chunk_bytes,
-                    truncation=(gen.top_k, gen.top_p) if truncated else None,
-                )
-                return out.logprobs, models.critic.values(part, out.hidden) if shared else None, out.kept_log_mass
-
-            proximal, shared_values, kept_mass = in_parts(score, inputs, limits.score_max_tokens)
-            proximal = proximal.masked_fill(~mask, 0.0)
-            if kept_mass is not None:
-                behaviour = (behaviour + kept_mass).masked_fill(~mask, 0.0)
-            if shared:
-                sampled_values = shared_values
-        policy_weights = truncated_is_weights(proximal, behaviour, gen.is_truncation) * mask
+            behaviour, proximal, sampled_values = engine_correction(models, engine, samples, inputs, gen)
+        policy_weights = truncated_is_weights(proximal, behaviour, is_truncation) * mask
     ref_logprobs = None
     if models.has_reference:
         with timer("score_ref"), models.reference() as ref:
@@ -99,3 +83,17 @@ def collect_rollout(
         fresh=torch.ones(len(samples.ended), dtype=torch.bool, device=prompt_ids.device),
         policy_weights=policy_weights,
     )
+
+
+def engine_correction(models: Models, engine: GenerationEngine, samples, inputs, gen: GenerationConfig) -> tuple[Tensor, Tensor, Tensor | None]:
+    """For an engine whose log-probs are not the trainer's: (behaviour, proximal, values). The
+    proximal log-probs come from one trainer forward; an engine reporting log-probs under the
+    truncated distribution it drew from gets the log of the mass top-k / top-p kept added back
+    (rlhand/core/sampling.py); a shared value head reads its values from the same forward."""
+    truncated = getattr(engine, "truncated_logprobs", False) and truncates(gen.top_k, gen.top_p)
+    shared = models.critic.reads_policy_hidden
+    now = rescore(models, inputs, gen.temperature, values=shared, truncation=(gen.top_k, gen.top_p) if truncated else None)
+    behaviour = samples.logprobs
+    if now.kept_log_mass is not None:
+        behaviour = (behaviour + now.kept_log_mass).masked_fill(~samples.response_mask.bool(), 0.0)
+    return behaviour, now.proximal, now.values if shared else samples.values

@@ -73,7 +73,7 @@ def check_engine(cfg: TrainConfig, tokenizer, device: torch.device) -> None:
     """Before any model loads: the engine is installed and takes this policy."""
     if cfg.generation.engine is Engine.hf:
         return
-    from rlhand.rollout.vllm_engine import check_head_size  # first: it sets vLLM's environment
+    from rlhand.rollout.vllm_model import check_head_size  # first: it sets vLLM's environment
 
     try:
         import vllm  # noqa: F401

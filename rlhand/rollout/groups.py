@@ -1,7 +1,7 @@
 """Groups of responses to one prompt (generation.samples_per_prompt), and DAPO's dynamic sampling.
 
 A rollout holds each prompt's group in consecutive rows; everything that picks rows (dynamic
-sampling here, minibatches in rlhand/trainer/update.py) picks whole groups.
+sampling here, minibatches in rlhand/stages/ppo/update.py) picks whole groups.
 """
 
 import torch

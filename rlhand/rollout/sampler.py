@@ -27,6 +27,17 @@ class Samples:
     values: Tensor | None = None  # (B, R) V(s_t) from a shared value head, read while sampling
 
 
+def draw_token(last_logits: Tensor, done: Tensor, temperature: float, top_k: int, top_p: float, pad_id: int, generator) -> tuple[Tensor, Tensor]:
+    """One token per row from the top-k / top-p filtered tempered distribution, and its log-prob
+    under the whole tempered softmax (pad and 0 for rows that already ended)."""
+    logits = last_logits.float() / temperature
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = torch.softmax(filter_logits(logits, top_k, top_p), dim=-1)
+    token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    token = torch.where(done, torch.full_like(token, pad_id), token)
+    return token, torch.where(done, 0.0, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1))
+
+
 @torch.no_grad()
 def sample_responses(
     policy: PreTrainedModel,
@@ -54,39 +65,22 @@ def sample_responses(
     attention_mask = prompt_mask
     positions = positions_from_mask(prompt_mask)
     with_values = value_head is not None
-    out = policy(
-        input_ids=prompt_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        output_hidden_states=with_values,
-    )
+    out = policy(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1, output_hidden_states=with_values)
     next_position = positions[:, -1:] + 1
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, logprobs, values = [], [], []
     for step in range(max_new_tokens):
         if with_values:
             values.append(value_head.values(out.hidden_states[-1][:, -1]))
-        logits = out.logits[:, -1].float() / temperature
-        log_probs = torch.log_softmax(logits, dim=-1)
-        probs = torch.softmax(filter_logits(logits, top_k, top_p), dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
+        token, logprob = draw_token(out.logits[:, -1], done, temperature, top_k, top_p, pad_id, generator)
         tokens.append(token)
-        logprobs.append(torch.where(done, 0.0, log_probs.gather(-1, token.unsqueeze(-1)).squeeze(-1)))
+        logprobs.append(logprob)
         done = done | (token == eos_id)
         if step == max_new_tokens - 1 or ((step + 1) % check_every == 0 and bool(done.all())):
             break
         attention_mask = torch.cat([attention_mask, (~done).long().unsqueeze(-1)], dim=1)
-        out = policy(
-            input_ids=token.unsqueeze(-1),
-            attention_mask=attention_mask,
-            position_ids=next_position,
-            use_cache=True,
-            **{CACHE_KEY: getattr(out, CACHE_KEY)},
-            output_hidden_states=with_values,
-        )
+        cache = {CACHE_KEY: getattr(out, CACHE_KEY)}
+        out = policy(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=next_position, use_cache=True, **cache, output_hidden_states=with_values)
         next_position = next_position + 1
     response_ids = torch.stack(tokens, dim=1)
     return Samples(

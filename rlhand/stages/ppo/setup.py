@@ -1,13 +1,10 @@
 """Build a run from a TrainConfig: inputs that can be wrong are checked before any model loads."""
 
-import random
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -15,7 +12,6 @@ from rlhand.config.batch_layout import check_batch_layout
 from rlhand.config.load import ConfigError
 from rlhand.config.schema import (
     Autocast,
-    Device,
     FitCheck,
     KLControl,
     ModelSource,
@@ -38,11 +34,10 @@ from rlhand.models.lora import check_targets
 from rlhand.models.plan import model_plan
 from rlhand.models.sources import check_model_sources, loading
 from rlhand.replay.buffer import ReplayBuffer
-from rlhand.replay.mixer import ExperienceReplay
+from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
 from rlhand.rollout.engines import GenerationEngine, build_engine
-from rlhand.trainer.learner import Learner
-from rlhand.trainer.update import Learners
+from rlhand.run.learners import Learners, adamw_learner
 
 
 @dataclass
@@ -53,21 +48,6 @@ class RunInputs:
     prompt_ids: list[list[int]]
     val_prompt_ids: list[list[int]]  # empty unless eval.every > 0
     reward_fn: Callable | None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: Device, ctx: DistContext | None = None) -> torch.device:
-    """The run's device; with several ranks on CUDA, this rank's GPU (its LOCAL_RANK)."""
-    if device is Device.cuda and not torch.cuda.is_available():
-        raise ConfigError("trainer.device: cuda was asked for but torch sees no CUDA device")
-    if device is Device.cpu or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return (ctx or DistContext()).cuda_device()
 
 
 def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
@@ -151,16 +131,10 @@ def forward_limits(cfg: TrainConfig) -> ForwardLimits:
 def build_learners(cfg: TrainConfig, models: Models, ctx: DistContext | None = None, layout: Layout | None = None) -> Learners:
     """A learner per trained model, each with its own AdamW (separate learning rates) and clipping.
     Built after sharding: an optimizer over FSDP2's sharded parameters keeps sharded states."""
-    algo = cfg.algo
-
-    def learner(module, lr) -> Learner:
-        # fused: one kernel for all parameters (CPU and CUDA), the same update as the default loop.
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
-        return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=layout is not None and layout.sums_gradients)
-
-    critic = learner(models.critic.module, algo.critic_lr or algo.lr) if models.has_critic else None
-    return Learners(policy=learner(models.policy, algo.lr), critic=critic)
+    algo, ctx = cfg.algo, ctx or DistContext()
+    sums = layout is not None and layout.sums_gradients
+    critic = adamw_learner(models.critic.module, algo.critic_lr or algo.lr, algo, ctx, sums) if models.has_critic else None
+    return Learners.of(policy=adamw_learner(models.policy, algo.lr, algo, ctx, sums), critic=critic)
 
 
 def build_kl_controller(cfg: TrainConfig) -> FixedKLController:
@@ -170,12 +144,12 @@ def build_kl_controller(cfg: TrainConfig) -> FixedKLController:
     return FixedKLController(algo.kl_coef)
 
 
-def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: torch.device, ctx: DistContext | None = None) -> ExperienceReplay | None:
+def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: torch.device, ctx: DistContext | None = None) -> ExperienceReplay | NoReplay:
     """The replay buffer; with several ranks each keeps its own 1/N of it (buffer_size, min_size and
     sample_size divided by the world size), filled with its own samples and drawn from with a random
     stream of its own (one process: the run's seed)."""
     if not cfg.replay.enabled:
-        return None
+        return NoReplay()
     ctx = ctx or DistContext()
     share = replace(cfg.replay, **{f: getattr(cfg.replay, f) // ctx.world_size for f in ("buffer_size", "min_size", "sample_size")})
     buffer = ReplayBuffer(
@@ -186,7 +160,7 @@ def build_replay(cfg: TrainConfig, inputs: RunInputs, models: Models, device: to
         with_ref=models.has_reference,
         seed=ctx.rank_seed(cfg.seed),
     )
-    return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx)
+    return ExperienceReplay(share, buffer, inputs.tokenizer.pad_token_id, device, ctx, cfg.algo.is_truncation)
 
 
 def build_generation_engine(cfg: TrainConfig, models: Models, inputs: RunInputs, device: torch.device, ctx: DistContext) -> GenerationEngine:
@@ -198,14 +172,6 @@ def build_generation_engine(cfg: TrainConfig, models: Models, inputs: RunInputs,
     )
 
 
-def autocast_context(cfg: TrainConfig, device: torch.device) -> Callable:
-    """A zero-argument factory of the forward passes' autocast context (nullcontext when off)."""
-    if cfg.trainer.autocast is Autocast.off:
-        return nullcontext
-    if cfg.trainer.autocast is Autocast.float16 and device.type != "cuda":
-        raise ConfigError("trainer.autocast: float16 autocast needs a CUDA device; use bfloat16 on CPU")
-    dtype = torch.bfloat16 if cfg.trainer.autocast is Autocast.bfloat16 else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def model_threads(cfg: TrainConfig, device: torch.device, layout: Layout) -> ModelThreads | None:

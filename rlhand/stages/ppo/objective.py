@@ -1,4 +1,4 @@
-"""What the PPO loss is, apart from how it is computed and stepped (rlhand/trainer/update.py).
+"""What the PPO loss is, apart from how it is computed and stepped (rlhand/stages/ppo/update.py).
 
 PPOObjective turns a (micro-)batch and the models' outputs on it into scalar loss terms and
 detached statistics, split into the policy's side and the critic's so that each side can be

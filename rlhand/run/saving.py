@@ -7,10 +7,10 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rlhand.checkpoint.atomic import atomic_dir
-from rlhand.checkpoint.models_io import save_trained_model
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import full_state_dict
 from rlhand.models.build import Models
+from rlhand.models.folders import save_trained_model
 
 
 def save_models(models: Models, tokenizer: PreTrainedTokenizerBase, target: Path, ctx: DistContext, meta: dict | None = None) -> Path:

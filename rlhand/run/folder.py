@@ -11,6 +11,7 @@ them from its checkpoint.
 from pathlib import Path
 
 from rlhand.checkpoint.store import list_checkpoints
+from rlhand.config.schema import RESUME_AUTO
 from rlhand.errors import UserError
 
 
@@ -20,7 +21,7 @@ class RunFolderError(UserError):
 
 def claim_run_folder(run_dir: Path, resume: str | None, resume_from: Path | None) -> None:
     run_dir = Path(run_dir)
-    continuing = resume == "auto" or (resume_from is not None and resume_from.parent.parent.resolve() == run_dir.resolve())
+    continuing = resume == RESUME_AUTO or (resume_from is not None and resume_from.parent.parent.resolve() == run_dir.resolve())
     found = None if continuing else previous_run(run_dir)
     if found:
         raise RunFolderError(

@@ -1,5 +1,5 @@
-"""Models in transformers' format: final/ and best/ folders that from_pretrained loads, and
-safetensors weights read back exactly."""
+"""Models in transformers' format: final/ and best/ folders that from_pretrained loads (with LoRA the
+merged model and PEFT's adapter folder), and safetensors weights read back exactly."""
 
 import json
 from pathlib import Path
@@ -9,14 +9,13 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from rlhand.checkpoint.store import CheckpointError
+from rlhand.errors import ModelLoadError
+from rlhand.models.lora import is_lora, merged_state_dict, save_adapter
 
 
 def save_trained_model(model: nn.Module, folder: Path, state_dict: dict, tokenizer: PreTrainedTokenizerBase | None) -> None:
     """A trained model as a transformers folder; with LoRA the merged model there, and the adapters
     as PEFT saves them in <folder>_adapter."""
-    from rlhand.models.lora import is_lora, merged_state_dict, save_adapter
-
     if is_lora(model):
         save_adapter(model, Path(f"{folder}_adapter"), state_dict)
         save_pretrained_folder(model.get_base_model(), folder, merged_state_dict(model, state_dict), tokenizer)
@@ -50,14 +49,14 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     Only keys tied to another loaded tensor (e.g. GPT-2's lm_head = wte) may be absent."""
     shards = sorted(Path(folder).glob("*.safetensors"))
     if not shards:
-        raise CheckpointError(f"{folder}: no .safetensors weights")
+        raise ModelLoadError(f"{folder}: no .safetensors weights")
     weights = {}
     for shard in shards:
         weights.update(load_file(shard, device="cpu"))
     own = model.state_dict()
     for key, tensor in weights.items():
         if key in own and own[key].shape != tensor.shape:
-            raise CheckpointError(
+            raise ModelLoadError(
                 f"{folder}: {key} has shape {tuple(tensor.shape)} there and {tuple(own[key].shape)} in this run's model "
                 "(written for another model configuration)"
             )
@@ -65,6 +64,6 @@ def load_weights(model: nn.Module, folder: Path) -> None:
     loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
     untied_missing = [k for k in result.missing_keys if own[k].data_ptr() not in loaded_ptrs]
     if untied_missing or result.unexpected_keys:
-        raise CheckpointError(
+        raise ModelLoadError(
             f"{folder}: weights do not fit the model (missing {untied_missing[:3]}, unexpected {result.unexpected_keys[:3]})"
         )

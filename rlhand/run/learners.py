@@ -1,7 +1,7 @@
-"""One trained model's execution: its optimizer, backward, gradient clipping and step.
+"""One trained model's execution: its optimizer, backward, gradient clipping and step; the set of
+them a stage trains (what a checkpoint holds, what the LR schedule steps).
 
-The update (rlhand/trainer/update.py) decides what to compute; a Learner is how one model is
-stepped. What changes with the way a model is run over ranks lives here, once per model: under
+A stage's update decides what to compute; a Learner is how one model is stepped. What changes with the way a model is run over ranks lives here, once per model: under
 `ddp` the learner sums the gradients over ranks before its step; under `fsdp` FSDP2 has already
 reduce-scattered them (as sums, rlhand/distributed/sharding.py) and the norm is global by
 construction. Losses are normalised by global token / sequence counts, so summed gradients are
@@ -9,11 +9,20 @@ the gradient of the whole batch, however it is split over ranks.
 """
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from rlhand.distributed.context import DistContext
+
+
+def adamw_learner(module: nn.Module, lr: float, algo, ctx: DistContext, sum_gradients: bool) -> "Learner":
+    """A learner with its own AdamW over `module`'s trained parameters (built after sharding: over
+    FSDP2's shards it keeps sharded states). fused: one kernel for all parameters, CPU and CUDA."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, eps=algo.adam_eps, weight_decay=algo.weight_decay, fused=True)
+    return Learner(module, optimizer, algo.max_grad_norm, ctx, sum_gradients=sum_gradients)
 
 
 class Learner:
@@ -93,3 +102,32 @@ def activation_checkpointing(module: nn.Module) -> bool:
     base = module.get_base_model() if hasattr(module, "get_base_model") else module
     name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
     return bool(getattr(base, name, False))
+
+
+@dataclass
+class Learners:
+    """The learners a stage trains, by name: what a checkpoint holds under those names, in order."""
+
+    by_name: dict[str, Learner]
+
+    @classmethod
+    def of(cls, **learners: "Learner | None") -> "Learners":
+        """Learners.of(policy=..., critic=None): a learner given as None is not there (no critic)."""
+        return cls({name: learner for name, learner in learners.items() if learner is not None})
+
+    @property
+    def policy(self) -> Learner:
+        return self.by_name["policy"]
+
+    @property
+    def critic(self) -> "Learner | None":
+        return self.by_name.get("critic")
+
+    def all(self) -> list[Learner]:
+        return list(self.by_name.values())
+
+    def named(self) -> dict[str, Learner]:
+        return dict(self.by_name)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [learner.optimizer for learner in self.all()]

@@ -1,9 +1,8 @@
 """How the PPO update runs: epochs x shuffled minibatches, each one optimizer step per learner,
 accumulated over micro-batches. What the loss is lives in objective.py; how each model is stepped
-in learner.py."""
+in rlhand/run/learners.py."""
 
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -14,21 +13,8 @@ from rlhand.models.concurrent import ModelThreads
 from rlhand.models.critic import Critic
 from rlhand.models.forward import policy_forward, sequence_inputs
 from rlhand.rollout.batch import Rollout
-from rlhand.trainer.learner import Learner
-from rlhand.trainer.objective import PPOObjective, Terms
-
-
-@dataclass
-class Learners:
-    policy: Learner
-    critic: Learner | None  # None: a critic-free estimator (algo.estimator=grpo, rloo, ...)
-
-    def all(self) -> list[Learner]:
-        return [learner for learner in (self.policy, self.critic) if learner is not None]
-
-    def named(self) -> dict[str, Learner]:
-        """What a checkpoint holds, by name."""
-        return {"policy": self.policy, **({"critic": self.critic} if self.critic is not None else {})}
+from rlhand.run.learners import Learners
+from rlhand.stages.ppo.objective import PPOObjective, Terms
 
 
 class PPOUpdate:

@@ -1,1 +1,0 @@
-"""The one trainer core: setup, the PPO iteration loop, advantages and the clipped update."""
