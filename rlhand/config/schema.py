@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from rlhand.config.batch_layout import check_batch_layout
+from rlhand.config.checks import check
+from rlhand.config.stages import RewardModelConfig, SFTConfig, StageKind
 from rlhand.core.estimators import ESTIMATORS
 from rlhand.core.kl import KLEstimator
 from rlhand.core.losses import LossAgg
@@ -104,11 +106,6 @@ class WandbMode(str, Enum):
     offline = "offline"
     online = "online"
     disabled = "disabled"
-
-
-def check(condition: bool, field_name: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{field_name}: {message}")
 
 
 # The attention implementations the padding-free wrapper can run on a re-padded batch.
@@ -411,8 +408,12 @@ class RewardConfig:
     # function: `_target_` names a callable (or a class, instantiated with the other keys) that
     # takes prompts and responses and returns one float each; see rlhand/rewards/function.py.
     function: Optional[Dict[str, Any]] = None
+    # model: standardise each score by the mean and std stage=reward_model measured on held-out pairs
+    # (score_stats.json in the reward model's folder), so kl_coef means the same whatever the RM's scale.
+    normalize: bool = False
 
     def __post_init__(self) -> None:
+        check(not self.normalize or self.kind is RewardKind.model, "reward.normalize", "standardises a reward model's scores: needs reward=model")
         if self.kind is RewardKind.function and not (self.function or {}).get("_target_"):
             # reward=none (conf/reward/none.yaml) is the default for every task but letters: a run
             # on a user's prompts never falls back silently to a built-in reward.
@@ -534,10 +535,19 @@ class EvalConfig:
     num_prompts: int = 64
     # Save the policy and critic to best/ whenever val/reward improves.
     save_best: bool = True
+    # More reward functions that score every validation response beside the run's reward, each
+    # logged as val/reward_<name> (e.g. a gold score while training against a learned reward model):
+    # name -> {_target_: module.function, ...} as reward.function takes.
+    scorers: Dict[str, Any] = field(default_factory=dict)
+    # Also validate the starting model before the first step (logs/val_before_training.json).
+    before_training: bool = False
 
     def __post_init__(self) -> None:
         check(self.every >= 0, "eval.every", "must be >= 0")
         check(self.num_prompts > 0, "eval.num_prompts", "must be > 0")
+        check(not self.before_training or self.every > 0, "eval.before_training", "needs eval.every > 0 (the held-out prompts)")
+        for name, spec in self.scorers.items():
+            check(isinstance(spec, dict) and bool(spec.get("_target_")), f"eval.scorers.{name}", "needs a _target_ naming a reward function")
 
 
 @dataclass
@@ -557,6 +567,8 @@ RESUME_AUTO = "auto"  # resume=auto: continue this run folder from its newest va
 
 @dataclass
 class TrainConfig:
+    # What trains: ppo (RL), sft (supervised fine-tuning) or reward_model (rlhand/stages/).
+    stage: StageKind = StageKind.ppo
     seed: int = 0
     model: ModelConfig = MISSING
     algo: AlgoConfig = MISSING
@@ -570,14 +582,26 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RewardModelConfig = field(default_factory=RewardModelConfig)
     # null: start fresh; auto (RESUME_AUTO): the newest valid checkpoint in this run's folder (fresh if none);
     # a path: that checkpoint folder, or the newest valid checkpoint of that run folder.
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        self._check_stage_settings()
         self._check_estimator()
         self._resolve_replay_rows()
         self._check_rest()
+
+    def _check_stage_settings(self) -> None:
+        """A setting of another stage is a mistake (a missing stage=...), not something to ignore."""
+        for section, stage, default in (("sft", StageKind.sft, SFTConfig()), ("rm", StageKind.reward_model, RewardModelConfig())):
+            if self.stage is not stage:
+                given = [k for k, v in vars(getattr(self, section)).items() if v != getattr(default, k)]
+                check(not given, f"{section}.{given[0] if given else ''}", f"a setting of stage={stage.value}, given to stage={self.stage.value}")
+        if self.stage is not StageKind.ppo:
+            check(not self.replay.enabled, "replay", f"experience replay belongs to stage=ppo, not stage={self.stage.value}")
 
     def _check_estimator(self) -> None:
         group, algo = self.generation.samples_per_prompt, self.algo
