@@ -35,8 +35,14 @@ def load_prompts(task: TaskConfig, seed: int) -> list[Prompt]:
 
 
 def read_prompt_file(path: Path, column: str) -> list[Prompt]:
+    return _column(path, read_rows(path, "prompt"), column)
+
+
+def read_rows(path: Path, kind: str) -> list[tuple[str, dict]]:
+    """The rows of a JSONL, CSV or Parquet file or a saved `datasets` folder, each labelled by
+    where it is ("line 7", "row 3") for errors; `kind` names the file in them ("prompt", ...)."""
     if not path.exists():
-        raise PromptError(f"{path}: prompt file not found")
+        raise PromptError(f"{path}: {kind} file not found")
     suffix = path.suffix.lower()
     if path.is_dir():
         rows = _read_dataset_folder(path)
@@ -47,10 +53,10 @@ def read_prompt_file(path: Path, column: str) -> list[Prompt]:
             _check_utf8(path)
         rows = _read_with_datasets(path, "csv" if suffix == ".csv" else "parquet")
     else:
-        raise PromptError(f"{path}: unknown prompt file type {suffix!r} (use .jsonl, .csv, .parquet or a saved datasets folder)")
+        raise PromptError(f"{path}: unknown {kind} file type {suffix!r} (use .jsonl, .csv, .parquet or a saved datasets folder)")
     if not rows:
-        raise PromptError(f"{path}: no prompts in file")
-    return _column(path, rows, column)
+        raise PromptError(f"{path}: no {kind}s in file" if kind == "prompt" else f"{path}: no rows in file")
+    return rows
 
 
 def _decode_line(path: Path, number: int, raw: bytes) -> str:

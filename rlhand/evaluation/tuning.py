@@ -1,7 +1,8 @@
 """What a hyperparameter search maximises: the number `rlhand-train` returns to Hydra's sweepers
 (hydra/sweeper=optuna reads it as the trial's value; conf/experiment/tune.yaml).
 
-The last validation reward (eval.every > 0): held-out prompts, the policy as the run left it. A
+The last validation reward (eval.every > 0; stage=sft: minus the validation loss, stage=reward_model:
+the pairwise accuracy): held-out prompts, the policy as the run left it. A
 run without validation returns the mean training reward of its last `window` iterations instead,
 which rewards fitting the training prompts: set eval.every for a real search."""
 
@@ -14,14 +15,20 @@ from rlhand.errors import exit_with
 TUNE_WINDOW = 10
 
 
-def tuning_objective(history: list[dict], window: int = TUNE_WINDOW) -> float:
-    validated = [row["val/reward"] for row in history if "val/reward" in row]
+# Without validation, the training figure standing in for each stage's validation figure.
+IN_TRAINING = {"val/reward": "reward/mean", "val/loss": "train/loss", "val/accuracy": "train/accuracy"}
+
+
+def tuning_objective(history: list[dict], watched: str = "val/reward", window: int = TUNE_WINDOW) -> float:
+    """`watched`: the stage's validation figure, higher is better ("-val/loss": lower is)."""
+    sign, key = (-1.0, watched[1:]) if watched.startswith("-") else (1.0, watched)
+    validated = [row[key] for row in history if key in row]
     if validated:
-        return float(validated[-1])
+        return sign * float(validated[-1])
     if not history:
         return -math.inf  # stopped before its first iteration
     tail = history[-window:]
-    return float(sum(row["reward/mean"] for row in tail) / len(tail))
+    return sign * float(sum(row[IN_TRAINING[key]] for row in tail) / len(tail))
 
 
 class CheckTheSweep(Callback):

@@ -32,8 +32,12 @@ def validate(
     timer,
     reducer: Reducer = LOCAL,
     engine=None,
+    scorers: dict | None = None,
 ) -> dict[str, float]:
-    """val/* over every rank's `prompts` (each rank validates its share of them)."""
+    """val/* over every rank's `prompts` (each rank validates its share of them); each of `scorers`
+    (name -> a scorer) also scores every response, as val/reward_<name>."""
+    scorers = scorers or {}
+    extra: dict[str, list] = {name: [] for name in scorers}
     generator = torch.Generator(device=device).manual_seed(seed)
     scores, kls, entropies, lengths = [], [], [], []
     for start in range(0, len(prompts), batch_size):
@@ -43,6 +47,8 @@ def validate(
         )
         response_mask = rollout.response_mask
         scores.append(rollout.scores)
+        for name, scorer_of_name in scorers.items():
+            extra[name].append(scorer_of_name(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask, rollout.ended))
         lengths.append(response_mask.sum(dim=1).float())
         if rollout.ref_logprobs is not None:
             kl = kl_estimate(rollout.proximal_logprobs, rollout.ref_logprobs, KLEstimator.k1)  # the policy's own log-probs
@@ -65,6 +71,8 @@ def validate(
         "val/entropy": (entropy_sum / total_tokens).item(),
         "val/response_length": mean(torch.cat(lengths), reducer).item(),
     }
+    for name, parts in extra.items():
+        out[f"val/reward_{name}"] = mean(torch.cat(parts), reducer).item()
     if kls:
         out["val/kl"] = mean(torch.cat(kls), reducer).item()
     return out

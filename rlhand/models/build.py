@@ -13,9 +13,9 @@ from rlhand.config.schema import ModelConfig, ModelSource
 from rlhand.models import unpadded
 from rlhand.models.critic import Critic, SeparateCritic, SharedHeadCritic
 from rlhand.models.forward import ForwardLimits
-from rlhand.models.loaders import load_hf, load_tiny
+from rlhand.models.loaders import load_classifier, load_hf, load_tiny
 from rlhand.models.lora import add_lora
-from rlhand.models.plan import ModelPlan, ReferenceKind
+from rlhand.models.plan import CriticKind, ModelPlan, ReferenceKind
 from rlhand.models.weights import DTYPES, cast_by_role, enable_activation_checkpointing, prepare
 
 
@@ -87,3 +87,25 @@ def _add_lora(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_dtype: t
     for model in (models.policy, models.critic.module if isinstance(models.critic, SeparateCritic) else None):
         if model is not None:
             cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=frozen_dtype)
+
+
+def build_policy_only(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> PreTrainedModel:
+    """The policy alone, prepared as a run's policy is (stage=sft trains it)."""
+    plan = ModelPlan(critic=CriticKind.none, lora_critic=False, reference=ReferenceKind.none, reward_model=False)
+    return build_models(cfg, tokenizer, plan, device).policy
+
+
+def build_reward_model_to_train(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> PreTrainedModel:
+    """A *ForSequenceClassification model with one label from model.policy's weights (a fresh score
+    head), prepared like a trained model: dropout off, padding-free, checkpointed, LoRA (the head
+    trains whole). stage=reward_model trains it; reward=model loads what it saves."""
+    model = load_classifier(cfg, tokenizer, DTYPES[(cfg.frozen_dtype or cfg.dtype).value] if cfg.lora.enabled else DTYPES[cfg.dtype.value])
+    prepare(model, device)
+    if cfg.remove_padding:
+        unpadded.enable(model)
+    if cfg.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    if cfg.lora.enabled:
+        model = add_lora(model, cfg.lora, "SEQ_CLS")
+        cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=DTYPES[(cfg.frozen_dtype or cfg.dtype).value])
+    return model

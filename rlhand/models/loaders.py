@@ -114,3 +114,16 @@ def load_reward_model(path: str, **kwargs) -> PreTrainedModel:
     if model.config.num_labels != 1:
         raise ModelLoadError(f"model.reward_model: {path} has num_labels={model.config.num_labels}, a reward model needs 1")
     return model
+
+
+def load_classifier(cfg: ModelConfig, tokenizer, dtype) -> PreTrainedModel:
+    """A one-label sequence classifier with model.policy's backbone and a fresh score head (the
+    built-in tiny GPT-2 from its config)."""
+    if cfg.source is ModelSource.tiny:
+        return GPT2ForSequenceClassification(tiny_config(cfg, tokenizer, num_labels=1)).to(dtype)
+    kwargs = {"trust_remote_code": cfg.trust_remote_code, **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})}
+    with loading("model.policy", cfg.policy):
+        model = AutoModelForSequenceClassification.from_pretrained(cfg.policy, num_labels=1, dtype=dtype, **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model

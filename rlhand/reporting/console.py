@@ -3,8 +3,13 @@
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+SUPERVISED = [("train/loss", "L", ".4f"), ("train/perplexity", "PPL", ".2f"), ("train/accuracy", "ACC", ".3f"), ("train/margin", "M", "+.3f"),
+              ("val/loss", "VAL_L", ".4f"), ("val/accuracy", "VAL_ACC", ".3f")]  # fmt: skip
+
 
 def compact_line(m: dict) -> str:
+    if "loss/policy" not in m:  # a supervised stage (stage=sft, stage=reward_model)
+        return " ".join(f"{short}:{m[key]:{spec}}" for key, short, spec in SUPERVISED if key in m)
     value = f" VL:{m['loss/value']:.3f}" if "loss/value" in m else ""  # no critic, no value loss
     line = (
         f"PL:{m['loss/policy']:+.3f}{value} R:{m['reward/mean']:+.3f} "
@@ -24,7 +29,7 @@ class ConsoleReporter:
         self.progress = None
         if progress_bar and self.console.is_terminal:
             self.progress = Progress(
-                TextColumn("[bold]PPO"),
+                TextColumn("[bold]train"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -42,7 +47,7 @@ class ConsoleReporter:
         line = compact_line(metrics)
         if self.progress is not None:
             self.progress.update(self.task, completed=metrics["step"], line=line)
-        elif metrics["step"] % self.every == 0 or metrics["step"] == 1 or "val/reward" in metrics:
+        elif metrics["step"] % self.every == 0 or metrics["step"] == 1 or any(k.startswith("val/") for k in metrics):
             self.print(f"step {metrics['step']:>5}  {line}  ({metrics['time/iteration_s']:.2f}s/it)")
 
     def close(self) -> None:

@@ -11,7 +11,10 @@ TRAINING_PANELS = [
     ("reward/mean", "val/reward", "Reward (score)", "mean score"),
     ("kl/ref", "val/kl", "KL to reference", "nats per response"),
     ("response/length_mean", "val/response_length", "Response length", "tokens"),
-    ("lr", None, "Learning rate (policy)", "LR"),
+    ("train/loss", "val/loss", "Loss (supervised stages)", "loss"),
+    ("train/accuracy", "val/accuracy", "Pairwise accuracy (reward model)", "fraction of pairs"),
+    ("train/margin", "val/margin", "Score margin chosen - rejected", "score"),
+    ("lr", None, "Learning rate", "LR"),
 ]
 PPO_PANELS = [
     ("loss/policy", None, "Policy loss", "loss"),
@@ -34,11 +37,11 @@ def plot_run(history: list[dict], out_dir: Path, title: str) -> list[Path]:
         rows = (len(panels) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.2 * rows), squeeze=False)
         for ax, (train_key, val_key, heading, unit) in zip(axes.flat, panels):
-            _line(ax, history, train_key, "training rollouts" if val_key else train_key)
+            _line(ax, history, train_key, "training" if val_key else train_key)
             if val_key:
                 _line(ax, history, val_key, "validation", marker="o")
             ax.set_title(heading)
-            ax.set_xlabel("PPO iteration")
+            ax.set_xlabel("step")
             ax.set_ylabel(unit)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)

@@ -21,17 +21,17 @@ from transformers import PreTrainedTokenizerBase
 from rlhand.errors import RewardError
 
 
-def resolve_reward_function(spec: dict[str, Any]) -> Callable:
+def resolve_reward_function(spec: dict[str, Any], field: str = "reward.function") -> Callable:
     """Import `_target_` now, before any model loads, so a typo fails fast with its name."""
     target = spec["_target_"]
     try:
         obj = get_object(target)
     except Exception:
-        raise RewardError(f"reward.function._target_: cannot import {target!r}") from None
+        raise RewardError(f"{field}._target_: cannot import {target!r}") from None
     if inspect.isclass(obj):
         return instantiate(spec)
     if not callable(obj):
-        raise RewardError(f"reward.function._target_: {target!r} is not callable")
+        raise RewardError(f"{field}._target_: {target!r} is not callable")
     extra = {k: v for k, v in spec.items() if k != "_target_"}
     return (lambda *a, **kw: obj(*a, **extra, **kw)) if extra else obj
 

@@ -104,6 +104,8 @@ class Run:
             log.info(f"resumed from {self.resume_from} at step {self.step}")
         elif self.cfg.resume == RESUME_AUTO:
             log.info("resume=auto: no checkpoint in this run folder, starting fresh")
+        if self.cfg.eval.before_training and self.step == 0:
+            self.validate_before_training(log)
         release_cached_memory(self.device, self.cfg.trainer.empty_cache)  # what loading the models left behind
         reset_peak_memory(self.device)
 
@@ -120,25 +122,37 @@ class Run:
         metrics.update(self.dist.slowest(memory_stats(self.device)))  # peaks of this iteration, validation included
         return metrics
 
+    def validate_before_training(self, log) -> None:
+        """The starting model's validation figures (verl's val_before_train): in the log and in
+        logs/val_before_training.json, not in the step history (a resumed run does not repeat it)."""
+        stats, _ = self.stage.validate(0)
+        log.info("before training: " + ", ".join(f"{k} {v:+.4f}" for k, v in stats.items()))
+        if self.dist.is_main:
+            with writing(self.run_dir / "logs" / "val_before_training.json"):
+                (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "logs" / "val_before_training.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
+
     def evaluate(self, log) -> dict:
         """Validation, then the things it drives: plateau LR, best model, early stopping."""
         started = time.perf_counter()
         stats, value = self.stage.validate(self.step)
         self.lr_schedule.on_validation(value)
+        # The stage's figure, higher is better ("-val/loss": a loss, shown as itself).
+        sign, name = (-1, self.stage.watched[1:]) if self.stage.watched.startswith("-") else (1, self.stage.watched)
         if self.early_stopping.update(value, self.step) and self.cfg.eval.save_best:
             with writing(self.run_dir / "best"):
-                self.stage.save(self.run_dir / "best", meta={"step": self.step, "val/reward": value})
-            log.info(f"step {self.step}: val/reward {value:+.4f} is the best so far; saved best/")
+                self.stage.save(self.run_dir / "best", meta={"step": self.step, name: sign * value})
+            log.info(f"step {self.step}: {name} {sign * value:+.4f} is the best so far; saved best/")
         stopping = self.early_stopping
         if stopping.should_stop:
             self.stopped_early = True
             log.info(
-                f"early stop at step {self.step}: val/reward has not beaten {stopping.best:+.4f} (step {stopping.best_step}) "
+                f"early stop at step {self.step}: {name} has not beaten {sign * stopping.best:+.4f} (step {stopping.best_step}) "
                 f"by more than {stopping.threshold} in {stopping.bad_evals} validations"
             )
         return {
             **stats,
-            "val/best_reward": stopping.best,
+            f"val/best_{name.split('/')[-1]}": sign * stopping.best,
             "early_stop/bad_evals": stopping.bad_evals,
             **self.dist.slowest({"time/validate_s": time.perf_counter() - started}),
         }
@@ -166,7 +180,7 @@ class Run:
         if cfg.logging.plots and self.history and self.dist.is_main:
             from rlhand.reporting.plots import plot_run
 
-            title = f"{cfg.algo.name} / replay {cfg.replay.name} / seed {cfg.seed}"
+            title = self.stage.plot_title()
             with writing(self.run_dir / "plots"):
                 paths = plot_run(self.history, self.run_dir / "plots", title)
             log.info(f"plots: {', '.join(str(p) for p in paths)}")

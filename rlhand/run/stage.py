@@ -29,6 +29,7 @@ class RunEnv:
 
 class Stage(Protocol):
     learners: Learners  # what the run checkpoints and schedules
+    watched: str  # the validation figure (higher is better) early stopping, the plateau LR and best/ follow
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> Any:
@@ -46,6 +47,8 @@ class Stage(Protocol):
 
     def describe(self) -> str:
         """The run's first log line: what trains on what."""
+
+    def plot_title(self) -> str: ...
 
     def start(self) -> None:
         """The last thing built, after a resume has put the weights back (a generation engine)."""

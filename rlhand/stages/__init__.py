@@ -4,15 +4,31 @@ one run lifecycle (rlhand/run/lifecycle.py); `build_run` gives a run of the stag
 from pathlib import Path
 
 from rlhand.config.schema import TrainConfig
+from rlhand.config.stages import StageKind
 
 
 def build_run(cfg: TrainConfig, run_dir: Path):
     """A run of the config's stage, everything checked and built (models loaded, a checkpoint
     resumed), ready to fit()."""
     from rlhand.run.lifecycle import Run
+
+    return Run(cfg, run_dir, stage_class(cfg.stage))
+
+
+def stage_class(kind: StageKind):
+    """The class that trains `stage=<kind>` (imported when chosen: the RL stage's engines are not
+    loaded for a supervised run)."""
+    if kind is StageKind.sft:
+        from rlhand.stages.sft.stage import SFTStage
+
+        return SFTStage
+    if kind is StageKind.reward_model:
+        from rlhand.stages.reward_model.stage import RewardModelStage
+
+        return RewardModelStage
     from rlhand.stages.ppo.stage import PPOStage
 
-    return Run(cfg, run_dir, PPOStage)
+    return PPOStage
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> list[dict]:

@@ -14,13 +14,11 @@ from rlhand.config.schema import (
     Autocast,
     FitCheck,
     KLControl,
-    ModelSource,
     RewardKind,
     TrainConfig,
 )
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
-from rlhand.data.tokenizer import build_char_tokenizer, load_tokenizer
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.layout import Layout, Parallel
@@ -32,12 +30,14 @@ from rlhand.models.forward import ForwardLimits
 from rlhand.models.loaders import policy_config
 from rlhand.models.lora import check_targets
 from rlhand.models.plan import model_plan
-from rlhand.models.sources import check_model_sources, loading
+from rlhand.models.sources import check_model_sources
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
+from rlhand.rewards.model import read_score_stats
 from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.run.learners import Learners, adamw_learner
+from rlhand.stages.inputs import stage_tokenizer
 
 
 @dataclass
@@ -48,6 +48,8 @@ class RunInputs:
     prompt_ids: list[list[int]]
     val_prompt_ids: list[list[int]]  # empty unless eval.every > 0
     reward_fn: Callable | None
+    val_scorers: dict[str, Callable]  # eval.scorers, imported: name -> reward function
+    score_stats: tuple[float, float] | None = None  # reward.normalize: the reward model's (mean, std)
 
 
 def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
@@ -86,12 +88,7 @@ def distribute_models(cfg: TrainConfig, models: Models, ctx: DistContext, layout
 
 def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     check_model_sources(cfg.model, need_reward_model=cfg.reward.kind is RewardKind.model)
-    if cfg.model.source is ModelSource.tiny:
-        tokenizer = build_char_tokenizer()
-    else:
-        field, source = ("model.tokenizer", cfg.model.tokenizer) if cfg.model.tokenizer else ("model.policy", cfg.model.policy)
-        with loading(field, source):
-            tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    tokenizer = stage_tokenizer(cfg)
     if cfg.model.lora.enabled and cfg.model.lora.target_modules:
         check_targets(cfg.model.lora, policy_config(cfg.model, tokenizer))
     reward_fn = resolve_reward_function(cfg.reward.function) if cfg.reward.kind is RewardKind.function else None
@@ -110,6 +107,8 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         prompt_ids=encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation),
         val_prompt_ids=encode_prompts(tokenizer, val_prompts, task.max_prompt_tokens, task.truncation),
         reward_fn=reward_fn,
+        score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize else None,
+        val_scorers={name: resolve_reward_function(spec, f"eval.scorers.{name}") for name, spec in cfg.eval.scorers.items()},
     )
 
 
@@ -117,7 +116,7 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) ->
     models = build_models(cfg.model, inputs.tokenizer, model_plan(cfg), device)
     models.limits = forward_limits(cfg)
     if models.reward_model is not None:
-        scorer = ModelScorer(models.reward_model, cfg.trainer.score_max_tokens)
+        scorer = ModelScorer(models.reward_model, cfg.trainer.score_max_tokens, inputs.score_stats)
     else:
         scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
     return models, scorer

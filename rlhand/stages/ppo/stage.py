@@ -19,6 +19,7 @@ from rlhand.config.schema import TrainConfig
 from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import release_cached_memory
+from rlhand.rewards import FunctionScorer
 from rlhand.rollout.collector import RolloutCollector
 from rlhand.rollout.engines import check_engine
 from rlhand.rollout.mismatch import mismatch_stats
@@ -32,6 +33,8 @@ from rlhand.stages.ppo.update import PPOUpdate
 
 
 class PPOStage:
+    watched = "val/reward"  # what early stopping, the plateau LR and best/ follow
+
     @classmethod
     def prepare(cls, cfg: TrainConfig, ctx, device: torch.device) -> setup.RunInputs:
         setup.check_layout(cfg, ctx)
@@ -70,6 +73,7 @@ class PPOStage:
             chunk_bytes=self.models.limits.logit_chunk_bytes,
         )
         self.totals = {"samples/generated": 0, "samples/trained": 0}
+        self.val_scorers = {name: FunctionScorer(fn, inputs.tokenizer, name=f"eval.scorers.{name}") for name, fn in inputs.val_scorers.items()}
 
     def start(self) -> None:
         """The generation engine, from the weights just built or resumed."""
@@ -81,6 +85,9 @@ class PPOStage:
         if cfg.generation.samples_per_prompt > 1:
             estimator += f", {cfg.generation.samples_per_prompt} samples per prompt"
         return f"rlhand: {cfg.algo.name}{estimator} (replay {cfg.replay.name}) on {cfg.task.name}"
+
+    def plot_title(self) -> str:
+        return f"{self.cfg.algo.name} / replay {self.cfg.replay.name} / seed {self.cfg.seed}"
 
     def step(self, step: int) -> dict:
         cfg, env, started = self.cfg, self.env, time.perf_counter()
@@ -148,6 +155,7 @@ class PPOStage:
                 timer=env.timer,
                 reducer=self.dist,
                 engine=self.collector.engine,
+                scorers=self.val_scorers,
             )
         env.timer.pop()  # validation phases are not training time
         release_cached_memory(env.device, cfg.trainer.empty_cache)

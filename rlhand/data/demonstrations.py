@@ -1,0 +1,71 @@
+"""SFT demonstrations: prompt + completion rows (or chat `messages`), tokenized and checked before
+any model loads. Every example keeps where it came from, so an error names the file line."""
+
+from pathlib import Path
+from typing import NamedTuple
+
+from transformers import PreTrainedTokenizerBase
+
+from rlhand.config.schema import TrainConfig
+from rlhand.data.prompts import Prompt, PromptError, encode_prompts, read_rows
+from rlhand.tasks import BUILTIN_DEMONSTRATIONS
+
+
+class Example(NamedTuple):
+    where: str
+    prompt_ids: list[int]
+    completion_ids: list[int]  # ends with EOS: a fine-tuned model learns to stop
+
+
+def load_demonstrations(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, path: str | None) -> list[Example]:
+    sft, task = cfg.sft, cfg.task
+    if path is None:
+        make = BUILTIN_DEMONSTRATIONS.get(task.name)
+        if make is None:
+            raise PromptError(f"sft.path: no demonstrations given, and task {task.name} has no built-in ones")
+        texts = [(f"task {task.name}: demonstration {i}", p, c) for i, (p, c) in enumerate(make(sft.num_examples, task.prompt_chars, sft.demo_quality, cfg.seed))]
+    else:
+        rows = read_rows(Path(path), "demonstration")
+        texts = [(f"{path}: {where}", *prompt_and_completion(f"{path}: {where}", row, sft, tokenizer)) for where, row in rows]
+    return [encode_example(where, prompt, completion, tokenizer, cfg, sft.max_completion_tokens) for where, prompt, completion in texts]
+
+
+def prompt_and_completion(where: str, row: dict, sft, tokenizer) -> tuple[str, str]:
+    if sft.messages_column in row and sft.prompt_column not in row:
+        return split_messages(where, row[sft.messages_column], tokenizer, sft.messages_column)
+    for column in (sft.prompt_column, sft.completion_column):
+        if column not in row:
+            raise PromptError(f"{where}: no column {column!r} (found {sorted(row)}); set sft.prompt_column / sft.completion_column, or give a {sft.messages_column!r} column")
+    return row[sft.prompt_column], row[sft.completion_column]
+
+
+def split_messages(where: str, messages, tokenizer: PreTrainedTokenizerBase, column: str) -> tuple[str, str]:
+    """Chat turns -> (the chat template's text up to the assistant's turn, the assistant's reply)."""
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+        raise PromptError(f"{where}: {column!r} must be a list of {{role, content}} turns")
+    if messages[-1]["role"] != "assistant":
+        raise PromptError(f"{where}: the last turn of {column!r} is {messages[-1]['role']!r}; the completion must be the assistant's")
+    if not getattr(tokenizer, "chat_template", None):
+        raise PromptError(f"{where}: chat messages need a tokenizer with a chat template (this one has none; use prompt/completion columns)")
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    return prompt, messages[-1]["content"]
+
+
+def encode_example(where: str, prompt, completion, tokenizer, cfg: TrainConfig, max_completion: int) -> Example:
+    if not isinstance(completion, str) or not completion.strip():
+        raise PromptError(f"{where}: the completion is missing or empty")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptError(f"{where}: the prompt is missing or empty")
+    task = cfg.task
+    prompt_ids = encode_prompts(tokenizer, [Prompt(where, prompt)], task.max_prompt_tokens, task.truncation)[0]
+    return Example(where, prompt_ids, encode_completion(where, completion, tokenizer, max_completion))
+
+
+def encode_completion(where: str, text: str, tokenizer, limit: int) -> list[int]:
+    """The completion's tokens and EOS; an unknown character or one token too many is an error."""
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        raise PromptError(f"{where}: the tokenizer cannot represent part of the completion {text[:40]!r}")
+    if len(ids) > limit:
+        raise PromptError(f"{where}: the completion has {len(ids)} tokens with EOS > max_completion_tokens={limit}")
+    return ids

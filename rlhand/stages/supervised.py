@@ -1,0 +1,180 @@
+"""What stage=sft and stage=reward_model share: one trained model, examples drawn in seeded
+shuffled passes (part of the resumable state), each rank taking its share of every batch, a loss
+normalised over all ranks' tokens or pairs, validation over held-out examples. A subclass says how
+its data loads, which model it trains, its loss and statistics and what it saves
+(rlhand/stages/sft/, rlhand/stages/reward_model/). The run around it is rlhand/run/lifecycle.py."""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlhand.checkpoint.atomic import atomic_dir
+from rlhand.config.load import ConfigError
+from rlhand.config.schema import Autocast, TrainConfig
+from rlhand.data.prompts import split_holdout
+from rlhand.data.sampler import PromptSampler
+from rlhand.distributed.layout import Parallel
+from rlhand.distributed.sharding import full_state_dict, shard_model
+from rlhand.models.folders import save_trained_model
+from rlhand.run.learners import Learners, adamw_learner
+from rlhand.run.stage import RunEnv
+from rlhand.stages.inputs import stage_tokenizer
+
+
+@dataclass
+class SupervisedInputs:
+    tokenizer: PreTrainedTokenizerBase
+    train: list  # examples or pairs, in file order
+    val: list  # empty unless eval.every > 0
+
+
+class SupervisedStage:
+    section: str  # the config section: "sft" or "rm"
+    learner: str  # what the checkpoint and final/ call the trained model
+    watched: str  # the validation figure early stopping and best/ follow (higher is better)
+
+    @classmethod
+    def load(cls, cfg: TrainConfig, tokenizer, path: str | None) -> list: ...
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, ctx, device: torch.device) -> SupervisedInputs:
+        settings = getattr(cfg, cls.section)
+        if settings.batch_size % ctx.world_size:
+            raise ConfigError(f"{cls.section}.batch_size: {settings.batch_size} does not split over {ctx.world_size} ranks")
+        tokenizer = stage_tokenizer(cfg)
+        train, val = cls.load(cfg, tokenizer, settings.path), []
+        if cfg.eval.every > 0:
+            if settings.val_path:
+                val = cls.load(cfg, tokenizer, settings.val_path)[: cfg.eval.num_prompts]
+            else:
+                train, val = split_holdout(train, cfg.eval.num_prompts, cfg.seed)
+            if len(val) % ctx.world_size:
+                raise ConfigError(f"{cls.section}.val_path: its {len(val)} held-out examples do not split over {ctx.world_size} ranks")
+        return SupervisedInputs(tokenizer, train, val)
+
+    @classmethod
+    def rank_local_state(cls, cfg: TrainConfig) -> bool:
+        return False
+
+    @classmethod
+    def check_memory(cls, cfg: TrainConfig, inputs: SupervisedInputs, env: RunEnv) -> str:
+        line = f"memory estimate: not computed for stage={cfg.stage.value} (the estimate sizes the RL stage, which holds more models)"
+        if env.ctx.is_main:
+            print(line, file=sys.stderr, flush=True)
+        return line
+
+    def __init__(self, cfg: TrainConfig, inputs: SupervisedInputs, env: RunEnv):
+        self.cfg, self.inputs, self.env, self.dist = cfg, inputs, env, env.ctx
+        self.settings = getattr(cfg, self.section)
+        self.model = self.build_model(cfg, inputs.tokenizer, env.device)
+        if env.layout.strategy is Parallel.fsdp:
+            param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
+            shard_model(self.model, self.dist, env.device, param_dtype, cfg.trainer.offload)
+        # The optimizer's eps, weight decay and gradient clipping are algo.*'s, as in the RL stage.
+        learner = adamw_learner(self.model, self.settings.lr, cfg.algo, self.dist, env.layout.sums_gradients)
+        self.learners = Learners.of(**{self.learner: learner})
+        self.sampler = PromptSampler(len(inputs.train), cfg.seed)
+        self.seen = 0
+
+    def build_model(self, cfg: TrainConfig, tokenizer, device: torch.device): ...
+
+    def losses(self, batch: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(this rank's share of the loss over all ranks' counts, the batch's statistics over all ranks)."""
+
+    def describe(self) -> str:
+        data = self.settings.path or f"the built-in {self.cfg.task.name} data"
+        return f"rlhand: {self.cfg.stage.value} on {data} ({len(self.inputs.train)} examples, {len(self.inputs.val)} held out)"
+
+    def plot_title(self) -> str:
+        return f"{self.cfg.stage.value} / seed {self.cfg.seed}"
+
+    def start(self) -> None:
+        pass
+
+    def step(self, step: int) -> dict:
+        started = time.perf_counter()
+        indices = self.sampler.next_indices(self.settings.batch_size)  # every rank draws the same batch
+        batch = [self.inputs.train[i] for i in indices[self.dist.shard(len(indices))]]  # and trains its share
+        learner = self.learners.all()[0]
+        learner.zero_grad()
+        with learner.training(), self.env.autocast():
+            loss, stats = self.losses(batch)
+        learner.backward(loss)
+        norm = learner.step()
+        self.seen += len(indices)
+        figures = {f"train/{k}": float(v) for k, v in stats.items()}
+        return {
+            **figures,
+            "train/grad_norm": float(norm),
+            "train/examples_seen": self.seen,
+            "train/epoch": self.seen / len(self.inputs.train),
+            **self.dist.slowest({"time/iteration_s": time.perf_counter() - started}),
+        }
+
+    @torch.no_grad()
+    def validate(self, step: int) -> tuple[dict, float]:
+        mine = self.inputs.val[self.dist.shard(len(self.inputs.val))]
+        rows = self.settings.batch_size // self.dist.world_size
+        totals: dict[str, torch.Tensor] = {}
+        with self.env.autocast():
+            for start in range(0, len(mine), rows):
+                for key, value in self.sums(mine[start : start + rows]).items():
+                    totals[key] = totals.get(key, 0) + value
+        stats = self.from_sums(self.dist.sum(torch.stack([totals[k] for k in sorted(totals)])), sorted(totals))
+        out = {f"val/{k}": float(v) for k, v in stats.items()}
+        return out, self.watched_value(out)
+
+    def sums(self, batch: list) -> dict[str, torch.Tensor]:
+        """Additive validation figures of this rank's batch (float64 sums and counts)."""
+
+    def from_sums(self, summed: torch.Tensor, keys: list[str]) -> dict[str, torch.Tensor]: ...
+
+    def watched_value(self, val: dict) -> float: ...
+
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.state_dict(), "seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.seen = state["seen"]
+
+    def rank_state_dict(self):
+        return None
+
+    def load_rank_state_dict(self, state) -> None:
+        pass
+
+    def save(self, folder: Path, meta: dict | None = None) -> str:
+        """folder/<learner>: a transformers folder with the tokenizer (LoRA: merged, and the adapter)."""
+        import json
+
+        state = full_state_dict(self.model, self.dist)
+        extra = self.extra_files()
+        if self.dist.is_main:
+            with atomic_dir(folder) as tmp:
+                save_trained_model(self.model, tmp / self.learner, state, self.inputs.tokenizer)
+                for name, content in extra.items():
+                    (tmp / self.learner / name).write_text(json.dumps(content, indent=1), encoding="utf-8")
+                if meta is not None:
+                    (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        self.dist.barrier()
+        return self.learner
+
+    def extra_files(self) -> dict[str, dict]:
+        """JSON files saved beside the model (every rank computes them; rank 0 writes)."""
+        return {}
+
+    def summary(self, history: list[dict]) -> str:
+        if not history:
+            return "no steps run"
+        last = history[-1]
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("train/", "val/")) and isinstance(v, float) and math.isfinite(v))
+        return f"step {last['step']}: {shown}"
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,74 @@
+"""stage=sft: the loss is on completion tokens only, it learns, resumes exactly, and saves a
+policy folder the RL stage loads."""
+
+import json
+
+import pytest
+import torch
+
+from rlhand.config.load import ConfigError
+from rlhand.data.prompts import PromptError
+from rlhand.stages import build_run
+from tests.conftest import compose_cfg
+
+SFT = ["stage=sft", "trainer.max_steps=4", "sft.batch_size=8", "sft.num_examples=64", "logging=plain", "trainer.save_final=false"]
+
+
+def manual_nll(model, prompt_ids, completion_ids):
+    """-sum log p(completion token | everything before it) with a plain, padded-free HF forward."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    per_token = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return -per_token[len(prompt_ids) - 1 :].sum(), -per_token.sum(), len(completion_ids), len(targets)
+
+
+@pytest.mark.parametrize("loss_on", ["completion", "all"])
+def test_the_loss_is_on_the_completion_tokens_only_unless_asked_for_all(tmp_path, loss_on):
+    run = build_run(compose_cfg(SFT + [f"sft.loss_on={loss_on}"]), tmp_path)
+    stage = run.stage
+    batch = stage.inputs.train[:4]
+    loss, stats = stage.losses(batch)
+    completion, whole, tokens = 0.0, 0.0, [0, 0]
+    with torch.no_grad():
+        for example in batch:
+            c, w, n_c, n_all = manual_nll(stage.model, example.prompt_ids, example.completion_ids)
+            completion, whole = completion + c.item(), whole + w.item()
+            tokens = [tokens[0] + n_c, tokens[1] + n_all]
+    expected = completion / tokens[0] if loss_on == "completion" else whole / tokens[1]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert stats["tokens"].item() == (tokens[0] if loss_on == "completion" else tokens[1])
+    assert abs(completion / tokens[0] - whole / tokens[1]) > 1e-3  # the two differ: the test can tell them apart
+
+
+def test_sft_learns_and_saves_a_policy_folder_with_its_tokenizer(tmp_path):
+    cfg = compose_cfg(["stage=sft", "trainer.max_steps=40", "sft.num_examples=256", "eval.every=20", "eval.num_prompts=32", "logging=plain"])
+    history = build_run(cfg, tmp_path).fit()
+    assert history[-1]["val/loss"] < history[0]["train/loss"] - 0.3
+    assert (tmp_path / "final" / "policy" / "model.safetensors").exists() and (tmp_path / "final" / "policy" / "tokenizer.json").exists()
+    meta = json.loads((tmp_path / "best" / "meta.json").read_text())
+    assert meta["val/loss"] == pytest.approx(min(r["val/loss"] for r in history if "val/loss" in r))
+
+
+def test_sft_reads_prompt_completion_files_and_names_a_bad_line(tmp_path):
+    good = tmp_path / "demos.jsonl"
+    good.write_text("\n".join(json.dumps({"prompt": f"abc{i}=", "completion": "cab"}) for i in range(16)) + "\n")
+    run = build_run(compose_cfg(SFT + [f"sft.path={good}"]), tmp_path / "run")
+    assert len(run.stage.inputs.train) == 16
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "ab=", "completion": "x"}) + "\n" + json.dumps({"prompt": "ab=", "completion": ""}) + "\n")
+    with pytest.raises(PromptError, match=rf"^{bad}: line 2: the completion is missing or empty$"):
+        build_run(compose_cfg(SFT + [f"sft.path={bad}"]), tmp_path / "run2")
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"question": "ab=", "answer": "x"}) + "\n")
+    with pytest.raises(PromptError, match=r"line 1: no column 'prompt'"):
+        build_run(compose_cfg(SFT + [f"sft.path={missing}"]), tmp_path / "run3")
+
+
+def test_a_setting_of_another_stage_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"sft.lr: a setting of stage=sft, given to stage=ppo"):
+        compose_cfg(["sft.lr=0.1"])
+    with pytest.raises(ConfigError, match=r"rm.center_coef: a setting of stage=reward_model, given to stage=sft"):
+        compose_cfg(["stage=sft", "rm.center_coef=0.1"])
+    with pytest.raises(ConfigError, match=r"replay: experience replay belongs to stage=ppo"):
+        compose_cfg(["stage=sft", "replay=standard"])
