@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --constraint $(LOCK)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-vllm run train test test-vllm test-isolation lint lock lock-vllm compare bench bench-trl gpu-check clean-outputs
+.PHONY: help install install-vllm run train pipeline test test-vllm test-isolation lint lock lock-vllm compare bench bench-trl gpu-check clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -82,6 +82,9 @@ lock-vllm:  ## the same for constraints-vllm.txt (make test-vllm's venv)
 
 compare: $(STAMP)  ## plots + table over every run under outputs/ (DIRS="..." to choose, ARGS="--group-by seed")
 	$(VENV)/bin/rlhand-compare $(or $(DIRS),outputs) --out outputs/compare $(ARGS)
+
+pipeline: $(STAMP)  ## SFT -> reward model -> PPO against it on built-in synthetic data, 3 seeds (docs/results/pipeline.md)
+	$(VENV)/bin/python scripts/pipeline.py --out outputs/pipeline $(ARGS)
 
 bench: $(STAMP)  ## time PPO iterations on the TRL peer's config; ARGS="trainer.autocast=bfloat16 ..." (a benchmark, not a test)
 	$(VENV)/bin/rlhand-bench --iters 5 --json outputs/bench/rlhand.json $(if $(wildcard outputs/bench/trl.json),--compare outputs/bench/trl.json) $(ARGS)
