@@ -20,6 +20,7 @@ from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import release_cached_memory
 from rlhand.rewards import FunctionScorer
+from rlhand.rewards.retokenize import RetokenizingScorer
 from rlhand.rollout.collector import RolloutCollector
 from rlhand.rollout.engines import check_engine
 from rlhand.rollout.mismatch import mismatch_stats
@@ -84,7 +85,10 @@ class PPOStage:
         estimator = "" if self.models.has_critic else f" with {cfg.algo.estimator}, no critic"
         if cfg.generation.samples_per_prompt > 1:
             estimator += f", {cfg.generation.samples_per_prompt} samples per prompt"
-        return f"rlhand: {cfg.algo.name}{estimator} (replay {cfg.replay.name}) on {cfg.task.name}"
+        scored = ""
+        if isinstance(self.scorer, RetokenizingScorer):  # which path a learned reward takes, said once
+            scored = f"; texts tokenized again for the reward model{' with its chat template' if self.scorer.chat_template else ''}"
+        return f"rlhand: {cfg.algo.name}{estimator} (replay {cfg.replay.name}) on {cfg.task.name}{scored}"
 
     def plot_title(self) -> str:
         return f"{self.cfg.algo.name} / replay {self.cfg.replay.name} / seed {self.cfg.seed}"
