@@ -29,6 +29,7 @@ def test_every_option_composes_and_is_named_after_its_file(group):
         ("task", "random_text"): ["reward=model"],
         ("reward", "none"): ["reward.function._target_=rlhand.tasks.letters.letters_reward"],
         ("scheduler", "plateau"): ["eval.every=5"],
+        ("reward", "remote"): ["reward.url=http://127.0.0.1:5000/get_reward"],
     }
     for option in options(group):
         extra = required.get((group, option), [])

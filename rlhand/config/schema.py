@@ -83,6 +83,7 @@ class KLControl(str, Enum):
 class RewardKind(str, Enum):
     function = "function"
     model = "model"
+    remote = "remote"  # a reward server over HTTP, OpenRLHF's protocol (rlhand/rewards/remote.py)
 
 
 class PromptSource(str, Enum):
@@ -401,6 +402,12 @@ class TaskConfig:
         check(self.max_prompt_tokens > 0, "task.max_prompt_tokens", "must be > 0")
 
 
+class ChatTemplate(str, Enum):
+    auto = "auto"  # the reward model's own template when its tokenizer is not the policy's and has one
+    on = "on"
+    off = "off"  # prompt + response text as they are
+
+
 @dataclass
 class RewardConfig:
     name: str = MISSING
@@ -411,8 +418,21 @@ class RewardConfig:
     # model: standardise each score by the mean and std stage=reward_model measured on held-out pairs
     # (score_stats.json in the reward model's folder), so kl_coef means the same whatever the RM's scale.
     normalize: bool = False
+    # model with a tokenizer of its own (not the policy's): texts are decoded and tokenized again for
+    # it, rendered as a user/assistant exchange with its chat template (auto: when it has one).
+    chat_template: ChatTemplate = ChatTemplate.auto
+    # remote: the server's URL (http or https), seconds per request, retries (with backoff), texts per
+    # request and requests in flight at once.
+    url: Optional[str] = None
+    timeout_s: float = 30.0
+    retries: int = 3
+    request_size: int = 64
+    in_flight: int = 4
 
     def __post_init__(self) -> None:
+        if self.kind is RewardKind.remote:
+            check(bool(self.url) and str(self.url).startswith(("http://", "https://")), "reward.url", "reward=remote needs an http:// or https:// URL" + (f", not {self.url!r}" if self.url else ""))
+            check(self.timeout_s > 0 and self.retries >= 0 and self.request_size > 0 and self.in_flight > 0, "reward", "timeout_s, request_size and in_flight must be > 0, retries >= 0")
         check(not self.normalize or self.kind is RewardKind.model, "reward.normalize", "standardises a reward model's scores: needs reward=model")
         if self.kind is RewardKind.function and not (self.function or {}).get("_target_"):
             # reward=none (conf/reward/none.yaml) is the default for every task but letters: a run

@@ -40,7 +40,7 @@ def check_model_sources(cfg: ModelConfig, need_reward_model: bool) -> None:
         check_source(field, source, tokenizer_only=field == "model.tokenizer")
         if field == "model.reward_model":
             check_sequence_classifier(field, source)
-    if cfg.source is ModelSource.hf and not cfg.tokenizer and _is_local(cfg.policy) and not _has_tokenizer(Path(cfg.policy)):
+    if cfg.source is ModelSource.hf and not cfg.tokenizer and _is_local(cfg.policy) and not has_tokenizer(Path(cfg.policy)):
         raise ModelLoadError(f"model.policy: {cfg.policy} has no tokenizer files; set model.tokenizer to the tokenizer's folder or hub id")
 
 
@@ -53,7 +53,7 @@ def check_source(field: str, source: str, tokenizer_only: bool = False) -> None:
     if not path.is_dir():
         raise ModelLoadError(f"{field}: {source} is a file; give the folder that save_pretrained wrote")
     if tokenizer_only:
-        if not _has_tokenizer(path):
+        if not has_tokenizer(path):
             raise ModelLoadError(f"{field}: {source} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
         return
     if not (path / "config.json").is_file():
@@ -114,7 +114,7 @@ def _check_index(field: str, index: Path) -> None:
         raise ModelLoadError(f"{field}: {index.parent} lacks {len(missing)} weight shard(s) its index lists, e.g. {missing[0]}")
 
 
-def _has_tokenizer(path: Path) -> bool:
+def has_tokenizer(path: Path) -> bool:
     return any((path / name).is_file() for name in TOKENIZER_FILES)
 
 

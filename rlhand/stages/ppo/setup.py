@@ -35,6 +35,8 @@ from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
 from rlhand.rewards.model import read_score_stats
+from rlhand.rewards.remote import RemoteScorer, check_reachable
+from rlhand.rewards.retokenize import RetokenizingScorer, reward_model_tokenizer, uses_chat_template
 from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.run.learners import Learners, adamw_learner
 from rlhand.stages.inputs import stage_tokenizer
@@ -50,6 +52,7 @@ class RunInputs:
     reward_fn: Callable | None
     val_scorers: dict[str, Callable]  # eval.scorers, imported: name -> reward function
     score_stats: tuple[float, float] | None = None  # reward.normalize: the reward model's (mean, std)
+    reward_tokenizer: PreTrainedTokenizerBase | None = None  # a reward model's own, when it is not the policy's
 
 
 def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
@@ -92,6 +95,8 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     if cfg.model.lora.enabled and cfg.model.lora.target_modules:
         check_targets(cfg.model.lora, policy_config(cfg.model, tokenizer))
     reward_fn = resolve_reward_function(cfg.reward.function) if cfg.reward.kind is RewardKind.function else None
+    if cfg.reward.kind is RewardKind.remote:
+        check_reachable(cfg.reward.url)
     task = cfg.task
     prompts, val_prompts = load_prompts(task, cfg.seed), []
     if cfg.eval.every > 0:
@@ -108,6 +113,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         val_prompt_ids=encode_prompts(tokenizer, val_prompts, task.max_prompt_tokens, task.truncation),
         reward_fn=reward_fn,
         score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize else None,
+        reward_tokenizer=reward_model_tokenizer(cfg, tokenizer),
         val_scorers={name: resolve_reward_function(spec, f"eval.scorers.{name}") for name, spec in cfg.eval.scorers.items()},
     )
 
@@ -115,8 +121,15 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
     models = build_models(cfg.model, inputs.tokenizer, model_plan(cfg), device)
     models.limits = forward_limits(cfg)
-    if models.reward_model is not None:
+    if models.reward_model is not None and inputs.reward_tokenizer is not None:
+        scorer = RetokenizingScorer(
+            models.reward_model, inputs.tokenizer, inputs.reward_tokenizer, uses_chat_template(cfg, inputs.reward_tokenizer), cfg.trainer.score_max_tokens, inputs.score_stats
+        )
+    elif models.reward_model is not None:
         scorer = ModelScorer(models.reward_model, cfg.trainer.score_max_tokens, inputs.score_stats)
+    elif cfg.reward.kind is RewardKind.remote:
+        r = cfg.reward
+        scorer = RemoteScorer(r.url, inputs.tokenizer, r.timeout_s, r.retries, r.request_size, r.in_flight)
     else:
         scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
     return models, scorer

@@ -1,0 +1,94 @@
+"""rlhand-serve-reward: serve a reward function or a reward-model folder over HTTP in OpenRLHF's
+remote reward protocol (POST {"query": [...], "prompts": [...]} -> {"rewards": [...]}), for
+reward=remote. Python's own threading HTTP server: no dependency, one request per thread.
+
+    rlhand-serve-reward --function rlhand.tasks.letters.letters_reward --port 5000
+    rlhand-serve-reward --model runs/rm/final/reward_model --port 5000
+"""
+
+import argparse
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+from rlhand.errors import UserError
+from rlhand.rewards.function import checked_scores, resolve_reward_function
+
+
+def function_scorer(target: str):
+    fn = resolve_reward_function({"_target_": target}, "--function")
+
+    def score(queries: list[str], prompts: list[str]) -> list[float]:
+        responses = [q[len(p) :] if q.startswith(p) else q for q, p in zip(queries, prompts)]
+        return checked_scores(fn(prompts, responses), responses, target)
+
+    return score
+
+
+def model_scorer(folder: str):
+    """The folder's *ForSequenceClassification model on each query's text and EOS, with its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    lock = threading.Lock()  # one forward at a time: torch's threads already use the cores
+
+    @torch.no_grad()
+    def score(queries: list[str], prompts: list[str]) -> list[float]:
+        scores = []
+        with lock:
+            for text in queries:
+                ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+                scores.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
+        return scores
+
+    return score
+
+
+def make_server(score, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                queries, prompts = body["query"], body.get("prompts") or [""] * len(body["query"])
+                answer, status = {"rewards": score(queries, prompts)}, 200
+            except (ValueError, KeyError, TypeError, UserError) as err:
+                answer, status = {"error": str(err)}, 400
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # quiet: one line per request is noise at RL rates
+            pass
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="rlhand-serve-reward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--function", help="module.function taking (prompts, responses) and returning one number each")
+    source.add_argument("--model", help="a *ForSequenceClassification folder with its tokenizer (num_labels=1)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args()
+    try:
+        score = function_scorer(args.function) if args.function else model_scorer(args.model)
+    except (UserError, OSError, ValueError) as err:
+        sys.exit(f"rlhand-serve-reward: error: {str(err).splitlines()[0]}")
+    server = make_server(score, args.host, args.port)
+    print(f"rlhand-serve-reward: serving on http://{args.host}:{server.server_address[1]}/ (POST query, prompts -> rewards)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
