@@ -561,10 +561,14 @@ class EvalConfig:
     scorers: Dict[str, Any] = field(default_factory=dict)
     # Also validate the starting model before the first step (logs/val_before_training.json).
     before_training: bool = False
+    # Held-out prompts whose responses and scores each validation writes to logs/samples.jsonl and
+    # TensorBoard text (the console shows the first); 0 = none.
+    samples: int = 4
 
     def __post_init__(self) -> None:
         check(self.every >= 0, "eval.every", "must be >= 0")
         check(self.num_prompts > 0, "eval.num_prompts", "must be > 0")
+        check(self.samples >= 0, "eval.samples", "must be >= 0")
         check(not self.before_training or self.every > 0, "eval.before_training", "needs eval.every > 0 (the held-out prompts)")
         for name, spec in self.scorers.items():
             check(isinstance(spec, dict) and bool(spec.get("_target_")), f"eval.scorers.{name}", "needs a _target_ naming a reward function")

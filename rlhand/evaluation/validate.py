@@ -33,9 +33,12 @@ def validate(
     reducer: Reducer = LOCAL,
     engine=None,
     scorers: dict | None = None,
+    samples: list | None = None,
 ) -> dict[str, float]:
     """val/* over every rank's `prompts` (each rank validates its share of them); each of `scorers`
-    (name -> a scorer) also scores every response, as val/reward_<name>."""
+    (name -> a scorer) also scores every response, as val/reward_<name>. `samples`: a list to which
+    the first rows of the first batch are appended as they were scored (the caller sets its length;
+    ids, the response up to its mask, and each score)."""
     scorers = scorers or {}
     extra: dict[str, list] = {name: [] for name in scorers}
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -49,6 +52,13 @@ def validate(
         scores.append(rollout.scores)
         for name, scorer_of_name in scorers.items():
             extra[name].append(scorer_of_name(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask, rollout.ended))
+        if samples is not None and start == 0:
+            for row in range(len(rollout.scores)):
+                samples.append({
+                    "prompt_ids": rollout.prompt_ids[row][rollout.prompt_mask[row].bool()].tolist(),
+                    "response_ids": rollout.response_ids[row][response_mask[row].bool()].tolist(),
+                    "scores": {"reward": rollout.scores[row].item(), **{f"reward_{n}": extra[n][-1][row].item() for n in scorers}},
+                })  # fmt: skip
         lengths.append(response_mask.sum(dim=1).float())
         if rollout.ref_logprobs is not None:
             kl = kl_estimate(rollout.proximal_logprobs, rollout.ref_logprobs, KLEstimator.k1)  # the policy's own log-probs

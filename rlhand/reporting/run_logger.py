@@ -10,6 +10,7 @@ from rlhand.config.schema import TrainConfig
 from rlhand.errors import writing
 from rlhand.reporting.console import ConsoleReporter, compact_line
 from rlhand.reporting.metrics_file import MetricsFile
+from rlhand.reporting.samples import SamplesFile, console_line, markdown
 from rlhand.reporting.text_log import close_text_log, open_text_log
 
 
@@ -24,6 +25,7 @@ class RunLogger:
             self.text = open_text_log(log_dir) if cfg.logging.text_log else None
             if cfg.logging.jsonl:
                 self.sinks.append(MetricsFile(log_dir / "metrics.jsonl", history))
+            self.samples_file = SamplesFile(log_dir / "samples.jsonl", resumed_step) if cfg.eval.samples else None
             if cfg.logging.tensorboard:
                 from rlhand.reporting.tensorboard import TensorBoardSink
 
@@ -70,6 +72,17 @@ class RunLogger:
             if self.text and (row["step"] % self.every == 0 or row["step"] == 1 or "val/reward" in row):
                 self.text.info(f"step {row['step']} {compact_line(row)}")
 
+    def samples(self, step: int, samples: list[dict]) -> None:
+        if not samples:
+            return
+        self.console.print(console_line(samples[0]))
+        with writing(self.log_dir):
+            if self.samples_file is not None:
+                self.samples_file.write(step, samples)
+            for sink in self.sinks:
+                if hasattr(sink, "text"):
+                    sink.text("samples", markdown(samples), step)
+
     def close(self) -> None:
         self.console.close()
         for closing in [sink.close for sink in self.sinks] + ([lambda: close_text_log(self.text)] if self.text else []):
@@ -95,6 +108,9 @@ class SilentLogger:
         pass
 
     def metrics(self, row: dict) -> None:
+        pass
+
+    def samples(self, step: int, samples: list[dict]) -> None:
         pass
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""logs/tensorboard/: scalar event files, one tag per metric key."""
+"""logs/tensorboard/: scalar event files, one tag per metric key; validation samples as text."""
 
 from pathlib import Path
 
@@ -16,6 +16,10 @@ class TensorBoardSink:
         for key, value in metrics.items():
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -126,6 +126,7 @@ class Run:
         """The starting model's validation figures (verl's val_before_train): in the log and in
         logs/val_before_training.json, not in the step history (a resumed run does not repeat it)."""
         stats, _ = self.stage.validate(0)
+        log.samples(0, self.stage.samples())
         log.info("before training: " + ", ".join(f"{k} {v:+.4f}" for k, v in stats.items()))
         if self.dist.is_main:
             with writing(self.run_dir / "logs" / "val_before_training.json"):
@@ -136,6 +137,7 @@ class Run:
         """Validation, then the things it drives: plateau LR, best model, early stopping."""
         started = time.perf_counter()
         stats, value = self.stage.validate(self.step)
+        log.samples(self.step, self.stage.samples())
         self.lr_schedule.on_validation(value)
         # The stage's figure, higher is better ("-val/loss": a loss, shown as itself).
         sign, name = (-1, self.stage.watched[1:]) if self.stage.watched.startswith("-") else (1, self.stage.watched)

@@ -59,6 +59,9 @@ class Stage(Protocol):
     def validate(self, step: int) -> tuple[dict, float]:
         """Validation metrics, and the one figure early stopping, the plateau LR and the best model follow."""
 
+    def samples(self) -> list[dict]:
+        """The last validation's readable samples ({prompt, response, scores}); [] where none."""
+
     def state_dict(self) -> dict:
         """The stage's global state besides its learners' (the same on every rank)."""
 

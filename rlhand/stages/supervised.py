@@ -136,6 +136,9 @@ class SupervisedStage:
 
     def watched_value(self, val: dict) -> float: ...
 
+    def samples(self) -> list[dict]:
+        return []  # the supervised stages generate nothing
+
     def state_dict(self) -> dict:
         return {"sampler": self.sampler.state_dict(), "seen": self.seen}
 

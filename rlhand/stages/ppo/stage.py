@@ -74,6 +74,7 @@ class PPOStage:
             chunk_bytes=self.models.limits.logit_chunk_bytes,
         )
         self.totals = {"samples/generated": 0, "samples/trained": 0}
+        self.last_samples: list[dict] = []
         self.val_scorers = {name: FunctionScorer(fn, inputs.tokenizer, name=f"eval.scorers.{name}") for name, fn in inputs.val_scorers.items()}
 
     def start(self) -> None:
@@ -144,6 +145,7 @@ class PPOStage:
     def validate(self, step: int) -> tuple[dict, float]:
         cfg, env, inputs = self.cfg, self.env, self.inputs
         prompts = inputs.val_prompt_ids[self.dist.shard(len(inputs.val_prompt_ids))]
+        raw: list[dict] = []  # rank 0's first validation batch, for samples()
         self.collector.sync()
         with env.autocast(), gathered(self.collector.sampling_modules()):
             stats = validate(
@@ -160,10 +162,20 @@ class PPOStage:
                 reducer=self.dist,
                 engine=self.collector.engine,
                 scorers=self.val_scorers,
+                samples=raw,
             )
+        tokenizer = inputs.tokenizer
+        self.last_samples = [
+            {"prompt": tokenizer.decode(s["prompt_ids"], skip_special_tokens=True), "response": tokenizer.decode(s["response_ids"], skip_special_tokens=True), "scores": s["scores"]}
+            for s in raw[: cfg.eval.samples]
+        ]
         env.timer.pop()  # validation phases are not training time
         release_cached_memory(env.device, cfg.trainer.empty_cache)
         return stats, stats["val/reward"]
+
+    def samples(self) -> list[dict]:
+        """The last validation's first eval.samples prompts, responses (to the EOS) and scores, as text."""
+        return self.last_samples if self.dist.is_main else []
 
     def state_dict(self) -> dict:
         return {"totals": dict(self.totals), "kl_controller": self.kl_ctl.state_dict(), "sampler": self.collector.sampler.state_dict()}

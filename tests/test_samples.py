@@ -1,0 +1,35 @@
+"""Validation writes text a person can read: logs/samples.jsonl and TensorBoard text, the samples
+being the ones validation scored."""
+
+import json
+
+import pytest
+
+from rlhand.stages import build_run
+from rlhand.tasks.letters import letters_reward
+from tests.conftest import FAST, compose_cfg
+
+
+def test_validation_samples_are_the_scored_responses_as_text(tmp_path):
+    cfg = compose_cfg(FAST + ["eval.every=1", "eval.num_prompts=8", "eval.samples=3", "logging.tensorboard=true", "+eval.scorers.gold._target_=rlhand.tasks.letters.letters_reward"])
+    run = build_run(cfg, tmp_path)
+    history = run.fit()
+    rows = [json.loads(line) for line in (tmp_path / "logs" / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 1, 1, 2, 2, 2]
+    val_prompts = {run.stage.inputs.tokenizer.decode(ids, skip_special_tokens=True) for ids in run.stage.inputs.val_prompt_ids}
+    for row in rows:
+        assert row["prompt"] in val_prompts and row["prompt"].endswith("=")
+        # The score recorded is the reward of exactly this text: the sample is what was scored.
+        assert row["scores"]["reward"] == pytest.approx(letters_reward([row["prompt"]], [row["response"]])[0], abs=1e-6)
+        assert row["scores"]["reward_gold"] == pytest.approx(row["scores"]["reward"], abs=1e-6)
+    assert "val/reward_gold" in history[-1]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "logs" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "samples/text_summary" in events.Tags()["tensors"]
+
+
+def test_samples_can_be_switched_off(tmp_path):
+    build_run(compose_cfg(FAST + ["eval.every=1", "eval.num_prompts=8", "eval.samples=0"]), tmp_path).fit()
+    assert not (tmp_path / "logs" / "samples.jsonl").exists()
