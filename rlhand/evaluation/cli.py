@@ -1,0 +1,184 @@
+"""rlhand-eval: generate with one or more policies on the same prompts (the same seeds: common random
+numbers), score every response with the chosen scorers, and compare each policy with the first:
+mean scores, A/B win rate per scorer with ties, a bootstrap 95% interval and the length-controlled
+win rate (rlhand/evaluation/ab.py). Writes <out>/samples.jsonl and <out>/summary.json, never into a
+training run's folder.
+
+    rlhand-eval --policy rl=runs/ppo --policy sft=runs/sft/final/policy --task letters \\
+        --scorer gold=rlhand.tasks.letters.letters_reward --reward-model rm=runs/rm/final/reward_model --out eval/rl_vs_sft
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhand.config.schema import Truncation
+from rlhand.data.prompts import Prompt, encode_prompts, read_prompt_file
+from rlhand.data.sampler import left_pad
+from rlhand.data.tokenizer import load_tokenizer
+from rlhand.errors import UserError
+from rlhand.evaluation.ab import ab_summary
+from rlhand.models.loaders import load_reward_model
+from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
+from rlhand.rewards.retokenize import RetokenizingScorer, same_tokenizer
+from rlhand.rollout.sampler import sample_responses
+from rlhand.tasks import BUILTIN_PROMPTS
+
+
+class EvalError(UserError):
+    """A bad rlhand-eval argument; the message names it."""
+
+
+def named(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise EvalError(f"{flag} {value!r}: give NAME=VALUE")
+        if name in out:
+            raise EvalError(f"{flag} {name}: named twice")
+        out[name] = target
+    return out
+
+
+def policy_folder(path: str) -> Path:
+    """A transformers folder, or a run folder (its final/policy)."""
+    folder = Path(path)
+    if (folder / "final" / "policy" / "config.json").is_file():
+        return folder / "final" / "policy"
+    if not (folder / "config.json").is_file():
+        raise EvalError(f"--policy {path}: neither a transformers model folder nor a run folder with final/policy")
+    return folder
+
+
+def read_prompts(args) -> list[Prompt]:
+    if args.prompts:
+        prompts = read_prompt_file(Path(args.prompts), args.prompt_column)
+    else:
+        if args.task not in BUILTIN_PROMPTS:
+            raise EvalError(f"--task {args.task}: no built-in task (have {sorted(BUILTIN_PROMPTS)})")
+        # A seed of its own: prompts apart from the training run's (task.num_prompts drawn with seed=cfg.seed).
+        texts = BUILTIN_PROMPTS[args.task](args.num_prompts, 8, 1_000_000 + args.seed)
+        prompts = [Prompt(f"task {args.task}: prompt {i}", t) for i, t in enumerate(texts)]
+    return prompts[: args.num_prompts]
+
+
+@torch.no_grad()
+def generate(folder: Path, prompts: list[Prompt], args, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
+    ids = encode_prompts(tokenizer, prompts, args.max_prompt_tokens, Truncation.left)
+    generator = torch.Generator(device=device).manual_seed(args.seed)  # the same draws for every policy
+    batches = []
+    for start in range(0, len(ids), args.batch_size):
+        prompt_ids, prompt_mask = (t.to(device) for t in left_pad(ids[start : start + args.batch_size], tokenizer.pad_token_id))
+        samples = sample_responses(
+            model, prompt_ids, prompt_mask, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_k=1 if args.greedy else args.top_k, top_p=args.top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, generator=generator,
+        )  # fmt: skip
+        batches.append((prompt_ids, prompt_mask, samples))
+    return tokenizer, batches
+
+
+def scorers_for(tokenizer, functions: dict, reward_models: dict, device):
+    out = {name: FunctionScorer(fn, tokenizer, name=f"--scorer {name}") for name, fn in functions.items()}
+    for name, (model, own) in reward_models.items():
+        out[name] = ModelScorer(model) if same_tokenizer(own, tokenizer) else RetokenizingScorer(model, tokenizer, own, bool(getattr(own, "chat_template", None)))
+    return out
+
+
+def evaluate(args) -> dict:
+    policies = {name: policy_folder(path) for name, path in named(args.policy, "--policy").items()}
+    functions = {name: resolve_reward_function({"_target_": t}, f"--scorer {name}") for name, t in named(args.scorer, "--scorer").items()}
+    out = Path(args.out)
+    if (out / "training_config.json").exists() or (out / "logs" / "metrics.jsonl").exists():
+        raise EvalError(f"--out {out}: a training run's folder; rlhand-eval writes its own")
+    if not functions and not args.reward_model:
+        raise EvalError("give at least one --scorer or --reward-model")
+    prompts = read_prompts(args)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    reward_models = {name: (load_reward_model(path).to(device).eval(), load_tokenizer(path)) for name, path in named(args.reward_model, "--reward-model").items()}
+    rows, scores, lengths = [], {}, {}
+    for policy, folder in policies.items():
+        tokenizer, batches = generate(folder, prompts, args, device)
+        scorers = scorers_for(tokenizer, functions, reward_models, device)
+        per = {name: [] for name in scorers}
+        for prompt_ids, prompt_mask, s in batches:
+            for name, scorer in scorers.items():
+                per[name].append(scorer(prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended).cpu())
+            lengths.setdefault(policy, []).extend(s.response_mask.sum(dim=1).tolist())
+            texts = tokenizer.batch_decode([r[m.bool()].tolist() for r, m in zip(s.response_ids, s.response_mask)], skip_special_tokens=True)
+            rows += [{"policy": policy, "response": t} for t in texts]
+        scores[policy] = {name: torch.cat(parts).numpy() for name, parts in per.items()}
+    for i, row in enumerate(rows):
+        row["prompt"] = prompts[i % len(prompts)].text
+        row["scores"] = {name: float(values[i % len(prompts)]) for name, values in scores[row["policy"]].items()}
+    first = next(iter(policies))
+    summary = {
+        "prompts": len(prompts),
+        "seed": args.seed,
+        "mean_scores": {p: {n: float(v.mean()) for n, v in s.items()} for p, s in scores.items()},
+        "mean_length": {p: float(np.mean(v)) for p, v in lengths.items()},
+        "ab": {
+            f"{other} vs {first}": {n: ab_summary(scores[other][n], scores[first][n], lengths[other], lengths[first], args.seed) for n in scores[first]}
+            for other in policies
+            if other != first
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samples.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def report(summary: dict) -> str:
+    lines = [f"{summary['prompts']} prompts, seed {summary['seed']}"]
+    for policy, means in summary["mean_scores"].items():
+        lines.append(f"{policy}: " + ", ".join(f"{n} {v:+.4f}" for n, v in means.items()) + f", length {summary['mean_length'][policy]:.1f}")
+    for pair, by_scorer in summary["ab"].items():
+        for scorer, r in by_scorer.items():
+            low, high = r["interval_95"]
+            lines.append(f"{pair} by {scorer}: win rate {r['win_rate']:.3f} [{low:.3f}, {high:.3f}], ties {r['ties']:.2f}, length-controlled {r['length_controlled_win_rate']:.3f}")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlhand-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", action="append", required=True, help="NAME=FOLDER (a transformers folder or a run folder); the first is the baseline")
+    p.add_argument("--scorer", action="append", default=[], help="NAME=module.function, a reward function")
+    p.add_argument("--reward-model", action="append", default=[], help="NAME=FOLDER, a *ForSequenceClassification reward model")
+    p.add_argument("--prompts", help="a prompt file (.jsonl, .csv, .parquet, datasets folder)")
+    p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--task", default="letters", help="a built-in task's prompts when --prompts is not given")
+    p.add_argument("--num-prompts", type=int, default=128)
+    p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--greedy", action="store_true", help="the most likely token each step")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", required=True, help="a folder of its own for samples.jsonl and summary.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        summary = evaluate(args)
+    except UserError as err:
+        print(f"rlhand-eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(report(summary))
+
+
+if __name__ == "__main__":
+    main()
