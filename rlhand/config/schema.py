@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from rlhand.config.batch_layout import check_batch_layout
-from rlhand.config.checks import check
+from rlhand.config.checks import check, check_mixture
 from rlhand.config.stages import RewardModelConfig, SFTConfig, StageKind
 from rlhand.core.estimators import ESTIMATORS
 from rlhand.core.kl import KLEstimator
@@ -388,6 +388,8 @@ class TaskConfig:
     # file: JSONL, CSV, Parquet or a saved `datasets` folder with a prompt column.
     path: Optional[str] = None
     prompt_column: str = "prompt"
+    # file: several prompt files mixed by weight instead of `path`: name -> {path: ..., weight: ...}.
+    mixture: Dict[str, Any] = field(default_factory=dict)
     # Validation prompts from their own file (same formats); null holds eval.num_prompts out of the
     # training prompts instead.
     val_path: Optional[str] = None
@@ -395,8 +397,9 @@ class TaskConfig:
     truncation: Truncation = Truncation.left
 
     def __post_init__(self) -> None:
+        check_mixture(self.mixture, "task", self.path)
         if self.source is PromptSource.file:
-            check(bool(self.path), "task.path", "task.source=file needs a path")
+            check(bool(self.path) or bool(self.mixture), "task.path", "task.source=file needs a path (or a task.mixture)")
         check(self.num_prompts > 0, "task.num_prompts", "must be > 0")
         check(self.prompt_chars > 0, "task.prompt_chars", "must be > 0")
         check(self.max_prompt_tokens > 0, "task.max_prompt_tokens", "must be > 0")
@@ -423,6 +426,11 @@ class RewardConfig:
     chat_template: ChatTemplate = ChatTemplate.auto
     # remote: the server's URL (http or https), seconds per request, retries (with backoff), texts per
     # request and requests in flight at once.
+    # Several rewards: the score is weight * this reward + the sum of each component's weight times
+    # its reward function (components: name -> {_target_: module.function, weight: w, ...}); each
+    # component's mean is logged as reward/<name>, this reward's as reward/main.
+    weight: float = 1.0
+    components: Dict[str, Any] = field(default_factory=dict)
     url: Optional[str] = None
     timeout_s: float = 30.0
     retries: int = 3
@@ -433,6 +441,10 @@ class RewardConfig:
         if self.kind is RewardKind.remote:
             check(bool(self.url) and str(self.url).startswith(("http://", "https://")), "reward.url", "reward=remote needs an http:// or https:// URL" + (f", not {self.url!r}" if self.url else ""))
             check(self.timeout_s > 0 and self.retries >= 0 and self.request_size > 0 and self.in_flight > 0, "reward", "timeout_s, request_size and in_flight must be > 0, retries >= 0")
+        for name, spec in self.components.items():
+            check(isinstance(spec, dict) and bool(spec.get("_target_")), f"reward.components.{name}", "needs a _target_ naming a reward function")
+            check(isinstance(spec.get("weight"), (int, float)) and not isinstance(spec.get("weight"), bool), f"reward.components.{name}.weight", "needs a number")
+            check(name != "main", f"reward.components.{name}", "'main' names the run's own reward")
         check(not self.normalize or self.kind is RewardKind.model, "reward.normalize", "standardises a reward model's scores: needs reward=model")
         if self.kind is RewardKind.function and not (self.function or {}).get("_target_"):
             # reward=none (conf/reward/none.yaml) is the default for every task but letters: a run

@@ -1,11 +1,11 @@
 """Which stage a run trains, and the settings of the two supervised stages (stage=sft,
 stage=reward_model). The RL stage's settings are the algo, replay, generation and reward groups."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Dict, Optional
 
-from rlhand.config.checks import check
+from rlhand.config.checks import check, check_mixture
 
 
 class StageKind(str, Enum):
@@ -27,6 +27,8 @@ class SFTConfig:
     path: Optional[str] = None
     # Held-out demonstrations in their own file; null holds eval.num_prompts out of `path`'s.
     val_path: Optional[str] = None
+    # Several files mixed by weight instead of `path`: name -> {path: ..., weight: ...}.
+    mixture: Dict[str, Any] = field(default_factory=dict)
     prompt_column: str = "prompt"
     completion_column: str = "completion"
     messages_column: str = "messages"
@@ -42,6 +44,7 @@ class SFTConfig:
     demo_quality: float = 0.7
 
     def __post_init__(self) -> None:
+        check_mixture(self.mixture, "sft", self.path)
         check(self.batch_size > 0, "sft.batch_size", "must be > 0")
         check(self.lr > 0, "sft.lr", "must be > 0")
         check(self.max_completion_tokens > 0, "sft.max_completion_tokens", "must be > 0")
@@ -56,6 +59,8 @@ class RewardModelConfig:
     # prompt_column null for whole texts). null: the built-in task's pairs, labelled by its reward.
     path: Optional[str] = None
     val_path: Optional[str] = None
+    # Several files mixed by weight instead of `path`: name -> {path: ..., weight: ...}.
+    mixture: Dict[str, Any] = field(default_factory=dict)
     prompt_column: Optional[str] = "prompt"
     chosen_column: str = "chosen"
     rejected_column: str = "rejected"
@@ -73,6 +78,7 @@ class RewardModelConfig:
     label_noise: float = 0.1
 
     def __post_init__(self) -> None:
+        check_mixture(self.mixture, "rm", self.path)
         check(self.batch_size > 0, "rm.batch_size", "must be > 0")
         check(self.lr > 0, "rm.lr", "must be > 0")
         check(self.center_coef >= 0, "rm.center_coef", "must be >= 0")

@@ -53,26 +53,14 @@ def validate(
         for name, scorer_of_name in scorers.items():
             extra[name].append(scorer_of_name(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask, rollout.ended))
         if samples is not None and start == 0:
-            for row in range(len(rollout.scores)):
-                samples.append({
-                    "prompt_ids": rollout.prompt_ids[row][rollout.prompt_mask[row].bool()].tolist(),
-                    "response_ids": rollout.response_ids[row][response_mask[row].bool()].tolist(),
-                    "scores": {"reward": rollout.scores[row].item(), **{f"reward_{n}": extra[n][-1][row].item() for n in scorers}},
-                })  # fmt: skip
+            samples += readable_rows(rollout, {n: parts[-1] for n, parts in extra.items()})
         lengths.append(response_mask.sum(dim=1).float())
         if rollout.ref_logprobs is not None:
             kl = kl_estimate(rollout.proximal_logprobs, rollout.ref_logprobs, KLEstimator.k1)  # the policy's own log-probs
             kls.append(masked_sum(kl, response_mask, dim=1))
         with timer("validate_entropy"):
-            inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask)
-            limits = models.limits
-            entropy = in_parts(
-                lambda part: policy_forward(models.policy, part, gen.temperature, entropy=True, chunk_bytes=limits.logit_chunk_bytes).entropy,
-                inputs,
-                limits.score_max_tokens,
-            )
             # Weighted by token count so the batches combine into one per-token mean.
-            entropies.append(masked_mean(entropy, response_mask) * response_mask.sum())
+            entropies.append(masked_mean(response_entropy(models, rollout, gen.temperature), response_mask) * response_mask.sum())
     total_tokens = torch.cat(lengths).sum()
     entropy_sum = torch.stack(entropies).sum()
     entropy_sum, total_tokens = reducer.sum(torch.stack([entropy_sum, total_tokens]))
@@ -86,3 +74,26 @@ def validate(
     if kls:
         out["val/kl"] = mean(torch.cat(kls), reducer).item()
     return out
+
+
+def response_entropy(models: Models, rollout, temperature: float) -> torch.Tensor:
+    """(B, R) the policy's entropy at each response position."""
+    inputs = sequence_inputs(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask)
+    limits = models.limits
+    return in_parts(
+        lambda part: policy_forward(models.policy, part, temperature, entropy=True, chunk_bytes=limits.logit_chunk_bytes).entropy,
+        inputs,
+        limits.score_max_tokens,
+    )
+
+
+def readable_rows(rollout, extra: dict[str, torch.Tensor]) -> list[dict]:
+    """Each row's prompt and response ids (to the response's mask) and its scores."""
+    return [
+        {
+            "prompt_ids": rollout.prompt_ids[row][rollout.prompt_mask[row].bool()].tolist(),
+            "response_ids": rollout.response_ids[row][rollout.response_mask[row].bool()].tolist(),
+            "scores": {"reward": rollout.scores[row].item(), **{f"reward_{n}": scores[row].item() for n, scores in extra.items()}},
+        }
+        for row in range(len(rollout.scores))
+    ]

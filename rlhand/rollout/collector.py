@@ -8,7 +8,8 @@ from collections.abc import Callable
 import torch
 
 from rlhand.config.schema import TrainConfig
-from rlhand.data.sampler import PromptSampler, left_pad
+from rlhand.data.mixture import build_sampler
+from rlhand.data.sampler import left_pad
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.sharding import gathered
 from rlhand.models.build import Models
@@ -19,10 +20,11 @@ from rlhand.rollout.groups import DynamicSampling, repeat_groups
 
 
 class RolloutCollector:
-    def __init__(self, cfg: TrainConfig, models: Models, scorer: Callable, tokenizer, prompt_ids: list[list[int]], ctx: DistContext, device, timer):
+    def __init__(self, cfg: TrainConfig, models: Models, scorer: Callable, tokenizer, prompt_ids: list[list[int]], ctx: DistContext, device, timer, mixture=None):
         self.cfg, self.models, self.scorer, self.tokenizer = cfg, models, scorer, tokenizer
         self.prompt_ids, self.ctx, self.device, self.timer = prompt_ids, ctx, device, timer
-        self.sampler = PromptSampler(len(prompt_ids), cfg.seed)
+        # mixture: (each prompt's source, the sources' weights) for task.mixture, else None
+        self.sampler = build_sampler(*(mixture or (None, None)), len(prompt_ids), cfg.seed)
         self.group_size = cfg.generation.samples_per_prompt
         self.engine = HFEngine(models)  # until start(): the engine of generation.engine
         self.stale = True  # the engine has not seen the policy's current weights

@@ -16,8 +16,8 @@ from transformers import PreTrainedTokenizerBase
 from rlhand.checkpoint.atomic import atomic_dir
 from rlhand.config.load import ConfigError
 from rlhand.config.schema import Autocast, TrainConfig
+from rlhand.data.mixture import build_sampler, load_mixture, mixture_counts
 from rlhand.data.prompts import split_holdout
-from rlhand.data.sampler import PromptSampler
 from rlhand.distributed.layout import Parallel
 from rlhand.distributed.sharding import full_state_dict, shard_model
 from rlhand.models.folders import save_trained_model
@@ -31,6 +31,9 @@ class SupervisedInputs:
     tokenizer: PreTrainedTokenizerBase
     train: list  # examples or pairs, in file order
     val: list  # empty unless eval.every > 0
+    labels: list[int] | None = None  # a mixture: each training item's source
+    sources: list[str] | None = None  # a mixture's source names, and their weights
+    weights: list[float] | None = None
 
 
 class SupervisedStage:
@@ -47,15 +50,22 @@ class SupervisedStage:
         if settings.batch_size % ctx.world_size:
             raise ConfigError(f"{cls.section}.batch_size: {settings.batch_size} does not split over {ctx.world_size} ranks")
         tokenizer = stage_tokenizer(cfg)
-        train, val = cls.load(cfg, tokenizer, settings.path), []
+        sources = weights = None
+        if settings.mixture:
+            train, labels, sources, weights = load_mixture(settings.mixture, lambda path: cls.load(cfg, tokenizer, path))
+        else:
+            train = cls.load(cfg, tokenizer, settings.path)
+            labels = [0] * len(train)
+        val = []
         if cfg.eval.every > 0:
             if settings.val_path:
                 val = cls.load(cfg, tokenizer, settings.val_path)[: cfg.eval.num_prompts]
             else:
-                train, val = split_holdout(train, cfg.eval.num_prompts, cfg.seed)
+                kept, held = split_holdout(list(zip(train, labels)), cfg.eval.num_prompts, cfg.seed)
+                train, labels, val = [t for t, _ in kept], [label for _, label in kept], [t for t, _ in held]
             if len(val) % ctx.world_size:
                 raise ConfigError(f"{cls.section}.val_path: its {len(val)} held-out examples do not split over {ctx.world_size} ranks")
-        return SupervisedInputs(tokenizer, train, val)
+        return SupervisedInputs(tokenizer, train, val, labels if sources else None, sources, weights)
 
     @classmethod
     def rank_local_state(cls, cfg: TrainConfig) -> bool:
@@ -78,7 +88,7 @@ class SupervisedStage:
         # The optimizer's eps, weight decay and gradient clipping are algo.*'s, as in the RL stage.
         learner = adamw_learner(self.model, self.settings.lr, cfg.algo, self.dist, env.layout.sums_gradients)
         self.learners = Learners.of(**{self.learner: learner})
-        self.sampler = PromptSampler(len(inputs.train), cfg.seed)
+        self.sampler = build_sampler(inputs.labels, inputs.weights, len(inputs.train), cfg.seed)
         self.seen = 0
 
     def build_model(self, cfg: TrainConfig, tokenizer, device: torch.device): ...
@@ -87,7 +97,7 @@ class SupervisedStage:
         """(this rank's share of the loss over all ranks' counts, the batch's statistics over all ranks)."""
 
     def describe(self) -> str:
-        data = self.settings.path or f"the built-in {self.cfg.task.name} data"
+        data = self.settings.path or (f"a mixture of {', '.join(self.inputs.sources)}" if self.inputs.sources else f"the built-in {self.cfg.task.name} data")
         return f"rlhand: {self.cfg.stage.value} on {data} ({len(self.inputs.train)} examples, {len(self.inputs.val)} held out)"
 
     def plot_title(self) -> str:
@@ -113,6 +123,7 @@ class SupervisedStage:
             "train/grad_norm": float(norm),
             "train/examples_seen": self.seen,
             "train/epoch": self.seen / len(self.inputs.train),
+            **mixture_counts(self.sampler, self.inputs.sources or []),
             **self.dist.slowest({"time/iteration_s": time.perf_counter() - started}),
         }
 

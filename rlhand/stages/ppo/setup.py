@@ -2,7 +2,7 @@
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from rlhand.config.schema import (
     TrainConfig,
 )
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
+from rlhand.data.mixture import load_mixture
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
@@ -34,6 +35,7 @@ from rlhand.models.sources import check_model_sources
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
+from rlhand.rewards.combined import CombinedScorer, component_weights
 from rlhand.rewards.model import read_score_stats
 from rlhand.rewards.remote import RemoteScorer, check_reachable
 from rlhand.rewards.retokenize import RetokenizingScorer, reward_model_tokenizer, uses_chat_template
@@ -51,6 +53,10 @@ class RunInputs:
     val_prompt_ids: list[list[int]]  # empty unless eval.every > 0
     reward_fn: Callable | None
     val_scorers: dict[str, Callable]  # eval.scorers, imported: name -> reward function
+    prompt_labels: list[int] | None = None  # task.mixture: each training prompt's source
+    sources: list[str] | None = None  # task.mixture's names and weights
+    weights: list[float] | None = None
+    components: dict[str, tuple[Callable, float]] = field(default_factory=dict)  # reward.components, imported
     score_stats: tuple[float, float] | None = None  # reward.normalize: the reward model's (mean, std)
     reward_tokenizer: PreTrainedTokenizerBase | None = None  # a reward model's own, when it is not the policy's
 
@@ -98,12 +104,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     if cfg.reward.kind is RewardKind.remote:
         check_reachable(cfg.reward.url)
     task = cfg.task
-    prompts, val_prompts = load_prompts(task, cfg.seed), []
-    if cfg.eval.every > 0:
-        if task.val_path:
-            val_prompts = read_prompt_file(Path(task.val_path), task.prompt_column)[: cfg.eval.num_prompts]
-        else:
-            prompts, val_prompts = split_holdout(prompts, cfg.eval.num_prompts, cfg.seed)
+    prompts, labels, sources, weights, val_prompts = task_prompts(cfg)
     ctx = context.current()
     if len(val_prompts) % ctx.world_size:
         raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
@@ -114,8 +115,31 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         reward_fn=reward_fn,
         score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize else None,
         reward_tokenizer=reward_model_tokenizer(cfg, tokenizer),
+        prompt_labels=labels if sources else None,
+        sources=sources,
+        weights=weights,
+        components={name: (resolve_reward_function(spec, f"reward.components.{name}"), weight) for name, (spec, weight) in component_weights(cfg.reward.components).items()},
         val_scorers={name: resolve_reward_function(spec, f"eval.scorers.{name}") for name, spec in cfg.eval.scorers.items()},
     )
+
+
+def task_prompts(cfg: TrainConfig):
+    """(training prompts, each one's source, the mixture's names and weights or None, validation prompts)."""
+    task = cfg.task
+    sources = weights = None
+    if task.mixture:
+        prompts, labels, sources, weights = load_mixture(task.mixture, lambda path: read_prompt_file(Path(path), task.prompt_column))
+    else:
+        prompts = load_prompts(task, cfg.seed)
+        labels = [0] * len(prompts)
+    val_prompts = []
+    if cfg.eval.every > 0:
+        if task.val_path:
+            val_prompts = read_prompt_file(Path(task.val_path), task.prompt_column)[: cfg.eval.num_prompts]
+        else:
+            kept, held = split_holdout(list(zip(prompts, labels)), cfg.eval.num_prompts, cfg.seed)
+            prompts, labels, val_prompts = [p for p, _ in kept], [label for _, label in kept], [p for p, _ in held]
+    return prompts, labels, sources, weights, val_prompts
 
 
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
@@ -132,6 +156,9 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) ->
         scorer = RemoteScorer(r.url, inputs.tokenizer, r.timeout_s, r.retries, r.request_size, r.in_flight)
     else:
         scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
+    if inputs.components:
+        parts = {name: (FunctionScorer(fn, inputs.tokenizer, name=f"reward.components.{name}"), weight) for name, (fn, weight) in inputs.components.items()}
+        scorer = CombinedScorer(scorer, cfg.reward.weight, parts)
     return models, scorer
 
 

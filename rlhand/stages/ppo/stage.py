@@ -16,10 +16,12 @@ import torch
 
 from rlhand.checkpoint.store import CheckpointError
 from rlhand.config.schema import TrainConfig
+from rlhand.data.mixture import mixture_counts
 from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import release_cached_memory
 from rlhand.rewards import FunctionScorer
+from rlhand.rewards.combined import CombinedScorer
 from rlhand.rewards.retokenize import RetokenizingScorer
 from rlhand.rollout.collector import RolloutCollector
 from rlhand.rollout.engines import check_engine
@@ -59,7 +61,8 @@ class PPOStage:
         ctx.reseed_for_rank(cfg.seed, seed_everything)  # ranks built identical models; from here each samples its own
         self.learners = setup.build_learners(cfg, self.models, ctx, env.layout)
         self.kl_ctl = setup.build_kl_controller(cfg)
-        self.collector = RolloutCollector(cfg, self.models, self.scorer, inputs.tokenizer, inputs.prompt_ids, ctx, env.device, env.timer)
+        mixture = (inputs.prompt_labels, inputs.weights) if inputs.sources else None
+        self.collector = RolloutCollector(cfg, self.models, self.scorer, inputs.tokenizer, inputs.prompt_ids, ctx, env.device, env.timer, mixture)
         self.replay = setup.build_replay(cfg, inputs, self.models, env.device, ctx)  # NoReplay when replay=off
         self.update = PPOUpdate(
             self.learners,
@@ -115,6 +118,9 @@ class PPOStage:
         stats = sampled_stats(sampled, self.dist, with_values=self.models.has_critic)
         stats.update(sampling_stats)
         stats.update(mismatch_stats(rollout, cfg.algo.is_truncation, self.dist))
+        stats.update(mixture_counts(self.collector.sampler, self.inputs.sources or []))
+        if isinstance(self.scorer, CombinedScorer):
+            stats.update(self.scorer.component_means(self.dist))
         del rollout, batch, sampled, mixed  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(env.device, cfg.trainer.empty_cache)
         times = {
