@@ -12,10 +12,9 @@ SHOWN_CHARS = 120  # of a sample on the console
 class SamplesFile:
     def __init__(self, path: Path, resumed_step: int):
         self.path = path
-        kept = []
         if path.exists():  # a resume keeps what its checkpoint's trajectory wrote, a fresh run nothing
             kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= resumed_step]
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def write(self, step: int, samples: list[dict]) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
