@@ -26,6 +26,8 @@ def test_length_control_removes_a_win_rate_that_only_length_explains():
     assert won.mean() > 0.7  # the raw win rate says A is better
     assert length_controlled(won, diff) == pytest.approx(0.5, abs=0.03)  # at equal lengths it is not
     assert length_controlled(np.array([1.0, 0.0, 1.0, 1.0]), np.zeros(4)) == 0.75  # no length differences: the plain rate
+    separated = np.linspace(-1, 1, 200)
+    assert length_controlled((separated > 0).astype(float), separated) == pytest.approx(0.5, abs=0.02)  # length alone decides: finite, even
 
 
 def test_a_policy_against_itself_is_even():

@@ -62,3 +62,11 @@ def test_a_mixture_and_a_path_together_or_a_weight_missing_is_one_line(tmp_path)
         compose_cfg(["stage=sft", "sft.path=x.jsonl", "+sft.mixture.a.path=y.jsonl", "+sft.mixture.a.weight=1"])
     with pytest.raises(ConfigError, match=r"rm.mixture.a.weight: needs a number > 0"):
         compose_cfg(["stage=reward_model", "+rm.mixture.a.path=y.jsonl", "+rm.mixture.a.weight=0"])
+
+
+def test_a_source_emptied_by_the_hold_out_is_one_line(tmp_path):
+    a = write(tmp_path / "a.jsonl", [{"prompt": "ab=", "completion": "ba"}] * 20)
+    b = write(tmp_path / "b.jsonl", [{"prompt": "cd=", "completion": "dc"}] * 2)
+    mixture = [f"+sft.mixture.a.path={a}", "+sft.mixture.a.weight=1", f"+sft.mixture.b.path={b}", "+sft.mixture.b.weight=1"]
+    with pytest.raises(ConfigError, match=r"sft.mixture.b: no examples left to train on after the 21 held out"):
+        build_run(compose_cfg(["stage=sft", "logging=plain", "eval.every=5", "eval.num_prompts=21", *mixture]), tmp_path / "run")

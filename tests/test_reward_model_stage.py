@@ -69,3 +69,9 @@ def test_normalising_a_reward_model_without_score_stats_is_one_line(tmp_path):
     ppo = ["model=hf", f"model.policy={folder}", "reward=model", f"model.reward_model={folder}", "reward.normalize=true", "logging=plain"]
     with pytest.raises(RewardError, match=r"^reward.normalize: .*score_stats.json is missing or unreadable"):
         build_run(compose_cfg(ppo), tmp_path / "ppo")
+
+
+def test_a_margin_that_is_not_a_number_is_one_line(tmp_path):
+    pairs = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "ab=", "chosen": "ab", "rejected": "zz", "m": 1.0}, {"prompt": "ab=", "chosen": "ab", "rejected": "zz", "m": "n/a"}])
+    with pytest.raises(PromptError, match=rf"^{pairs}: line 2: the margin 'n/a' is not a finite number$"):
+        build_run(compose_cfg(RM + [f"rm.path={pairs}", "rm.margin_column=m"]), tmp_path / "a")

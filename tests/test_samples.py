@@ -33,3 +33,14 @@ def test_validation_samples_are_the_scored_responses_as_text(tmp_path):
 def test_samples_can_be_switched_off(tmp_path):
     build_run(compose_cfg(FAST + ["eval.every=1", "eval.num_prompts=8", "eval.samples=0"]), tmp_path).fit()
     assert not (tmp_path / "logs" / "samples.jsonl").exists()
+
+
+def test_a_resume_keeps_the_samples_up_to_its_checkpoint_and_drops_a_cut_line(tmp_path):
+    from rlhand.reporting.samples import SamplesFile
+
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "prompt": "p", "response": "r", "scores": {}}) + "\n" for s in (0, 2, 4, 6)) + '{"step": 8, "pro')
+    SamplesFile(path, resumed_step=4)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0, 2, 4]
+    SamplesFile(path, resumed_step=0)  # a fresh restart: its validation before training runs again
+    assert path.read_text() == ""

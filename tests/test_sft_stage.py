@@ -72,3 +72,31 @@ def test_a_setting_of_another_stage_is_an_error_naming_it():
         compose_cfg(["stage=sft", "rm.center_coef=0.1"])
     with pytest.raises(ConfigError, match=r"replay: experience replay belongs to stage=ppo"):
         compose_cfg(["stage=sft", "replay=standard"])
+
+
+def test_chat_messages_render_through_the_template_with_its_special_tokens(tmp_path, monkeypatch):
+    from rlhand.data.tokenizer import build_char_tokenizer
+
+    def with_template():
+        tok = build_char_tokenizer()
+        tok.chat_template = "{% for m in messages %}<bos>{{ m['role'][0] }}:{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<bos>a:{% endif %}"
+        return tok
+
+    monkeypatch.setattr("rlhand.stages.inputs.build_char_tokenizer", with_template)
+    demos = tmp_path / "chat.jsonl"
+    demos.write_text(json.dumps({"messages": [{"role": "user", "content": "ab="}, {"role": "assistant", "content": "ba"}]}) + "\n")
+    example = build_run(compose_cfg(SFT + [f"sft.path={demos}"]), tmp_path / "run").stage.inputs.train[0]
+    tok = with_template()
+    # <bos> is the template's special token (one id, as apply_chat_template(tokenize=True) gives), not five characters
+    assert example.prompt_ids == tok.apply_chat_template([{"role": "user", "content": "ab="}], add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert example.prompt_ids.count(tok.bos_token_id) == 2
+    assert tok.decode(example.completion_ids, skip_special_tokens=True) == "ba"
+
+
+def test_a_prompt_longer_than_the_limit_or_the_model_is_one_line(tmp_path):
+    demos = tmp_path / "long.jsonl"
+    demos.write_text(json.dumps({"prompt": "a" * 40 + "=", "completion": "ab"}) + "\n")
+    with pytest.raises(PromptError, match=rf"^{demos}: line 1: prompt has 42 tokens > sft.max_prompt_tokens=16$"):
+        build_run(compose_cfg(SFT + [f"sft.path={demos}", "sft.max_prompt_tokens=16"]), tmp_path / "a")
+    with pytest.raises(ConfigError, match=rf"^{demos}: line 1: 45 tokens > model.n_positions=32$"):
+        build_run(compose_cfg(SFT + [f"sft.path={demos}", "model.n_positions=32"]), tmp_path / "b")

@@ -688,7 +688,8 @@ class TrainConfig:
             check(self.eval.every > 0, "early_stop.patience", "early stopping watches val/reward and needs eval.every > 0")
         check(
             self.model.n_positions >= self.task.max_prompt_tokens + self.generation.max_new_tokens
-            or self.model.source is ModelSource.hf,
+            or self.model.source is ModelSource.hf
+            or self.stage is not StageKind.ppo,  # the supervised stages check their examples' lengths
             "model.n_positions",
             f"{self.model.n_positions} < task.max_prompt_tokens + generation.max_new_tokens",
         )

@@ -33,6 +33,8 @@ class SFTConfig:
     completion_column: str = "completion"
     messages_column: str = "messages"
     loss_on: LossOn = LossOn.completion
+    # Prompt tokens kept; a longer prompt is an error naming its line (never silently cut).
+    max_prompt_tokens: int = 256
     # Demonstrations per optimizer step (over all ranks).
     batch_size: int = 16
     lr: float = 1.0e-3
@@ -47,7 +49,7 @@ class SFTConfig:
         check_mixture(self.mixture, "sft", self.path)
         check(self.batch_size > 0, "sft.batch_size", "must be > 0")
         check(self.lr > 0, "sft.lr", "must be > 0")
-        check(self.max_completion_tokens > 0, "sft.max_completion_tokens", "must be > 0")
+        check(self.max_completion_tokens > 0 and self.max_prompt_tokens > 0, "sft.max_completion_tokens", "and sft.max_prompt_tokens must be > 0")
         check(self.num_examples > 0, "sft.num_examples", "must be > 0")
         check(0.0 <= self.demo_quality <= 1.0, "sft.demo_quality", "must be in [0, 1]")
 
@@ -69,6 +71,8 @@ class RewardModelConfig:
     # Weight of the centring term mean((r_chosen + r_rejected)^2) that keeps scores near 0 (TRL's
     # center_rewards_coefficient; Eisenstein et al. 2023 use 0.01). 0: off.
     center_coef: float = 0.0
+    # Prompt tokens kept; a longer prompt is an error naming its line (never silently cut).
+    max_prompt_tokens: int = 256
     # Pairs per optimizer step (over all ranks).
     batch_size: int = 16
     lr: float = 1.0e-3
@@ -82,6 +86,6 @@ class RewardModelConfig:
         check(self.batch_size > 0, "rm.batch_size", "must be > 0")
         check(self.lr > 0, "rm.lr", "must be > 0")
         check(self.center_coef >= 0, "rm.center_coef", "must be >= 0")
-        check(self.max_completion_tokens > 0, "rm.max_completion_tokens", "must be > 0")
+        check(self.max_completion_tokens > 0 and self.max_prompt_tokens > 0, "rm.max_completion_tokens", "and rm.max_prompt_tokens must be > 0")
         check(self.num_pairs > 0, "rm.num_pairs", "must be > 0")
         check(0.0 <= self.label_noise < 0.5, "rm.label_noise", "must be in [0, 0.5)")

@@ -33,7 +33,7 @@ def preference_stats(chosen: Tensor, rejected: Tensor, reducer: Reducer = LOCAL)
     diff = (chosen - rejected).detach().double()
     scores = torch.cat([chosen, rejected]).detach().double()
     correct = (diff > 0).double() + 0.5 * (diff == 0).double()
-    sums = reducer.sum(torch.stack([correct.sum(), diff.sum(), scores.sum(), scores.pow(2).sum(), torch.tensor(float(len(diff)), dtype=torch.float64)]))
+    sums = reducer.sum(torch.stack([correct.sum(), diff.sum(), scores.sum(), scores.pow(2).sum(), torch.tensor(float(len(diff)), dtype=torch.float64, device=diff.device)]))
     right, margin, total, squares, pairs = sums
     mean = total / (2 * pairs)
     return {

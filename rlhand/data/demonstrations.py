@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
-from rlhand.config.schema import TrainConfig
+from rlhand.config.schema import TrainConfig, Truncation
 from rlhand.data.prompts import Prompt, PromptError, encode_prompts, read_rows
 from rlhand.tasks import BUILTIN_DEMONSTRATIONS
 
@@ -23,20 +23,24 @@ def load_demonstrations(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, pa
         make = BUILTIN_DEMONSTRATIONS.get(task.name)
         if make is None:
             raise PromptError(f"sft.path: no demonstrations given, and task {task.name} has no built-in ones")
-        texts = [(f"task {task.name}: demonstration {i}", p, c) for i, (p, c) in enumerate(make(sft.num_examples, task.prompt_chars, sft.demo_quality, cfg.seed))]
+        texts = [(f"task {task.name}: demonstration {i}", p, c, False) for i, (p, c) in enumerate(make(sft.num_examples, task.prompt_chars, sft.demo_quality, cfg.seed))]
     else:
         rows = read_rows(Path(path), "demonstration")
         texts = [(f"{path}: {where}", *prompt_and_completion(f"{path}: {where}", row, sft, tokenizer)) for where, row in rows]
-    return [encode_example(where, prompt, completion, tokenizer, cfg, sft.max_completion_tokens) for where, prompt, completion in texts]
+    return [
+        Example(where, encode_prompt(where, prompt, tokenizer, sft.max_prompt_tokens, templated), checked_completion(where, completion, tokenizer, sft.max_completion_tokens))
+        for where, prompt, completion, templated in texts
+    ]
 
 
-def prompt_and_completion(where: str, row: dict, sft, tokenizer) -> tuple[str, str]:
+def prompt_and_completion(where: str, row: dict, sft, tokenizer) -> tuple[str, str, bool]:
+    """(prompt text, completion text, whether the prompt is a chat template's rendering)."""
     if sft.messages_column in row and sft.prompt_column not in row:
-        return split_messages(where, row[sft.messages_column], tokenizer, sft.messages_column)
+        return (*split_messages(where, row[sft.messages_column], tokenizer, sft.messages_column), True)
     for column in (sft.prompt_column, sft.completion_column):
         if column not in row:
             raise PromptError(f"{where}: no column {column!r} (found {sorted(row)}); set sft.prompt_column / sft.completion_column, or give a {sft.messages_column!r} column")
-    return row[sft.prompt_column], row[sft.completion_column]
+    return row[sft.prompt_column], row[sft.completion_column], False
 
 
 def split_messages(where: str, messages, tokenizer: PreTrainedTokenizerBase, column: str) -> tuple[str, str]:
@@ -51,14 +55,24 @@ def split_messages(where: str, messages, tokenizer: PreTrainedTokenizerBase, col
     return prompt, messages[-1]["content"]
 
 
-def encode_example(where: str, prompt, completion, tokenizer, cfg: TrainConfig, max_completion: int) -> Example:
-    if not isinstance(completion, str) or not completion.strip():
-        raise PromptError(f"{where}: the completion is missing or empty")
+def encode_prompt(where: str, prompt, tokenizer, limit: int, templated: bool, field: str = "sft.max_prompt_tokens") -> list[int]:
+    """A user's prompt as plain text (special-token strings in it are text, as for RL prompts); a
+    chat template's rendering with its special tokens as the template wrote them, nothing added.
+    Longer than `limit`: an error naming the line."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptError(f"{where}: the prompt is missing or empty")
-    task = cfg.task
-    prompt_ids = encode_prompts(tokenizer, [Prompt(where, prompt)], task.max_prompt_tokens, task.truncation)[0]
-    return Example(where, prompt_ids, encode_completion(where, completion, tokenizer, max_completion))
+    if templated:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) > limit:
+            raise PromptError(f"{where}: prompt has {len(ids)} tokens > {field}={limit}")
+        return ids
+    return encode_prompts(tokenizer, [Prompt(where, prompt)], limit, Truncation.error, field)[0]
+
+
+def checked_completion(where: str, completion, tokenizer, limit: int) -> list[int]:
+    if not isinstance(completion, str) or not completion.strip():
+        raise PromptError(f"{where}: the completion is missing or empty")
+    return encode_completion(where, completion, tokenizer, limit)
 
 
 def encode_completion(where: str, text: str, tokenizer, limit: int) -> list[int]:

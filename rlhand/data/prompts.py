@@ -134,7 +134,7 @@ def _column(path: Path, rows: list[tuple[str, dict]], column: str) -> list[Promp
     return prompts
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], limit: int, mode: Truncation) -> list[list[int]]:
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], limit: int, mode: Truncation, field: str = "task.max_prompt_tokens") -> list[list[int]]:
     """Token ids of each prompt, cut to `limit` as configured. Text that looks like a special token
     ("<eos>", "<|im_end|>") is tokenized as the plain text it is: data never injects control
     tokens. A prompt with characters the tokenizer can only map to its unknown token is an error
@@ -146,7 +146,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], li
         unk = tokenizer.unk_token_id
         if unk is not None and unk in ids:
             raise PromptError(f"{prompt.where}: {_unknown_text(prompt.text, ids, encoded.get('offset_mapping'), unk)}")
-        out.append(truncate_prompt(ids, limit, mode, prompt.where))
+        out.append(truncate_prompt(ids, limit, mode, prompt.where, field))
     return out
 
 
@@ -159,12 +159,12 @@ def _unknown_text(text: str, ids: list[int], offsets, unk: int) -> str:
     return f"the tokenizer cannot represent {named}; remove them or use a tokenizer that has them (model=hf)"
 
 
-def truncate_prompt(ids: list[int], limit: int, mode: Truncation, where: str) -> list[int]:
+def truncate_prompt(ids: list[int], limit: int, mode: Truncation, where: str, field: str = "task.max_prompt_tokens") -> list[int]:
     """Cut a tokenized prompt to `limit` tokens as configured; `where` names it in errors."""
     if len(ids) <= limit:
         return ids
     if mode is Truncation.error:
-        raise PromptError(f"{where}: prompt has {len(ids)} tokens > task.max_prompt_tokens={limit} (task.truncation=error)")
+        raise PromptError(f"{where}: prompt has {len(ids)} tokens > {field}={limit}" + (" (task.truncation=error)" if field.startswith("task.") else ""))
     return ids[-limit:] if mode is Truncation.left else ids[:limit]
 
 

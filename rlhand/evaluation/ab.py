@@ -24,20 +24,26 @@ def bootstrap_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0,
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def length_controlled(outcome: np.ndarray, length_diff: np.ndarray, iterations: int = 50) -> float:
+def length_controlled(outcome: np.ndarray, length_diff: np.ndarray, slope_penalty: float = 1.0, iterations: int = 100) -> float:
     """sigmoid(a) of the logistic fit outcome ~ sigmoid(a + b * z), z the standardised length
-    difference (ties as 0.5 targets), by Newton's method; the plain win rate when lengths never differ."""
+    difference (ties as 0.5 targets), by Newton's method with an L2 penalty on the slope b (a unit
+    Gaussian prior): when length alone separates wins from losses the unpenalised fit has no finite
+    answer, the penalised one does. The plain win rate when lengths never differ."""
     y = np.asarray(outcome, dtype=np.float64)
     diff = np.asarray(length_diff, dtype=np.float64)
     if diff.std() == 0:
         return float(y.mean())
     x = np.stack([np.ones_like(diff), diff / diff.std()], axis=1)
+    penalty = np.diag([0.0, slope_penalty])
     w = np.zeros(2)
     for _ in range(iterations):
         p = 1 / (1 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y)
-        hessian = x.T @ (x * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)
-        w -= np.linalg.solve(hessian, grad)
+        grad = x.T @ (p - y) + penalty @ w
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
     return float(1 / (1 + np.exp(-w[0])))
 
 

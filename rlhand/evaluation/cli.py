@@ -23,6 +23,7 @@ from rlhand.data.tokenizer import load_tokenizer
 from rlhand.errors import UserError
 from rlhand.evaluation.ab import ab_summary
 from rlhand.models.loaders import load_reward_model
+from rlhand.models.sources import loading
 from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
 from rlhand.rewards.retokenize import RetokenizingScorer, same_tokenizer
 from rlhand.rollout.sampler import sample_responses
@@ -68,11 +69,12 @@ def read_prompts(args) -> list[Prompt]:
 
 
 @torch.no_grad()
-def generate(folder: Path, prompts: list[Prompt], args, device: torch.device):
+def generate(name: str, folder: Path, prompts: list[Prompt], args, device: torch.device):
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
+    with loading(f"--policy {name}", str(folder)):
+        tokenizer = load_tokenizer(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
     ids = encode_prompts(tokenizer, prompts, args.max_prompt_tokens, Truncation.left)
     generator = torch.Generator(device=device).manual_seed(args.seed)  # the same draws for every policy
     batches = []
@@ -101,12 +103,19 @@ def evaluate(args) -> dict:
         raise EvalError(f"--out {out}: a training run's folder; rlhand-eval writes its own")
     if not functions and not args.reward_model:
         raise EvalError("give at least one --scorer or --reward-model")
+    if args.num_prompts < 1 or args.batch_size < 1:
+        raise EvalError("--num-prompts and --batch-size must be at least 1")
     prompts = read_prompts(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise EvalError("--device cuda: no CUDA device here")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
-    reward_models = {name: (load_reward_model(path).to(device).eval(), load_tokenizer(path)) for name, path in named(args.reward_model, "--reward-model").items()}
+    reward_models = {}
+    for name, path in named(args.reward_model, "--reward-model").items():
+        with loading(f"--reward-model {name}", path):
+            reward_models[name] = (load_reward_model(path).to(device).eval(), load_tokenizer(path))
     rows, scores, lengths = [], {}, {}
     for policy, folder in policies.items():
-        tokenizer, batches = generate(folder, prompts, args, device)
+        tokenizer, batches = generate(policy, folder, prompts, args, device)
         scorers = scorers_for(tokenizer, functions, reward_models, device)
         per = {name: [] for name in scorers}
         for prompt_ids, prompt_mask, s in batches:

@@ -4,6 +4,7 @@ prompt, response, scores) and TensorBoard text; the console shows the first, tru
 run drops the rows an interrupted run wrote past its checkpoint, as metrics.jsonl does."""
 
 import json
+import os
 from pathlib import Path
 
 SHOWN_CHARS = 120  # of a sample on the console
@@ -12,14 +13,27 @@ SHOWN_CHARS = 120  # of a sample on the console
 class SamplesFile:
     def __init__(self, path: Path, resumed_step: int):
         self.path = path
-        if path.exists():  # a resume keeps what its checkpoint's trajectory wrote, a fresh run nothing
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= resumed_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        if path.exists():
+            # A resume keeps what its checkpoint's trajectory wrote: rows up to its step (none when it
+            # starts again from step 0, whose validation before training runs again); a line cut by
+            # a kill is dropped. Rewritten through a temporary file, so a second kill loses nothing.
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if resumed_step > 0 and 0 <= _step(line) <= resumed_step]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)
 
     def write(self, step: int, samples: list[dict]) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
             for sample in samples:
                 handle.write(json.dumps({"step": step, **sample}, ensure_ascii=False) + "\n")
+
+
+def _step(line: str) -> int:
+    """A row's step; -1 for a line that is not a whole row (cut by a kill)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1
 
 
 def console_line(sample: dict) -> str:

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhand.checkpoint.atomic import atomic_dir
 from rlhand.config.load import ConfigError
-from rlhand.config.schema import Autocast, TrainConfig
+from rlhand.config.schema import Autocast, ModelSource, TrainConfig
 from rlhand.data.mixture import build_sampler, load_mixture, mixture_counts
 from rlhand.data.prompts import split_holdout
 from rlhand.distributed.layout import Parallel
@@ -65,7 +65,25 @@ class SupervisedStage:
                 train, labels, val = [t for t, _ in kept], [label for _, label in kept], [t for t, _ in held]
             if len(val) % ctx.world_size:
                 raise ConfigError(f"{cls.section}.val_path: its {len(val)} held-out examples do not split over {ctx.world_size} ranks")
+        cls.check_lengths(cfg, train + val)
+        if sources:
+            empty = [name for s, name in enumerate(sources) if s not in set(labels)]
+            if empty:
+                raise ConfigError(f"{cls.section}.mixture.{empty[0]}: no examples left to train on after the {cfg.eval.num_prompts} held out")
         return SupervisedInputs(tokenizer, train, val, labels if sources else None, sources, weights)
+
+    @classmethod
+    def check_lengths(cls, cfg: TrainConfig, items: list) -> None:
+        """The built-in tiny model has model.n_positions positions: a longer example is an error naming it."""
+        if cfg.model.source is not ModelSource.tiny or not items:
+            return
+        longest = max(items, key=cls.length)
+        if cls.length(longest) > cfg.model.n_positions:
+            raise ConfigError(f"{longest.where}: {cls.length(longest)} tokens > model.n_positions={cfg.model.n_positions}")
+
+    @staticmethod
+    def length(item) -> int:
+        """Tokens of the longest sequence an item gives a forward."""
 
     @classmethod
     def rank_local_state(cls, cfg: TrainConfig) -> bool:
@@ -112,9 +130,10 @@ class SupervisedStage:
         batch = [self.inputs.train[i] for i in indices[self.dist.shard(len(indices))]]  # and trains its share
         learner = self.learners.all()[0]
         learner.zero_grad()
-        with learner.training(), self.env.autocast():
-            loss, stats = self.losses(batch)
-        learner.backward(loss)
+        with learner.training():  # the backward too: checkpointed blocks recompute in train mode
+            with self.env.autocast():
+                loss, stats = self.losses(batch)
+            learner.backward(loss)
         norm = learner.step()
         self.seen += len(indices)
         figures = {f"train/{k}": float(v) for k, v in stats.items()}

@@ -139,6 +139,9 @@ def task_prompts(cfg: TrainConfig):
         else:
             kept, held = split_holdout(list(zip(prompts, labels)), cfg.eval.num_prompts, cfg.seed)
             prompts, labels, val_prompts = [p for p, _ in kept], [label for _, label in kept], [p for p, _ in held]
+    for s, name in enumerate(sources or []):
+        if s not in set(labels):
+            raise ConfigError(f"task.mixture.{name}: no prompts left to train on after the {cfg.eval.num_prompts} held out")
     return prompts, labels, sources, weights, val_prompts
 
 

@@ -99,6 +99,8 @@ class PPOStage:
 
     def step(self, step: int) -> dict:
         cfg, env, started = self.cfg, self.env, time.perf_counter()
+        if isinstance(self.scorer, CombinedScorer):
+            self.scorer.reset()  # validation's batches are not this iteration's
         with env.autocast():
             rollout, sampled, sampling_stats = self.collector.collect_batch()
         rollout_s = time.perf_counter() - started

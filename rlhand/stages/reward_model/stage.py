@@ -24,6 +24,10 @@ class RewardModelStage(SupervisedStage):
     def load(cls, cfg, tokenizer, path):
         return load_preferences(cfg, tokenizer, path)
 
+    @staticmethod
+    def length(item: Pair) -> int:
+        return max(len(p) + len(c) for p, c in (item.chosen, item.rejected))
+
     def build_model(self, cfg, tokenizer, device):
         return build_reward_model_to_train(cfg.model, tokenizer, device)
 

@@ -24,6 +24,10 @@ class SFTStage(SupervisedStage):
     def load(cls, cfg, tokenizer, path):
         return load_demonstrations(cfg, tokenizer, path)
 
+    @staticmethod
+    def length(item: Example) -> int:
+        return len(item.prompt_ids) + len(item.completion_ids)
+
     def build_model(self, cfg, tokenizer, device):
         return build_policy_only(cfg.model, tokenizer, device)
 
