@@ -123,3 +123,14 @@ def test_a_metrics_file_holding_two_runs_is_read_as_its_last(tmp_path, capsys):
     assert [row["reward/mean"] for row in run.rows] == [0.1, 0.2, 0.3]
     assert main([str(tmp_path / "run"), "--out", str(tmp_path / "cmp")]) == 0
     assert "restarts at step 1 after row 2: using the last 3 rows" in capsys.readouterr().err
+
+
+def test_supervised_runs_are_skipped_with_a_note(fixture_runs, tmp_path, capsys):
+    sft = tmp_path / "sft"
+    (sft / "logs").mkdir(parents=True)
+    (sft / "training_config.json").write_text(json.dumps({"stage": "sft", "algo": {"name": "ppo"}, "replay": {"name": "off"}, "seed": 0}))
+    (sft / "logs" / "metrics.jsonl").write_text(json.dumps({"step": 1, "train/loss": 2.0}) + "\n")
+    assert main([str(fixture_runs), "--out", str(tmp_path / "out")]) == 0
+    assert "skipping 1 run(s) of stage=sft or stage=reward_model" in capsys.readouterr().err
+    assert main([str(sft), "--out", str(tmp_path / "out2")]) == 2
+    assert "no RL runs to compare" in capsys.readouterr().err

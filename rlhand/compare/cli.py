@@ -29,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"rlhand-compare: error: no runs (logs/metrics.jsonl + training_config.json) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
+    supervised = [run for run in runs if run.config.get("stage", "ppo") != "ppo"]
+    if supervised:
+        # Their figures are losses and accuracies, not rewards: each run's own plots/ and metrics.jsonl have them.
+        print(f"rlhand-compare: note: skipping {len(supervised)} run(s) of stage=sft or stage=reward_model; it compares RL runs", file=sys.stderr)
+        runs = [run for run in runs if run not in supervised]
+        if not runs:
+            print("rlhand-compare: error: no RL runs to compare", file=sys.stderr)
+            return 2
     for run in runs:
         for note in run.notes:
             print(f"rlhand-compare: warning: {run.path}: {note}", file=sys.stderr)
