@@ -100,3 +100,14 @@ def test_a_prompt_longer_than_the_limit_or_the_model_is_one_line(tmp_path):
         build_run(compose_cfg(SFT + [f"sft.path={demos}", "sft.max_prompt_tokens=16"]), tmp_path / "a")
     with pytest.raises(ConfigError, match=rf"^{demos}: line 1: 45 tokens > model.n_positions=32$"):
         build_run(compose_cfg(SFT + [f"sft.path={demos}", "model.n_positions=32"]), tmp_path / "b")
+
+
+@pytest.mark.parametrize("stage", ["stage=sft", "stage=reward_model"])
+def test_the_supervised_stages_have_a_memory_estimate_that_refuses_what_does_not_fit(tmp_path, stage, capsys):
+    settings = SFT[1:] + [stage] + (["rm.num_pairs=64", "rm.batch_size=8"] if stage == "stage=reward_model" else [])
+    if stage == "stage=reward_model":
+        settings = [o for o in settings if not o.startswith("sft.")]
+    run = build_run(compose_cfg(settings), tmp_path / "a")
+    assert run.fit_line.startswith("memory estimate: ") and "GiB per device" in run.fit_line
+    with pytest.raises(ConfigError, match=r"^memory: the estimate is .* GiB per device, over the 0.1 GiB available"):
+        build_run(compose_cfg(settings + ["trainer.device_memory_gb=0.1"]), tmp_path / "b")

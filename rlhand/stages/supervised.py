@@ -15,11 +15,13 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhand.checkpoint.atomic import atomic_dir
 from rlhand.config.load import ConfigError
-from rlhand.config.schema import Autocast, ModelSource, TrainConfig
+from rlhand.config.schema import Autocast, FitCheck, ModelSource, TrainConfig
 from rlhand.data.mixture import build_sampler, load_mixture, mixture_counts
 from rlhand.data.prompts import split_holdout
 from rlhand.distributed.layout import Parallel
 from rlhand.distributed.sharding import full_state_dict, shard_model
+from rlhand.models.fit import check_fit
+from rlhand.models.fit_supervised import estimate_supervised
 from rlhand.models.folders import save_trained_model
 from rlhand.run.learners import Learners, adamw_learner
 from rlhand.run.stage import RunEnv
@@ -91,10 +93,22 @@ class SupervisedStage:
 
     @classmethod
     def check_memory(cls, cfg: TrainConfig, inputs: SupervisedInputs, env: RunEnv) -> str:
-        line = f"memory estimate: not computed for stage={cfg.stage.value} (the estimate sizes the RL stage, which holds more models)"
+        """The estimate for one trained model and no rollout (rlhand/models/fit_supervised.py), on
+        the console before any model loads, and an error if it is over the device (trainer.fit_check)."""
+        if cfg.trainer.fit_check is FitCheck.off:
+            return "memory estimate: off (trainer.fit_check=off)"
+        items = inputs.train + inputs.val
+        lengths = [cls.length(item) for item in items]
+        scored = max((cls.scored_tokens(item) for item in items), default=0)
+        line = check_fit(estimate_supervised(cfg, inputs.tokenizer, lengths, scored, env.layout, env.device, cls.learner), cfg)
         if env.ctx.is_main:
             print(line, file=sys.stderr, flush=True)
         return line
+
+    @staticmethod
+    def scored_tokens(item) -> int:
+        """Positions of one example the output layer computes (0: none, a reward model's score head)."""
+        return 0
 
     def __init__(self, cfg: TrainConfig, inputs: SupervisedInputs, env: RunEnv):
         self.cfg, self.inputs, self.env, self.dist = cfg, inputs, env, env.ctx

@@ -28,6 +28,10 @@ class SFTStage(SupervisedStage):
     def length(item: Example) -> int:
         return len(item.prompt_ids) + len(item.completion_ids)
 
+    @staticmethod
+    def scored_tokens(item: Example) -> int:
+        return len(item.prompt_ids) + len(item.completion_ids)  # at most, with sft.loss_on=all
+
     def build_model(self, cfg, tokenizer, device):
         return build_policy_only(cfg.model, tokenizer, device)
 
