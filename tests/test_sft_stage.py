@@ -111,3 +111,12 @@ def test_the_supervised_stages_have_a_memory_estimate_that_refuses_what_does_not
     assert run.fit_line.startswith("memory estimate: ") and "GiB per device" in run.fit_line
     with pytest.raises(ConfigError, match=r"^memory: the estimate is .* GiB per device, over the 0.1 GiB available"):
         build_run(compose_cfg(settings + ["trainer.device_memory_gb=0.1"]), tmp_path / "b")
+
+
+def test_a_tokenizer_whose_unknown_token_is_its_eos_still_encodes_completions():
+    from rlhand.data.demonstrations import encode_completion
+    from rlhand.data.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    tok.unk_token = tok.eos_token  # as some byte-level BPE tokenizers are saved
+    assert encode_completion("here", "ab", tok, 10) == tok("ab", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

@@ -77,9 +77,10 @@ def checked_completion(where: str, completion, tokenizer, limit: int) -> list[in
 
 def encode_completion(where: str, text: str, tokenizer, limit: int) -> list[int]:
     """The completion's tokens and EOS; an unknown character or one token too many is an error."""
-    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
-    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:  # before the EOS: some tokenizers' unknown token is their EOS
         raise PromptError(f"{where}: the tokenizer cannot represent part of the completion {text[:40]!r}")
+    ids.append(tokenizer.eos_token_id)
     if len(ids) > limit:
         raise PromptError(f"{where}: the completion has {len(ids)} tokens with EOS > max_completion_tokens={limit}")
     return ids
