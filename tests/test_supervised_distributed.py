@@ -1,5 +1,6 @@
 """stage=sft and stage=reward_model on 2 ranks: each rank's share of a batch, normalised by every
-rank's tokens (pairs), gives gradients that sum to the one-process gradient of the whole batch."""
+rank's tokens (pairs), gives gradients that sum to the one-process gradient of the whole batch
+(DDP); FSDP2's reduce-scattered gradients are the same as DDP's."""
 
 import copy
 
@@ -53,3 +54,32 @@ def test_two_ranks_give_the_one_process_gradient(stage_name, tmp_path):
     # Normalising by this rank's count alone gives another gradient: the check above has teeth.
     assert result["gap"]["per_rank"] > 1e-4, result
     assert result["scale"] > 1e-3
+
+
+def fsdp_worker(stage_name, run_dir):
+    from rlhand.distributed import context
+    from rlhand.run.learners import sum_over_ranks
+    from rlhand.stages import build_run
+    from tests.conftest import compose_cfg
+
+    ctx = context.current()
+    found = {}
+    for strategy in ("ddp", "fsdp"):  # the same seed: the same initial weights and batch
+        stage = build_run(compose_cfg(OVERRIDES[stage_name] + [f"trainer.strategy={strategy}", "logging=plain"]), run_dir / strategy).stage
+        batch = [stage.inputs.train[i] for i in stage.sampler.next_indices(stage.settings.batch_size)]
+        loss, _ = stage.losses(batch[ctx.shard(len(batch))])
+        loss.backward()
+        grads = {name: p.grad for name, p in stage.model.named_parameters() if p.grad is not None}
+        if strategy == "ddp":
+            sum_over_ranks(list(grads.values()), ctx)
+        found[strategy] = {name.replace("_fsdp_wrapped_module.", ""): (g.full_tensor() if hasattr(g, "full_tensor") else g).detach().clone() for name, g in grads.items()}
+    if not ctx.is_main:
+        return None
+    ddp, fsdp = found["ddp"], found["fsdp"]
+    return {"same_keys": ddp.keys() == fsdp.keys(), "gap": max((ddp[k] - fsdp[k]).abs().max().item() for k in ddp), "scale": max(g.abs().max().item() for g in ddp.values())}
+
+
+@pytest.mark.parametrize("stage_name", sorted(OVERRIDES))
+def test_fsdp2_gives_ddp_s_gradient(stage_name, tmp_path):
+    result = run_ranks(fsdp_worker, stage_name, tmp_path)[0]
+    assert result["same_keys"] and result["gap"] < 1e-6 and result["scale"] > 1e-3, result
