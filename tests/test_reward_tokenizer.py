@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from rlhand.config.load import ConfigError
-from rlhand.data.tokenizer import CHARS, SPECIAL_TOKENS, build_char_tokenizer
+from rlhand.data.tokenizer import CHARS, SPECIAL_TOKENS, build_char_tokenizer, char_tokenizer
 from rlhand.rewards.model import ModelScorer
 from rlhand.rewards.retokenize import RetokenizingScorer, same_tokenizer
 from rlhand.stages import build_run
@@ -17,17 +17,9 @@ from tests.conftest import compose_cfg
 
 def shuffled_char_tokenizer(seed=0) -> PreTrainedTokenizerFast:
     """One token per character as the built-in tokenizer, with other ids: the same text, other ids."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-
     tokens = list(SPECIAL_TOKENS.values()) + CHARS
     random.Random(seed).shuffle(tokens)
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    bos = SPECIAL_TOKENS["bos_token"]
-    core.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
-    return PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS)
+    return char_tokenizer(tokens)
 
 
 def reward_model(tokenizer):

@@ -15,10 +15,14 @@ CHARS = [c for c in string.printable if c not in "\t\n\r\x0b\x0c"] + ["\t", "\n"
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:
     """One token per character of CHARS plus <pad>=0, <eos>=1, <bos>=2, <unk>=3 (102 ids)."""
+    return char_tokenizer(list(SPECIAL_TOKENS.values()) + CHARS)
+
+
+def char_tokenizer(tokens: list[str]) -> PreTrainedTokenizerFast:
+    """One token per character, ids in the order of `tokens` (the special tokens among them), BOS first."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
-    vocab.update({c: len(SPECIAL_TOKENS) + i for i, c in enumerate(CHARS)})
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
     # Every character on its own, line breaks included (a plain "." would skip them).
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")

@@ -41,16 +41,22 @@ class FunctionScorer:
         self.fn, self.tokenizer, self.name = fn, tokenizer, name
 
     def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
-        prompt_lists = [row[mask.bool()].tolist() for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
-        # Text stops before EOS: the function judges what was said, not the stop token.
-        lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()
-        response_lists = [row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)]
-        # No clean-up of spaces: the function sees the text as generated (" ." stays " .").
-        prompts = self.tokenizer.batch_decode(prompt_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        responses = self.tokenizer.batch_decode(response_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        prompts, responses, prompt_lists, response_lists = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
         result = self.fn(prompts, responses, prompt_ids=prompt_lists, response_ids=response_lists)
         scores = checked_scores(result, responses, self.name)
         return torch.tensor(scores, dtype=torch.float32, device=response_ids.device)
+
+
+def decode_texts(tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor):
+    """(prompt texts, response texts, their id lists): what every text scorer (a function, a reward
+    model with its own tokenizer, a server) reads. The response stops before EOS: what was said, not
+    the stop token; no clean-up of spaces, so the text is as generated (" ." stays " .")."""
+    prompt_lists = [row[mask.bool()].tolist() for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
+    lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()
+    response_lists = [row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)]
+    prompts = tokenizer.batch_decode(prompt_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    responses = tokenizer.batch_decode(response_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return prompts, responses, prompt_lists, response_lists
 
 
 def checked_scores(result: Any, responses: list[str], name: str) -> list[float]:

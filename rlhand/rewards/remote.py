@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rlhand.errors import RewardError
-from rlhand.rewards.function import checked_scores
+from rlhand.rewards.function import checked_scores, decode_texts
 
 BACKOFF_S = 0.5  # the first retry's wait; each next one doubles it
 
@@ -30,10 +30,7 @@ class RemoteScorer:
         self.request_size, self.in_flight = request_size, in_flight
 
     def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
-        decode = self.tokenizer.batch_decode
-        prompts = decode([row[m.bool()].tolist() for row, m in zip(prompt_ids.cpu(), prompt_mask.cpu())], skip_special_tokens=True)
-        lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()  # the text stops before EOS
-        responses = decode([row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)], skip_special_tokens=True)
+        prompts, responses, _, _ = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
         queries = [p + r for p, r in zip(prompts, responses)]
         parts = [(queries[i : i + self.request_size], prompts[i : i + self.request_size]) for i in range(0, len(queries), self.request_size)]
         with ThreadPoolExecutor(max_workers=self.in_flight) as pool:

@@ -19,6 +19,7 @@ from rlhand.errors import RewardError
 from rlhand.models.forward import sequence_inputs, sequence_scores
 from rlhand.models.scoring import rows_per_part
 from rlhand.models.sources import has_tokenizer, loading
+from rlhand.rewards.function import decode_texts
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
@@ -45,10 +46,7 @@ class RetokenizingScorer:
         self.chat_template, self.max_tokens, self.standardise = chat_template, max_tokens, standardise
 
     def texts(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> list[str]:
-        decode = self.policy_tokenizer.batch_decode
-        prompts = decode([row[m.bool()].tolist() for row, m in zip(prompt_ids.cpu(), prompt_mask.cpu())], skip_special_tokens=True)
-        lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()  # the text stops before the policy's EOS
-        responses = decode([row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)], skip_special_tokens=True)
+        prompts, responses, _, _ = decode_texts(self.policy_tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
         if not self.chat_template:
             return [p + r for p, r in zip(prompts, responses)]
         return [render(self.reward_tokenizer, p, r) for p, r in zip(prompts, responses)]
