@@ -226,12 +226,24 @@ def statistics_worker():
         "replay/oldest_step": min(p[1]["oldest"] for p in parts),
     }
     checks["replay_buffer"] = max(abs(described[k] - v) for k, v in expected_buffer.items())
+    # reward.normalize=running: the running statistics of every rank's scores (two batches of 8 rows,
+    # each rank holding its 4), as one process's over the whole batches.
+    from rlhand.core.running import RunningMoments
+
+    scores = (torch.arange(16, dtype=torch.float32) ** 1.5).view(2, 8)
+    whole_moments, global_moments, local_moments = RunningMoments(), RunningMoments(), RunningMoments()
+    for batch in scores:
+        whole_moments.update(batch)
+        global_moments.update(batch[mine], ctx)
+        local_moments.update(batch[mine])
+    checks["running_moments"] = abs(global_moments.mean - whole_moments.mean) + abs(global_moments.std - whole_moments.std)
     # And the check has teeth: the per-rank value of each differs from the global one.
     checks["per_rank_differs"] = min(
         (assign_advantages(local, algo, kl_coef=0.05)[0].advantages - ref_batch.advantages[mine, :width]).abs().max().item(),
         abs(assign_advantages(local, algo, kl_coef=0.05)[1]["kl/ref"] - ref_kl["kl/ref"]),
         abs(rollout_stats(local)["reward/mean"] - ref_stats["reward/mean"]),
         abs(replay.buffer.stats(3)["replay/avg_age"] - expected_buffer["replay/avg_age"]),
+        abs(local_moments.mean - whole_moments.mean) + abs(local_moments.std - whole_moments.std),
     )
     return checks
 

@@ -8,6 +8,8 @@ import pytest
 from rlhand.evaluation.cli import main
 from rlhand.stages import build_run
 from tests.conftest import compose_cfg
+from tests.test_reward_tokenizer import reward_model, score_of_text, shuffled_char_tokenizer
+from tests.test_scorer_specs import letters_server, rm_folder  # noqa: F401 - fixtures
 
 GOLD = "letters=rlhand.tasks.letters.letters_reward"
 
@@ -34,12 +36,27 @@ def test_a_trained_policy_beats_its_start_and_ties_with_itself(trained_and_start
     assert "trained vs start by letters: win rate" in capsys.readouterr().out
 
 
+def test_a_reward_server_and_a_reward_model_of_its_own_tokenizer_score_beside_a_function(trained_and_start, tmp_path, letters_server, rm_folder):
+    run, _ = trained_and_start
+    argv = ["--policy", f"trained={run}", "--scorer", GOLD, "--remote", f"served={letters_server}", "--reward-model", f"rm={rm_folder}"]
+    main([*argv, "--num-prompts", "16", "--out", str(tmp_path / "eval")])
+    means = json.loads((tmp_path / "eval" / "summary.json").read_text())["mean_scores"]["trained"]
+    assert means["served"] == pytest.approx(means["letters"], abs=1e-6)  # the same function, over HTTP
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    tokenizer = shuffled_char_tokenizer()
+    model = reward_model(tokenizer)
+    row = rows[0]  # the reward model read the text with its own tokenizer: the score of the text
+    assert row["scores"]["rm"] == pytest.approx(score_of_text(model, tokenizer, row["prompt"] + row["response"]), abs=1e-5)
+
+
 def test_bad_arguments_are_one_line(trained_and_start, tmp_path, capsys):
     run, start = trained_and_start
     for argv, message in (
         (["--policy", f"a={start}", "--policy", f"a={start}", "--scorer", GOLD], "--policy a: named twice"),
         (["--policy", f"a={tmp_path}", "--scorer", GOLD], "neither a transformers model folder nor a run folder"),
-        (["--policy", f"a={start}"], "give at least one --scorer or --reward-model"),
+        (["--policy", f"a={start}", "--scorer", GOLD, "--remote", "letters=http://127.0.0.1:9/r"], "--remote letters: the name of another scorer"),
+        (["--policy", f"a={start}", "--remote", "r=ftp://host/r"], "--remote r: 'ftp://host/r' is not an http:// or https:// URL"),
+        (["--policy", f"a={start}"], "give at least one --scorer, --reward-model or --remote"),
     ):
         with pytest.raises(SystemExit) as exit_:
             main([*argv, "--out", str(tmp_path / "out")])

@@ -207,3 +207,21 @@ def test_the_readme_real_checkpoint_command_fits_every_preset(tmp_path, preset, 
     estimate = estimate_from_shapes(cfg, shapes, [256] * 64, resolve_layout(cfg.trainer, 1), CPU)  # every prompt at the limit
     assert estimate.total <= cfg.trainer.device_memory_gb * GIB, estimate.line()
     check_fit(estimate, cfg)  # no error
+
+
+def test_a_component_s_and_validation_s_reward_models_are_counted_whole_on_every_rank(tmp_path):
+    from rlhand.models.shapes import model_shapes
+
+    folder = qwen_config_folder(tmp_path)
+    cfg = compose_cfg(FAST + [f"+reward.components.rm.model={folder}", "+reward.components.rm.weight=1", f"+eval.scorers.gold.model={folder}", "eval.every=1"])
+    shapes = model_shapes(cfg, setup.prepare_inputs(compose_cfg(FAST)).tokenizer)
+    scored = {name: shape.params for name, shape in shapes.items() if name.startswith("scorer ")}
+    assert set(scored) == {"scorer reward.components.rm", "scorer eval.scorers.gold"} and min(scored.values()) > 0
+    two_ranks = estimate_from_shapes_of(cfg, shapes, world_size=2)
+    assert two_ranks["scorer eval.scorers.gold weights"] == 4 * scored["scorer eval.scorers.gold"]  # fp32, not sharded
+
+
+def estimate_from_shapes_of(cfg, shapes, world_size):
+    from rlhand.models.fit import estimate_from_shapes
+
+    return items(estimate_from_shapes(cfg, shapes, [10] * 8, resolve_layout(cfg.trainer, world_size), CPU))

@@ -52,9 +52,9 @@ def test_the_stages_chain_sft_then_reward_model_then_ppo_against_it(tmp_path):
     build_run(compose_cfg(quick + ["stage=reward_model", "rm.num_pairs=64", "rm.batch_size=8"]), tmp_path / "rm").fit()
     ppo = ["trainer.max_steps=2", "algo.rollout_batch_size=8", "algo.num_minibatches=1", "generation.max_new_tokens=6", "logging=plain"]
     ppo += ["model=hf", f"model.policy={tmp_path / 'sft' / 'final' / 'policy'}", "reward=model", f"model.reward_model={tmp_path / 'rm' / 'final' / 'reward_model'}"]
-    run = build_run(compose_cfg(ppo + ["reward.normalize=true"]), tmp_path / "ppo")
+    run = build_run(compose_cfg(ppo + ["reward.normalize=saved"]), tmp_path / "ppo")
     stats = json.loads((tmp_path / "rm" / "final" / "reward_model" / "score_stats.json").read_text())
-    assert run.stage.scorer.standardise == (stats["mean"], stats["std"])
+    assert run.stage.normalizer.saved == (stats["mean"], stats["std"])
     history = run.fit()
     assert len(history) == 2 and all(r["reward/mean"] == r["reward/mean"] for r in history)  # scored by the learned model
     assert run.stage.models.reward_model.config.num_labels == 1
@@ -66,7 +66,7 @@ def test_normalising_a_reward_model_without_score_stats_is_one_line(tmp_path):
     build_run(compose_cfg(["trainer.max_steps=1", "logging=plain", "stage=reward_model", "rm.num_pairs=64", "rm.batch_size=8"]), tmp_path / "rm").fit()
     folder = tmp_path / "rm" / "final" / "reward_model"
     (folder / "score_stats.json").unlink()
-    ppo = ["model=hf", f"model.policy={folder}", "reward=model", f"model.reward_model={folder}", "reward.normalize=true", "logging=plain"]
+    ppo = ["model=hf", f"model.policy={folder}", "reward=model", f"model.reward_model={folder}", "reward.normalize=saved", "logging=plain"]
     with pytest.raises(RewardError, match=r"^reward.normalize: .*score_stats.json is missing or unreadable"):
         build_run(compose_cfg(ppo), tmp_path / "ppo")
 

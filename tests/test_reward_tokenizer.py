@@ -70,7 +70,7 @@ def save_folders(tmp_path, chat_template=None):
 
 def test_a_run_with_a_reward_model_of_another_tokenizer_scores_texts_and_says_so(tmp_path):
     run = build_run(compose_cfg(save_folders(tmp_path)), tmp_path / "run")
-    assert isinstance(run.stage.scorer, RetokenizingScorer) and not run.stage.scorer.chat_template
+    assert isinstance(run.stage.normalizer.inner, RetokenizingScorer) and not run.stage.normalizer.inner.chat_template
     assert "texts tokenized again for the reward model" in run.stage.describe()
     run.fit()
 
@@ -78,10 +78,10 @@ def test_a_run_with_a_reward_model_of_another_tokenizer_scores_texts_and_says_so
 def test_the_reward_model_s_chat_template_renders_the_exchange(tmp_path):
     template = "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }};{% endfor %}"
     overrides = save_folders(tmp_path, chat_template=template)
-    scorer = build_run(compose_cfg(overrides), tmp_path / "run").stage.scorer
+    scorer = build_run(compose_cfg(overrides), tmp_path / "run").stage.normalizer.inner
     assert scorer.chat_template
     assert scorer.texts(*policy_batch(scorer.policy_tokenizer, "ab=", "ba")) == ["u:ab=;a:ba;"]
-    assert not build_run(compose_cfg(overrides + ["reward.chat_template=off"]), tmp_path / "run2").stage.scorer.chat_template
+    assert not build_run(compose_cfg(overrides + ["reward.chat_template=off"]), tmp_path / "run2").stage.normalizer.inner.chat_template
 
 
 def test_chat_template_on_without_one_is_one_line(tmp_path):

@@ -13,3 +13,21 @@ def check_mixture(mixture: dict, section: str, path) -> None:
         check(isinstance(spec, dict) and bool(spec.get("path")), f"{section}.mixture.{name}", "needs a path")
         weight = spec.get("weight")
         check(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0, f"{section}.mixture.{name}.weight", "needs a number > 0")
+
+
+SCORER_KINDS = ("_target_", "model", "url")  # a reward function, a reward-model folder, a reward server
+
+
+def check_scorer_spec(spec, field_name: str, weighted: bool = False) -> None:
+    """A named scorer (reward.components, eval.scorers): exactly one of _target_ (a reward function,
+    its other keys its arguments), model (a reward-model folder) or url (a reward server); `weighted`:
+    also a numeric weight."""
+    what = "_target_ (a reward function), model (a reward-model folder) or url (a reward server)"
+    check(isinstance(spec, dict), field_name, f"needs {what}")
+    kinds = [k for k in SCORER_KINDS if spec.get(k)]
+    check(len(kinds) == 1, field_name, f"needs exactly one of {what}" + (f", not {' and '.join(kinds)}" if kinds else ""))
+    if spec.get("url"):
+        check(str(spec["url"]).startswith(("http://", "https://")), f"{field_name}.url", f"needs an http:// or https:// URL, not {spec['url']!r}")
+    if weighted:
+        weight = spec.get("weight")
+        check(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"{field_name}.weight", "needs a number")

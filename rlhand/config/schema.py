@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from rlhand.config.batch_layout import check_batch_layout
-from rlhand.config.checks import check, check_mixture
+from rlhand.config.checks import check, check_mixture, check_scorer_spec
 from rlhand.config.stages import RewardModelConfig, SFTConfig, StageKind
 from rlhand.core.estimators import ESTIMATORS
 from rlhand.core.kl import KLEstimator
@@ -405,6 +405,12 @@ class TaskConfig:
         check(self.max_prompt_tokens > 0, "task.max_prompt_tokens", "must be > 0")
 
 
+class Normalize(str, Enum):
+    off = "off"
+    saved = "saved"  # a reward model's statistics from stage=reward_model (score_stats.json in its folder)
+    running = "running"  # the running mean and std of every score so far (resumable)
+
+
 class ChatTemplate(str, Enum):
     auto = "auto"  # the reward model's own template when its tokenizer is not the policy's and has one
     on = "on"
@@ -418,17 +424,21 @@ class RewardConfig:
     # function: `_target_` names a callable (or a class, instantiated with the other keys) that
     # takes prompts and responses and returns one float each; see rlhand/rewards/function.py.
     function: Optional[Dict[str, Any]] = None
-    # model: standardise each score by the mean and std stage=reward_model measured on held-out pairs
-    # (score_stats.json in the reward model's folder), so kl_coef means the same whatever the RM's scale.
-    normalize: bool = False
+    # Standardise this reward's scores, so kl_coef means the same whatever their scale: saved (a
+    # reward model's mean and std that stage=reward_model measured on held-out pairs, score_stats.json
+    # in its folder), running (the mean and std of every score so far, over all ranks, resumed from
+    # checkpoints) or off. The raw mean is logged as reward/raw. clip: then clip to [-clip, clip].
+    normalize: Normalize = Normalize.off
+    clip: Optional[float] = None
     # model with a tokenizer of its own (not the policy's): texts are decoded and tokenized again for
     # it, rendered as a user/assistant exchange with its chat template (auto: when it has one).
     chat_template: ChatTemplate = ChatTemplate.auto
     # remote: the server's URL (http or https), seconds per request, retries (with backoff), texts per
     # request and requests in flight at once.
     # Several rewards: the score is weight * this reward + the sum of each component's weight times
-    # its reward function (components: name -> {_target_: module.function, weight: w, ...}); each
-    # component's mean is logged as reward/<name>, this reward's as reward/main.
+    # its score (components: name -> {weight: w} with one of _target_: module.function (and its
+    # arguments), model: a reward-model folder, url: a reward server); each component's mean is
+    # logged as reward/<name>, this reward's as reward/main.
     weight: float = 1.0
     components: Dict[str, Any] = field(default_factory=dict)
     url: Optional[str] = None
@@ -442,10 +452,10 @@ class RewardConfig:
             check(bool(self.url) and str(self.url).startswith(("http://", "https://")), "reward.url", "reward=remote needs an http:// or https:// URL" + (f", not {self.url!r}" if self.url else ""))
             check(self.timeout_s > 0 and self.retries >= 0 and self.request_size > 0 and self.in_flight > 0, "reward", "timeout_s, request_size and in_flight must be > 0, retries >= 0")
         for name, spec in self.components.items():
-            check(isinstance(spec, dict) and bool(spec.get("_target_")), f"reward.components.{name}", "needs a _target_ naming a reward function")
-            check(isinstance(spec.get("weight"), (int, float)) and not isinstance(spec.get("weight"), bool), f"reward.components.{name}.weight", "needs a number")
+            check_scorer_spec(spec, f"reward.components.{name}", weighted=True)
             check(name != "main", f"reward.components.{name}", "'main' names the run's own reward")
-        check(not self.normalize or self.kind is RewardKind.model, "reward.normalize", "standardises a reward model's scores: needs reward=model")
+        check(self.normalize is not Normalize.saved or self.kind is RewardKind.model, "reward.normalize", "saved: a reward model's statistics, needs reward=model (running works with any reward)")
+        check(self.clip is None or self.clip > 0, "reward.clip", "must be > 0 or null")
         if self.kind is RewardKind.function and not (self.function or {}).get("_target_"):
             # reward=none (conf/reward/none.yaml) is the default for every task but letters: a run
             # on a user's prompts never falls back silently to a built-in reward.
@@ -567,9 +577,10 @@ class EvalConfig:
     num_prompts: int = 64
     # Save the policy and critic to best/ whenever val/reward improves.
     save_best: bool = True
-    # More reward functions that score every validation response beside the run's reward, each
-    # logged as val/reward_<name> (e.g. a gold score while training against a learned reward model):
-    # name -> {_target_: module.function, ...} as reward.function takes.
+    # More scorers of every validation response beside the run's reward, each logged as
+    # val/reward_<name> (e.g. a gold score while training against a learned reward model): name ->
+    # {_target_: module.function, ...} (a reward function), {model: FOLDER} (a reward model) or
+    # {url: http://...} (a reward server), as reward.components takes them.
     scorers: Dict[str, Any] = field(default_factory=dict)
     # Also validate the starting model before the first step (logs/val_before_training.json).
     before_training: bool = False
@@ -583,7 +594,7 @@ class EvalConfig:
         check(self.samples >= 0, "eval.samples", "must be >= 0")
         check(not self.before_training or self.every > 0, "eval.before_training", "needs eval.every > 0 (the held-out prompts)")
         for name, spec in self.scorers.items():
-            check(isinstance(spec, dict) and bool(spec.get("_target_")), f"eval.scorers.{name}", "needs a _target_ naming a reward function")
+            check_scorer_spec(spec, f"eval.scorers.{name}")
 
 
 @dataclass

@@ -5,7 +5,8 @@ win rate (rlhand/evaluation/ab.py). Writes <out>/samples.jsonl and <out>/summary
 training run's folder.
 
     rlhand-eval --policy rl=runs/ppo --policy sft=runs/sft/final/policy --task letters \\
-        --scorer gold=rlhand.tasks.letters.letters_reward --reward-model rm=runs/rm/final/reward_model --out eval/rl_vs_sft
+        --scorer gold=rlhand.tasks.letters.letters_reward --reward-model rm=runs/rm/final/reward_model \\
+        --remote served=http://127.0.0.1:5000/get_reward --out eval/rl_vs_sft
 """
 
 import argparse
@@ -22,10 +23,8 @@ from rlhand.data.sampler import left_pad
 from rlhand.data.tokenizer import load_tokenizer
 from rlhand.errors import UserError
 from rlhand.evaluation.ab import ab_summary
-from rlhand.models.loaders import load_reward_model
 from rlhand.models.sources import loading
-from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
-from rlhand.rewards.retokenize import RetokenizingScorer, same_tokenizer
+from rlhand.rewards import specs
 from rlhand.rollout.sampler import sample_responses
 from rlhand.tasks import BUILTIN_PROMPTS
 
@@ -88,35 +87,40 @@ def generate(name: str, folder: Path, prompts: list[Prompt], args, device: torch
     return tokenizer, batches
 
 
-def scorers_for(tokenizer, functions: dict, reward_models: dict, device):
-    out = {name: FunctionScorer(fn, tokenizer, name=f"--scorer {name}") for name, fn in functions.items()}
-    for name, (model, own) in reward_models.items():
-        out[name] = ModelScorer(model) if same_tokenizer(own, tokenizer) else RetokenizingScorer(model, tokenizer, own, bool(getattr(own, "chat_template", None)))
+def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
+    """--scorer, --reward-model and --remote as one set of named scorers (rlhand/rewards/specs.py),
+    checked before any model loads; a name given twice, across the flags too, is an error."""
+    given = [("--scorer", "_target_", args.scorer), ("--reward-model", "model", args.reward_model), ("--remote", "url", args.remote)]
+    out = {}
+    for flag, key, values in given:
+        for name, value in named(values, flag).items():
+            if name in out:
+                raise EvalError(f"{flag} {name}: the name of another scorer")
+            if key == "url" and not value.startswith(("http://", "https://")):
+                raise EvalError(f"{flag} {name}: {value!r} is not an http:// or https:// URL")
+            out[name] = specs.prepare({key: value}, f"{flag} {name}")
     return out
 
 
 def evaluate(args) -> dict:
     policies = {name: policy_folder(path) for name, path in named(args.policy, "--policy").items()}
-    functions = {name: resolve_reward_function({"_target_": t}, f"--scorer {name}") for name, t in named(args.scorer, "--scorer").items()}
     out = Path(args.out)
     if (out / "training_config.json").exists() or (out / "logs" / "metrics.jsonl").exists():
         raise EvalError(f"--out {out}: a training run's folder; rlhand-eval writes its own")
-    if not functions and not args.reward_model:
-        raise EvalError("give at least one --scorer or --reward-model")
+    prepared = prepared_scorers(args)
+    if not prepared:
+        raise EvalError("give at least one --scorer, --reward-model or --remote")
     if args.num_prompts < 1 or args.batch_size < 1:
         raise EvalError("--num-prompts and --batch-size must be at least 1")
     prompts = read_prompts(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvalError("--device cuda: no CUDA device here")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
-    reward_models = {}
-    for name, path in named(args.reward_model, "--reward-model").items():
-        with loading(f"--reward-model {name}", path):
-            reward_models[name] = (load_reward_model(path).to(device).eval(), load_tokenizer(path))
+    models = {name: specs.load_model(p, device) for name, p in prepared.items()}  # loaded once for every policy
     rows, scores, lengths = [], {}, {}
     for policy, folder in policies.items():
         tokenizer, batches = generate(policy, folder, prompts, args, device)
-        scorers = scorers_for(tokenizer, functions, reward_models, device)
+        scorers = {name: specs.build(p, tokenizer, device, model=models[name]) for name, p in prepared.items()}
         per = {name: [] for name in scorers}
         for prompt_ids, prompt_mask, s in batches:
             for name, scorer in scorers.items():
@@ -162,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", action="append", required=True, help="NAME=FOLDER (a transformers folder or a run folder); the first is the baseline")
     p.add_argument("--scorer", action="append", default=[], help="NAME=module.function, a reward function")
     p.add_argument("--reward-model", action="append", default=[], help="NAME=FOLDER, a *ForSequenceClassification reward model")
+    p.add_argument("--remote", action="append", default=[], help="NAME=URL, a reward server (OpenRLHF's protocol; rlhand-serve-reward)")
     p.add_argument("--prompts", help="a prompt file (.jsonl, .csv, .parquet, datasets folder)")
     p.add_argument("--prompt-column", default="prompt")
     p.add_argument("--task", default="letters", help="a built-in task's prompts when --prompts is not given")

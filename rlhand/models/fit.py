@@ -160,6 +160,9 @@ def _resident_items(cfg: TrainConfig, shapes: dict[str, Shape], layout: Layout) 
     for name in ("reference", "reward model"):
         if name in shapes:
             resident.append(Item(f"{name} weights", shapes[name].params * frozen_bytes / layout.frozen_shards))
+    for name, shape in shapes.items():
+        if name.startswith("scorer "):  # a component's or validation's reward model: whole on every rank
+            resident.append(Item(f"{name} weights", shape.params * frozen_bytes))
     return resident
 
 

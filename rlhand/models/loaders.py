@@ -108,11 +108,11 @@ def _load_critic(cfg: ModelConfig, tokenizer, dtype, kwargs) -> PreTrainedModel:
     return model
 
 
-def load_reward_model(path: str, **kwargs) -> PreTrainedModel:
-    with loading("model.reward_model", path):
+def load_reward_model(path: str, field: str = "model.reward_model", **kwargs) -> PreTrainedModel:
+    with loading(field, path):
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     if model.config.num_labels != 1:
-        raise ModelLoadError(f"model.reward_model: {path} has num_labels={model.config.num_labels}, a reward model needs 1")
+        raise ModelLoadError(f"{field}: {path} has num_labels={model.config.num_labels}, a reward model needs 1")
     return model
 
 

@@ -50,7 +50,27 @@ def model_shapes(cfg: TrainConfig, tokenizer) -> dict[str, Shape]:
         if plan.reward_model and rm_config is not None:
             rm = AutoModelForSequenceClassification.from_config(rm_config, **_attention(m))
             shapes["reward model"] = Shape(params=sum(p.numel() for p in rm.parameters()), trainable=0)
+        for field, folder in scorer_models(cfg).items():
+            scorer = AutoModelForSequenceClassification.from_config(_scorer_config(folder, m.trust_remote_code))
+            shapes[f"scorer {field}"] = Shape(params=sum(p.numel() for p in scorer.parameters()), trainable=0)
     return shapes
+
+
+def scorer_models(cfg: TrainConfig) -> dict[str, str]:
+    """The reward-model folders among reward.components and eval.scorers (field -> folder): frozen,
+    whole on every rank."""
+    named = {f"reward.components.{k}": v for k, v in cfg.reward.components.items()}
+    if cfg.eval.every > 0:
+        named.update({f"eval.scorers.{k}": v for k, v in cfg.eval.scorers.items()})
+    return {field: str(spec["model"]) for field, spec in named.items() if spec.get("model")}
+
+
+def _scorer_config(folder: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    config.num_labels = 1
+    return config
 
 
 def _configs(cfg: TrainConfig, tokenizer):

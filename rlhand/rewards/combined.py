@@ -1,6 +1,7 @@
 """Several rewards as one score: the run's reward (a function, a reward model or a server) with
-weight reward.weight, plus reward.components, each a reward function with its own weight (TRL's
-reward_funcs / reward_weights: a learned reward model and rule rewards for format, length, ...).
+weight reward.weight, plus reward.components, each a reward function, reward model or server with its
+own weight (TRL's reward_funcs / reward_weights: a learned reward model and rule rewards for format,
+length, ...; rlhand/rewards/specs.py builds them).
 Each component's batch mean is logged as reward/<name> (reward/main for the run's own reward)."""
 
 import torch
@@ -31,9 +32,4 @@ class CombinedScorer:
 
     def reset(self) -> None:
         self.seen = {}
-
-
-def component_weights(components: dict) -> dict[str, tuple[dict, float]]:
-    """name -> (the function's spec without its weight, the weight); the schema checked both are there."""
-    return {name: ({k: v for k, v in spec.items() if k != "weight"}, float(spec["weight"])) for name, spec in components.items()}
 

@@ -18,24 +18,23 @@ STATS_FILE = "score_stats.json"  # written by stage=reward_model beside its mode
 def read_score_stats(folder: str | None) -> tuple[float, float]:
     """(mean, std) of a reward model's scores, from the score_stats.json stage=reward_model saved."""
     if not folder:
-        raise RewardError("reward.normalize: needs model.reward_model, a folder stage=reward_model wrote")
+        raise RewardError("reward.normalize=saved: needs model.reward_model, a folder stage=reward_model wrote")
     path = Path(folder) / STATS_FILE
     try:
         stats = json.loads(path.read_text(encoding="utf-8"))
         mean, std = float(stats["mean"]), float(stats["std"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise RewardError(f"reward.normalize: {path} is missing or unreadable (stage=reward_model writes it); set reward.normalize=false") from None
+        raise RewardError(f"reward.normalize: {path} is missing or unreadable (stage=reward_model writes it); set reward.normalize=running or off") from None
     if not std > 0:
         raise RewardError(f"reward.normalize: {path} gives std {std}; the scores cannot be standardised")
     return mean, std
 
 
 class ModelScorer:
-    """`max_tokens`: tokens per scoring forward (trainer.score_max_tokens; None: the whole batch).
-    `standardise`: (mean, std) to subtract and divide by (reward.normalize)."""
+    """`max_tokens`: tokens per scoring forward (trainer.score_max_tokens; None: the whole batch)."""
 
-    def __init__(self, reward_model: PreTrainedModel, max_tokens: int | None = None, standardise: tuple[float, float] | None = None):
-        self.reward_model, self.max_tokens, self.standardise = reward_model, max_tokens, standardise
+    def __init__(self, reward_model: PreTrainedModel, max_tokens: int | None = None):
+        self.reward_model, self.max_tokens = reward_model, max_tokens
 
     @torch.no_grad()
     def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
@@ -43,8 +42,4 @@ class ModelScorer:
         last = last_valid_index(response_mask)
         step = rows_per_part(len(last), inputs.input_ids.shape[1], self.max_tokens)
         parts = [sequence_scores(self.reward_model, inputs.rows(slice(i, i + step)), last[i : i + step]) for i in range(0, len(last), step)]
-        scores = torch.cat(parts)
-        if self.standardise is not None:
-            mean, std = self.standardise
-            scores = (scores - mean) / std
-        return scores
+        return torch.cat(parts)

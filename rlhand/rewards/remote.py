@@ -25,8 +25,8 @@ BACKOFF_S = 0.5  # the first retry's wait; each next one doubles it
 
 
 class RemoteScorer:
-    def __init__(self, url: str, tokenizer, timeout_s: float = 30.0, retries: int = 3, request_size: int = 64, in_flight: int = 4):
-        self.url, self.tokenizer, self.timeout_s, self.retries = url, tokenizer, timeout_s, retries
+    def __init__(self, url: str, tokenizer, timeout_s: float = 30.0, retries: int = 3, request_size: int = 64, in_flight: int = 4, field: str = "reward.url"):
+        self.url, self.tokenizer, self.timeout_s, self.retries, self.field = url, tokenizer, timeout_s, retries, field
         self.request_size, self.in_flight = request_size, in_flight
 
     def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
@@ -49,7 +49,7 @@ class RemoteScorer:
             except (urllib.error.URLError, OSError, TimeoutError) as err:
                 why = _reason(err)
                 if attempt == self.retries:
-                    raise RewardError(f"reward.url: {self.url}: {why} (after {self.retries} retries)") from None
+                    raise RewardError(f"{self.field}: {self.url}: {why} (after {self.retries} retries)") from None
                 wait = BACKOFF_S * 2**attempt
                 print(f"rlhand: reward server {self.url}: {why}; retry {attempt + 1} of {self.retries} in {wait:g}s", file=sys.stderr, flush=True)
                 time.sleep(wait)
@@ -59,14 +59,14 @@ class RemoteScorer:
         try:
             answer = json.loads(raw)
         except ValueError:
-            raise RewardError(f"reward.url: {self.url} answered with malformed JSON ({raw[:60]!r})") from None
+            raise RewardError(f"{self.field}: {self.url} answered with malformed JSON ({raw[:60]!r})") from None
         rewards = answer.get("rewards") if isinstance(answer, dict) else None
         if rewards is None:
-            raise RewardError(f"reward.url: {self.url} answered without a 'rewards' list ({str(answer)[:60]})")
+            raise RewardError(f"{self.field}: {self.url} answered without a 'rewards' list ({str(answer)[:60]})")
         return checked_scores(rewards, queries, f"the reward server {self.url}")
 
 
-def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+def check_reachable(url: str, timeout_s: float = 5.0, field: str = "reward.url") -> None:
     """A TCP connection to the server's host and port, before any model loads: a server that is not
     up is one line now, not a failure after the first rollout."""
     parts = urlsplit(url)
@@ -75,7 +75,7 @@ def check_reachable(url: str, timeout_s: float = 5.0) -> None:
         with socket.create_connection((parts.hostname, port), timeout=timeout_s):
             pass
     except OSError as err:
-        raise RewardError(f"reward.url: cannot reach {url}: {_reason(err)}") from None
+        raise RewardError(f"{field}: cannot reach {url}: {_reason(err)}") from None
 
 
 def _reason(err: BaseException) -> str:

@@ -40,10 +40,9 @@ class RetokenizingScorer:
         reward_tokenizer: PreTrainedTokenizerBase,
         chat_template: bool,
         max_tokens: int | None = None,
-        standardise: tuple[float, float] | None = None,
     ):
         self.reward_model, self.policy_tokenizer, self.reward_tokenizer = reward_model, policy_tokenizer, reward_tokenizer
-        self.chat_template, self.max_tokens, self.standardise = chat_template, max_tokens, standardise
+        self.chat_template, self.max_tokens = chat_template, max_tokens
 
     def texts(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> list[str]:
         prompts, responses, _, _ = decode_texts(self.policy_tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
@@ -68,10 +67,7 @@ class RetokenizingScorer:
         inputs = sequence_inputs(heads.to(device), torch.ones_like(heads).to(device), tails.to(device), tail_mask.to(device))
         last = last_valid_index(tail_mask.to(device))
         step = rows_per_part(len(last), inputs.input_ids.shape[1], self.max_tokens)
-        scores = torch.cat([sequence_scores(self.reward_model, inputs.rows(slice(i, i + step)), last[i : i + step]) for i in range(0, len(last), step)])
-        if self.standardise is not None:
-            scores = (scores - self.standardise[0]) / self.standardise[1]
-        return scores
+        return torch.cat([sequence_scores(self.reward_model, inputs.rows(slice(i, i + step)), last[i : i + step]) for i in range(0, len(last), step)])
 
 
 def reward_model_tokenizer(cfg: TrainConfig, policy_tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase | None:

@@ -14,10 +14,12 @@ from rlhand.config.schema import (
     Autocast,
     FitCheck,
     KLControl,
+    Normalize,
     RewardKind,
     TrainConfig,
 )
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
+from rlhand.core.masked import LOCAL, Reducer
 from rlhand.data.mixture import load_mixture
 from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
 from rlhand.distributed import context
@@ -32,13 +34,16 @@ from rlhand.models.loaders import policy_config
 from rlhand.models.lora import check_targets
 from rlhand.models.plan import model_plan
 from rlhand.models.sources import check_model_sources
+from rlhand.models.weights import DTYPES
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
-from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function
-from rlhand.rewards.combined import CombinedScorer, component_weights
+from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function, specs
+from rlhand.rewards.combined import CombinedScorer
 from rlhand.rewards.model import read_score_stats
+from rlhand.rewards.normalize import NormalizedScorer
 from rlhand.rewards.remote import RemoteScorer, check_reachable
 from rlhand.rewards.retokenize import RetokenizingScorer, reward_model_tokenizer, uses_chat_template
+from rlhand.rewards.specs import PreparedScorer
 from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.run.learners import Learners, adamw_learner
 from rlhand.stages.inputs import stage_tokenizer
@@ -52,12 +57,12 @@ class RunInputs:
     prompt_ids: list[list[int]]
     val_prompt_ids: list[list[int]]  # empty unless eval.every > 0
     reward_fn: Callable | None
-    val_scorers: dict[str, Callable]  # eval.scorers, imported: name -> reward function
+    val_scorers: dict[str, PreparedScorer]  # eval.scorers, checked
     prompt_labels: list[int] | None = None  # task.mixture: each training prompt's source
     sources: list[str] | None = None  # task.mixture's names and weights
     weights: list[float] | None = None
-    components: dict[str, tuple[Callable, float]] = field(default_factory=dict)  # reward.components, imported
-    score_stats: tuple[float, float] | None = None  # reward.normalize: the reward model's (mean, std)
+    components: dict[str, tuple[PreparedScorer, float]] = field(default_factory=dict)  # reward.components, checked, with weights
+    score_stats: tuple[float, float] | None = None  # reward.normalize=saved: the reward model's (mean, std)
     reward_tokenizer: PreTrainedTokenizerBase | None = None  # a reward model's own, when it is not the policy's
 
 
@@ -113,13 +118,13 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         prompt_ids=encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation),
         val_prompt_ids=encode_prompts(tokenizer, val_prompts, task.max_prompt_tokens, task.truncation),
         reward_fn=reward_fn,
-        score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize else None,
+        score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize is Normalize.saved else None,
         reward_tokenizer=reward_model_tokenizer(cfg, tokenizer),
         prompt_labels=labels if sources else None,
         sources=sources,
         weights=weights,
-        components={name: (resolve_reward_function(spec, f"reward.components.{name}"), weight) for name, (spec, weight) in component_weights(cfg.reward.components).items()},
-        val_scorers={name: resolve_reward_function(spec, f"eval.scorers.{name}") for name, spec in cfg.eval.scorers.items()},
+        components={name: (specs.prepare(spec, f"reward.components.{name}"), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
+        val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers"),
     )
 
 
@@ -145,24 +150,35 @@ def task_prompts(cfg: TrainConfig):
     return prompts, labels, sources, weights, val_prompts
 
 
-def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> tuple[Models, Callable]:
+def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device, reducer: Reducer = LOCAL) -> tuple[Models, Callable, NormalizedScorer]:
+    """The models, the run's scorer (its reward, normalised, with any components) and the normaliser
+    (its running statistics are checkpointed; validation scores with them frozen)."""
     models = build_models(cfg.model, inputs.tokenizer, model_plan(cfg), device)
     models.limits = forward_limits(cfg)
+    r, max_tokens = cfg.reward, cfg.trainer.score_max_tokens
     if models.reward_model is not None and inputs.reward_tokenizer is not None:
-        scorer = RetokenizingScorer(
-            models.reward_model, inputs.tokenizer, inputs.reward_tokenizer, uses_chat_template(cfg, inputs.reward_tokenizer), cfg.trainer.score_max_tokens, inputs.score_stats
-        )
+        scorer = RetokenizingScorer(models.reward_model, inputs.tokenizer, inputs.reward_tokenizer, uses_chat_template(cfg, inputs.reward_tokenizer), max_tokens)
     elif models.reward_model is not None:
-        scorer = ModelScorer(models.reward_model, cfg.trainer.score_max_tokens, inputs.score_stats)
-    elif cfg.reward.kind is RewardKind.remote:
-        r = cfg.reward
+        scorer = ModelScorer(models.reward_model, max_tokens)
+    elif r.kind is RewardKind.remote:
         scorer = RemoteScorer(r.url, inputs.tokenizer, r.timeout_s, r.retries, r.request_size, r.in_flight)
     else:
-        scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {cfg.reward.function['_target_']}")
+        scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {r.function['_target_']}")
+    normalized = scorer = NormalizedScorer(scorer, inputs.score_stats, running=r.normalize is Normalize.running, clip=r.clip, reducer=reducer)
     if inputs.components:
-        parts = {name: (FunctionScorer(fn, inputs.tokenizer, name=f"reward.components.{name}"), weight) for name, (fn, weight) in inputs.components.items()}
-        scorer = CombinedScorer(scorer, cfg.reward.weight, parts)
-    return models, scorer
+        built = {name: (specs.build(prepared, inputs.tokenizer, device, frozen_dtype(cfg), max_tokens), w) for name, (prepared, w) in inputs.components.items()}
+        scorer = CombinedScorer(normalized, r.weight, built)
+    return models, scorer, normalized
+
+
+def frozen_dtype(cfg: TrainConfig) -> torch.dtype:
+    """What frozen models load in: a component's or validation's reward model, as the run's own."""
+    return DTYPES[(cfg.model.frozen_dtype or cfg.model.dtype).value]
+
+
+def build_val_scorers(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> dict[str, Callable]:
+    """eval.scorers, built (a reward model among them loads now, frozen, whole on every rank)."""
+    return specs.build_all(inputs.val_scorers, inputs.tokenizer, device, frozen_dtype(cfg), cfg.trainer.score_max_tokens)
 
 
 def forward_limits(cfg: TrainConfig) -> ForwardLimits:

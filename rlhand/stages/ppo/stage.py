@@ -20,7 +20,6 @@ from rlhand.data.mixture import mixture_counts
 from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import validate
 from rlhand.reporting.memory import release_cached_memory
-from rlhand.rewards import FunctionScorer
 from rlhand.rewards.combined import CombinedScorer
 from rlhand.rewards.retokenize import RetokenizingScorer
 from rlhand.rollout.collector import RolloutCollector
@@ -56,7 +55,7 @@ class PPOStage:
     def __init__(self, cfg: TrainConfig, inputs: setup.RunInputs, env: RunEnv):
         self.cfg, self.inputs, self.env = cfg, inputs, env
         ctx = self.dist = env.ctx
-        self.models, self.scorer = setup.prepare_models(cfg, inputs, env.device)
+        self.models, self.scorer, self.normalizer = setup.prepare_models(cfg, inputs, env.device, ctx)
         setup.distribute_models(cfg, self.models, ctx, env.layout, env.device)
         ctx.reseed_for_rank(cfg.seed, seed_everything)  # ranks built identical models; from here each samples its own
         self.learners = setup.build_learners(cfg, self.models, ctx, env.layout)
@@ -78,7 +77,7 @@ class PPOStage:
         )
         self.totals = {"samples/generated": 0, "samples/trained": 0}
         self.last_samples: list[dict] = []
-        self.val_scorers = {name: FunctionScorer(fn, inputs.tokenizer, name=f"eval.scorers.{name}") for name, fn in inputs.val_scorers.items()}
+        self.val_scorers = setup.build_val_scorers(cfg, inputs, env.device)
 
     def start(self) -> None:
         """The generation engine, from the weights just built or resumed."""
@@ -90,8 +89,9 @@ class PPOStage:
         if cfg.generation.samples_per_prompt > 1:
             estimator += f", {cfg.generation.samples_per_prompt} samples per prompt"
         scored = ""
-        if isinstance(self.scorer, RetokenizingScorer):  # which path a learned reward takes, said once
-            scored = f"; texts tokenized again for the reward model{' with its chat template' if self.scorer.chat_template else ''}"
+        reward = self.normalizer.inner
+        if isinstance(reward, RetokenizingScorer):  # which path a learned reward takes, said once
+            scored = f"; texts tokenized again for the reward model{' with its chat template' if reward.chat_template else ''}"
         return f"rlhand: {cfg.algo.name}{estimator} (replay {cfg.replay.name}) on {cfg.task.name}{scored}"
 
     def plot_title(self) -> str:
@@ -121,6 +121,7 @@ class PPOStage:
         stats.update(sampling_stats)
         stats.update(mismatch_stats(rollout, cfg.algo.is_truncation, self.dist))
         stats.update(mixture_counts(self.collector.sampler, self.inputs.sources or []))
+        stats.update(self.normalizer.raw_mean(self.dist))
         if isinstance(self.scorer, CombinedScorer):
             stats.update(self.scorer.component_means(self.dist))
         del rollout, batch, sampled, mixed  # the iteration's activations and rollout tensors go before the next phase
@@ -155,7 +156,7 @@ class PPOStage:
         prompts = inputs.val_prompt_ids[self.dist.shard(len(inputs.val_prompt_ids))]
         raw: list[dict] = []  # rank 0's first validation batch, for samples()
         self.collector.sync()
-        with env.autocast(), gathered(self.collector.sampling_modules()):
+        with env.autocast(), gathered(self.collector.sampling_modules()), self.normalizer.frozen():
             stats = validate(
                 self.models,
                 self.scorer,
@@ -186,12 +187,18 @@ class PPOStage:
         return self.last_samples if self.dist.is_main else []
 
     def state_dict(self) -> dict:
-        return {"totals": dict(self.totals), "kl_controller": self.kl_ctl.state_dict(), "sampler": self.collector.sampler.state_dict()}
+        return {
+            "totals": dict(self.totals),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "sampler": self.collector.sampler.state_dict(),
+            "reward_normalizer": self.normalizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.collector.sampler.load_state_dict(state["sampler"])
         self.totals = dict(state["totals"])
+        self.normalizer.load_state_dict(state.get("reward_normalizer") or {})  # absent in checkpoints before reward.normalize=running
 
     def rank_state_dict(self):
         return self.replay.state_dict()
