@@ -134,3 +134,32 @@ def test_supervised_runs_are_skipped_with_a_note(fixture_runs, tmp_path, capsys)
     assert "skipping 1 run(s) of stage=sft or stage=reward_model" in capsys.readouterr().err
     assert main([str(sft), "--out", str(tmp_path / "out2")]) == 2
     assert "no RL runs to compare" in capsys.readouterr().err
+
+
+def write_evaluation(folder):
+    """An rlhand-eval --out folder: its summary as evaluation/cli.py builds it, from ab_summary."""
+    import numpy as np
+
+    from rlhand.evaluation.ab import ab_summary
+
+    rng = np.random.default_rng(0)
+    better, base = rng.normal(0.5, 1, 64), rng.normal(0, 1, 64)
+    lengths = rng.integers(1, 16, 64).tolist()
+    ab = {"rl vs sft": {"gold": ab_summary(better, base, lengths, lengths, seed=0)}}
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"prompts": 64, "seed": 0, "ab": ab}))
+    (folder / "samples.jsonl").write_text("")
+    return ab["rl vs sft"]["gold"]
+
+
+def test_ab_results_found_beside_the_runs_are_tabled(fixture_runs, capsys):
+    result = write_evaluation(fixture_runs / "eval" / "rl_vs_sft")
+    out = fixture_runs / "cmp"
+    assert main([str(fixture_runs), "--out", str(out)]) == 0
+    table = (out / "summary.md").read_text()
+    low, high = result["interval_95"]
+    assert f"| rl vs sft | gold | {result['win_rate']:.3f} | [{low:.3f}, {high:.3f}] |" in table
+    assert table.index("| algo=ppo / replay=standard |") < table.index("### A/B:")  # under the runs' table
+    # Evaluations alone are tabled too.
+    assert main([str(fixture_runs / "eval"), "--out", str(tmp_out := fixture_runs / "cmp2")]) == 0
+    assert "| rl vs sft | gold |" in (tmp_out / "summary.md").read_text()

@@ -44,3 +44,20 @@ def test_a_resume_keeps_the_samples_up_to_its_checkpoint_and_drops_a_cut_line(tm
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0, 2, 4]
     SamplesFile(path, resumed_step=0)  # a fresh restart: its validation before training runs again
     assert path.read_text() == ""
+
+
+def test_wandb_offline_gets_the_samples_as_a_table(tmp_path):
+    import subprocess
+
+    from tests.test_logging_backends import EXE, no_network_env
+
+    args = [EXE, *FAST, "eval.every=1", "eval.num_prompts=8", "eval.samples=2", "logging=wandb", "logging.progress_bar=false", "logging.plots=false", "hydra.run.dir=run"]
+    out = subprocess.run(args, cwd=tmp_path, env=no_network_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "wandb:" not in out.stderr, out.stderr
+    written = [json.loads(line) for line in (tmp_path / "run" / "logs" / "samples.jsonl").read_text().splitlines()]
+    tables = sorted((tmp_path / "run" / "logs" / "wandb").glob("offline-run-*/files/media/table/samples_*.table.json"))
+    assert len(tables) == 2  # one per validation
+    logged = [row for table in tables for row in json.loads(table.read_text())["data"]]
+    columns = json.loads(tables[0].read_text())["columns"]
+    assert columns == ["step", "prompt", "response", "reward"]
+    assert sorted(map(tuple, logged)) == sorted((r["step"], r["prompt"], r["response"], r["scores"]["reward"]) for r in written)

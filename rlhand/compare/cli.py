@@ -1,9 +1,11 @@
-"""rlhand-compare DIR... : plots and a markdown table comparing the runs found under DIRs."""
+"""rlhand-compare DIR... : plots and a markdown table comparing the runs found under DIRs, and the
+A/B tables of any rlhand-eval results found there."""
 
 import argparse
 import sys
 from pathlib import Path
 
+from rlhand.compare.evaluations import ab_tables, find_evaluations
 from rlhand.compare.plots import plot_comparison
 from rlhand.compare.runs import distinguishing_keys, find_runs, group_runs
 from rlhand.compare.summary import markdown_table
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"rlhand-compare: error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    runs = find_runs(args.dirs)
+    runs, evaluations = find_runs(args.dirs), find_evaluations(args.dirs)
+    if not runs and evaluations:
+        return write_summary(ab_tables(evaluations), args.out, [])
     if not runs:
         print(f"rlhand-compare: error: no runs (logs/metrics.jsonl + training_config.json) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
@@ -47,9 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     groups = group_runs(runs, keys)
     paths = plot_comparison(groups, args.out, args.threshold, args.window)
     table = markdown_table(groups, args.threshold, args.window)
-    (args.out / "summary.md").write_text(table, encoding="utf-8")
+    if evaluations:
+        table += "\n\n" + ab_tables(evaluations)
+    return write_summary(table, args.out, paths, f" ({len(runs)} runs in {len(groups)} groups)")
+
+
+def write_summary(table: str, out: Path, paths: list, counts: str = "") -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(table, encoding="utf-8")
     print(table)
-    print(f"wrote {', '.join(str(p) for p in [*paths, args.out / 'summary.md'])} ({len(runs)} runs in {len(groups)} groups)")
+    print(f"wrote {', '.join(str(p) for p in [*paths, out / 'summary.md'])}{counts}")
     return 0
 
 

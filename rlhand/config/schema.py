@@ -6,6 +6,7 @@ cross-field rules when the config becomes objects (see load.py). Field names are
 in the YAML, on the command line and in the code.
 """
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
@@ -14,6 +15,7 @@ from omegaconf import MISSING
 
 from rlhand.config.batch_layout import check_batch_layout
 from rlhand.config.checks import check, check_mixture, check_scorer_spec
+from rlhand.config.figures import PPO_PER_SET, split_watched, validation_figures
 from rlhand.config.stages import RewardModelConfig, SFTConfig, StageKind
 from rlhand.core.estimators import ESTIMATORS
 from rlhand.core.kl import KLEstimator
@@ -587,6 +589,10 @@ class EvalConfig:
     # Held-out prompts whose responses and scores each validation writes to logs/samples.jsonl and
     # TensorBoard text (the console shows the first); 0 = none.
     samples: int = 4
+    # More prompt sets validated beside the held-out prompts, each logged as val/<set>/<figure>
+    # (reward, reward_<scorer>, kl, entropy, response_length): name -> {path: FILE, num_prompts: N
+    # (default eval.num_prompts), prompt_column: ... (default task.prompt_column)}.
+    prompt_sets: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check(self.every >= 0, "eval.every", "must be >= 0")
@@ -595,6 +601,15 @@ class EvalConfig:
         check(not self.before_training or self.every > 0, "eval.before_training", "needs eval.every > 0 (the held-out prompts)")
         for name, spec in self.scorers.items():
             check_scorer_spec(spec, f"eval.scorers.{name}")
+        for name, spec in self.prompt_sets.items():
+            field_name = f"eval.prompt_sets.{name}"
+            check(re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None and name not in PPO_PER_SET, field_name, "a name of letters, digits, _ . - that is not a figure's")
+            check(name not in self.scorers and f"reward_{name}" not in self.scorers, field_name, "the name of an eval.scorers entry too; name them apart")
+            check(isinstance(spec, dict) and bool(spec.get("path")), field_name, "needs a path (a prompt file)")
+            unknown = sorted(set(spec) - {"path", "num_prompts", "prompt_column"})
+            check(not unknown, f"{field_name}.{unknown[0] if unknown else ''}", "not a prompt-set setting (have path, num_prompts, prompt_column)")
+            n = spec.get("num_prompts", self.num_prompts)
+            check(isinstance(n, int) and not isinstance(n, bool) and n > 0, f"{field_name}.num_prompts", "needs a whole number > 0")
 
 
 @dataclass
@@ -603,9 +618,14 @@ class EarlyStopConfig:
     # than `threshold`; null = never stop early.
     patience: Optional[int] = None
     threshold: float = 0.001
+    # The validation figure early stopping, the plateau LR, best/ and a tuning sweep follow, higher is
+    # better ("-" in front: lower is), e.g. val/reward_gold or val/<set>/reward; null: the stage's own
+    # (val/reward for ppo, -val/loss for sft, val/accuracy for reward_model).
+    metric: Optional[str] = None
 
     def __post_init__(self) -> None:
         check(self.patience is None or self.patience > 0, "early_stop.patience", "must be > 0 or null")
+        check(self.metric is None or self.metric.lstrip("-").startswith("val/"), "early_stop.metric", f"names a validation figure (val/...), not {self.metric!r}")
         check(self.threshold >= 0, "early_stop.threshold", "must be >= 0")
 
 
@@ -637,6 +657,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self._check_stage_settings()
+        self._check_watched_figure()
         self._check_estimator()
         self._resolve_replay_rows()
         self._check_rest()
@@ -649,6 +670,16 @@ class TrainConfig:
                 check(not given, f"{section}.{given[0] if given else ''}", f"a setting of stage={stage.value}, given to stage={self.stage.value}")
         if self.stage is not StageKind.ppo:
             check(not self.replay.enabled, "replay", f"experience replay belongs to stage=ppo, not stage={self.stage.value}")
+
+    def _check_watched_figure(self) -> None:
+        if self.stage is not StageKind.ppo:
+            check(not self.eval.scorers and not self.eval.prompt_sets, "eval", f"scorers and prompt_sets validate generations: stage=ppo, not stage={self.stage.value}")
+        if self.early_stop.metric is None:
+            return
+        check(self.eval.every > 0, "early_stop.metric", "follows a validation figure: needs eval.every > 0")
+        sign, name = split_watched(self.early_stop.metric)
+        known = validation_figures(self)
+        check(name in known, "early_stop.metric", f"no validation logs {name!r} (have {', '.join(sorted(known))})")
 
     def _check_estimator(self) -> None:
         group, algo = self.generation.samples_per_prompt, self.algo

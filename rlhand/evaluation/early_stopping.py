@@ -2,6 +2,16 @@
 
 import math
 
+from rlhand.config.figures import split_watched
+
+
+def watched_value(stats: dict, watched: str) -> float:
+    """The watched figure of one validation, signed so that higher is better; a NaN or inf (a loss
+    that diverged) is the worst value, never a best."""
+    sign, name = split_watched(watched)
+    value = float(stats[name])
+    return sign * value if math.isfinite(value) else -math.inf
+
 
 class EarlyStopping:
     """Tracks the best val/reward. An evaluation improves only if it beats the best by more than

@@ -10,6 +10,7 @@ import math
 
 from hydra.experimental.callback import Callback
 
+from rlhand.config.figures import split_watched
 from rlhand.errors import exit_with
 
 TUNE_WINDOW = 10
@@ -21,12 +22,12 @@ IN_TRAINING = {"val/reward": "reward/mean", "val/loss": "train/loss", "val/accur
 
 def tuning_objective(history: list[dict], watched: str = "val/reward", window: int = TUNE_WINDOW) -> float:
     """`watched`: the stage's validation figure, higher is better ("-val/loss": lower is)."""
-    sign, key = (-1.0, watched[1:]) if watched.startswith("-") else (1.0, watched)
+    sign, key = split_watched(watched)
     validated = [row[key] for row in history if key in row]
     if validated:
         return sign * float(validated[-1])
-    if not history:
-        return -math.inf  # stopped before its first iteration
+    if not history or key not in IN_TRAINING:
+        return -math.inf  # stopped before its first iteration, or before the first validation of a named figure
     tail = history[-window:]
     return sign * float(sum(row[IN_TRAINING[key]] for row in tail) / len(tail))
 

@@ -10,7 +10,7 @@ from rlhand.config.schema import TrainConfig
 from rlhand.errors import writing
 from rlhand.reporting.console import ConsoleReporter, compact_line
 from rlhand.reporting.metrics_file import MetricsFile
-from rlhand.reporting.samples import SamplesFile, console_line, markdown
+from rlhand.reporting.samples import SamplesFile, console_line
 from rlhand.reporting.text_log import close_text_log, open_text_log
 
 
@@ -80,8 +80,8 @@ class RunLogger:
             if self.samples_file is not None:
                 self.samples_file.write(step, samples)
             for sink in self.sinks:
-                if hasattr(sink, "text"):
-                    sink.text("samples", markdown(samples), step)
+                if hasattr(sink, "samples"):  # TensorBoard's text panel, a wandb table
+                    sink.samples(step, samples)
 
     def close(self) -> None:
         self.console.close()

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from rlhand.reporting.samples import markdown
+
 
 class TensorBoardSink:
     def __init__(self, log_dir: Path, resumed_step: int):
@@ -18,8 +20,9 @@ class TensorBoardSink:
                 self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
-    def text(self, tag: str, text: str, step: int) -> None:
-        self.writer.add_text(tag, text, step)
+    def samples(self, step: int, samples: list[dict]) -> None:
+        """The validation's samples as one markdown table in the text panel."""
+        self.writer.add_text("samples", markdown(samples), step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -40,6 +40,20 @@ class WandbSink:
             self.warn.warning(f"wandb: logging failed, switched off ({type(err).__name__}: {err})")
             self.run = None
 
+    def samples(self, step: int, samples: list[dict]) -> None:
+        """The validation's samples as a wandb Table (step, prompt, response, a column per score)."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            names = list(samples[0]["scores"])
+            rows = [[step, s["prompt"], s["response"], *(s["scores"][n] for n in names)] for s in samples]
+            self.run.log({"samples": wandb.Table(columns=["step", "prompt", "response", *names], data=rows)}, step=step)
+        except Exception as err:  # noqa: BLE001
+            self.warn.warning(f"wandb: logging samples failed, switched off ({type(err).__name__}: {err})")
+            self.run = None
+
     def close(self) -> None:
         if self.run is not None:
             try:

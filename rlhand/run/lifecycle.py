@@ -19,12 +19,13 @@ from rlhand.checkpoint.resume import config_differences
 from rlhand.checkpoint.rng import capture_rng, restore_rng
 from rlhand.checkpoint.store import checkpoint_step
 from rlhand.checkpoint.training import load_learners, read_config, read_rank_state, read_training_state, save_training_checkpoint
+from rlhand.config.figures import split_watched, watched_figure
 from rlhand.config.load import config_dict
 from rlhand.config.schema import RESUME_AUTO, TrainConfig
 from rlhand.distributed import context
 from rlhand.distributed.layout import resolve_layout
 from rlhand.errors import writing
-from rlhand.evaluation.early_stopping import EarlyStopping
+from rlhand.evaluation.early_stopping import EarlyStopping, watched_value
 from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
 from rlhand.reporting.run_logger import RunLogger, SilentLogger
 from rlhand.reporting.timer import PhaseTimer
@@ -53,6 +54,7 @@ class Run:
         self.stage = stage_class(cfg, inputs, self.env)
         self.lr_schedule = LRSchedule(cfg.scheduler, self.stage.learners.optimizers(), cfg.trainer.max_steps)
         self.early_stopping = EarlyStopping(cfg.early_stop.patience, cfg.early_stop.threshold)
+        self.watched = watched_figure(cfg)
         self.step, self.stopped_early = 0, False
         self.last_checkpoint: Path | None = None  # the newest checkpoint of this trajectory, for error messages
         self.history: list[dict] = []
@@ -125,7 +127,7 @@ class Run:
     def validate_before_training(self, log) -> None:
         """The starting model's validation figures (verl's val_before_train): in the log and in
         logs/val_before_training.json, not in the step history (a resumed run does not repeat it)."""
-        stats, _ = self.stage.validate(0)
+        stats = self.stage.validate(0)
         log.samples(0, self.stage.samples())
         log.info("before training: " + ", ".join(f"{k} {v:+.4f}" for k, v in stats.items()))
         if self.dist.is_main:
@@ -136,11 +138,11 @@ class Run:
     def evaluate(self, log) -> dict:
         """Validation, then the things it drives: plateau LR, best model, early stopping."""
         started = time.perf_counter()
-        stats, value = self.stage.validate(self.step)
+        stats = self.stage.validate(self.step)
         log.samples(self.step, self.stage.samples())
+        # early_stop.metric or the stage's figure, higher is better ("-val/loss": a loss, shown as itself).
+        value, (sign, name) = watched_value(stats, self.watched), split_watched(self.watched)
         self.lr_schedule.on_validation(value)
-        # The stage's figure, higher is better ("-val/loss": a loss, shown as itself).
-        sign, name = (-1, self.stage.watched[1:]) if self.stage.watched.startswith("-") else (1, self.stage.watched)
         if self.early_stopping.update(value, self.step) and self.cfg.eval.save_best:
             with writing(self.run_dir / "best"):
                 self.stage.save(self.run_dir / "best", meta={"step": self.step, name: sign * value})

@@ -29,7 +29,6 @@ class RunEnv:
 
 class Stage(Protocol):
     learners: Learners  # what the run checkpoints and schedules
-    watched: str  # the validation figure (higher is better) early stopping, the plateau LR and best/ follow
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> Any:
@@ -56,8 +55,9 @@ class Stage(Protocol):
     def step(self, step: int) -> dict:
         """One iteration; its metrics (the run adds step, lr and memory)."""
 
-    def validate(self, step: int) -> tuple[dict, float]:
-        """Validation metrics, and the one figure early stopping, the plateau LR and the best model follow."""
+    def validate(self, step: int) -> dict:
+        """Validation metrics (val/*; early_stop.metric names the one that early stopping, the plateau LR
+        and the best model follow, rlhand/config/figures.py)."""
 
     def samples(self) -> list[dict]:
         """The last validation's readable samples ({prompt, response, scores}); [] where none."""

@@ -41,7 +41,6 @@ class SupervisedInputs:
 class SupervisedStage:
     section: str  # the config section: "sft" or "rm"
     learner: str  # what the checkpoint and final/ call the trained model
-    watched: str  # the validation figure early stopping and best/ follow (higher is better)
 
     @classmethod
     def load(cls, cfg: TrainConfig, tokenizer, path: str | None) -> list: ...
@@ -161,7 +160,7 @@ class SupervisedStage:
         }
 
     @torch.no_grad()
-    def validate(self, step: int) -> tuple[dict, float]:
+    def validate(self, step: int) -> dict:
         mine = self.inputs.val[self.dist.shard(len(self.inputs.val))]
         rows = self.settings.batch_size // self.dist.world_size
         totals: dict[str, torch.Tensor] = {}
@@ -171,14 +170,12 @@ class SupervisedStage:
                     totals[key] = totals.get(key, 0) + value
         stats = self.from_sums(self.dist.sum(torch.stack([totals[k] for k in sorted(totals)])), sorted(totals))
         out = {f"val/{k}": float(v) for k, v in stats.items()}
-        return out, self.watched_value(out)
+        return out
 
     def sums(self, batch: list) -> dict[str, torch.Tensor]:
         """Additive validation figures of this rank's batch (float64 sums and counts)."""
 
     def from_sums(self, summed: torch.Tensor, keys: list[str]) -> dict[str, torch.Tensor]: ...
-
-    def watched_value(self, val: dict) -> float: ...
 
     def samples(self) -> list[dict]:
         return []  # the supervised stages generate nothing

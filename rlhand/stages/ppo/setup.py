@@ -56,6 +56,7 @@ class RunInputs:
     tokenizer: PreTrainedTokenizerBase
     prompt_ids: list[list[int]]
     val_prompt_ids: list[list[int]]  # empty unless eval.every > 0
+    val_sets: dict[str, list[list[int]]]  # eval.prompt_sets, encoded: name -> prompts
     reward_fn: Callable | None
     val_scorers: dict[str, PreparedScorer]  # eval.scorers, checked
     prompt_labels: list[int] | None = None  # task.mixture: each training prompt's source
@@ -113,7 +114,14 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     ctx = context.current()
     if len(val_prompts) % ctx.world_size:
         raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
+    val_sets = {}
+    for name, spec in cfg.eval.prompt_sets.items() if cfg.eval.every > 0 else ():
+        texts = read_prompt_file(Path(spec["path"]), spec.get("prompt_column", task.prompt_column))[: spec.get("num_prompts", cfg.eval.num_prompts)]
+        if len(texts) % ctx.world_size:
+            raise ConfigError(f"eval.prompt_sets.{name}: its {len(texts)} prompts do not split over {ctx.world_size} ranks")
+        val_sets[name] = encode_prompts(tokenizer, texts, task.max_prompt_tokens, task.truncation)
     return RunInputs(
+        val_sets=val_sets,
         tokenizer=tokenizer,
         prompt_ids=encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation),
         val_prompt_ids=encode_prompts(tokenizer, val_prompts, task.max_prompt_tokens, task.truncation),

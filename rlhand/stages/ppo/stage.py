@@ -35,7 +35,6 @@ from rlhand.stages.ppo.update import PPOUpdate
 
 
 class PPOStage:
-    watched = "val/reward"  # what early stopping, the plateau LR and best/ follow
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, ctx, device: torch.device) -> setup.RunInputs:
@@ -151,28 +150,31 @@ class PPOStage:
         self.totals["samples/generated"] += self.cfg.algo.rollout_batch_size * sampling_stats.get("dynamic/rounds", 1)
         self.totals["samples/trained"] += used
 
-    def validate(self, step: int) -> tuple[dict, float]:
+    def validate(self, step: int) -> dict:
+        """val/* on the held-out prompts, val/<set>/* on each of eval.prompt_sets; samples from the former."""
         cfg, env, inputs = self.cfg, self.env, self.inputs
-        prompts = inputs.val_prompt_ids[self.dist.shard(len(inputs.val_prompt_ids))]
         raw: list[dict] = []  # rank 0's first validation batch, for samples()
+        stats = {}
         self.collector.sync()
         with env.autocast(), gathered(self.collector.sampling_modules()), self.normalizer.frozen():
-            stats = validate(
-                self.models,
-                self.scorer,
-                prompts,
-                cfg.generation,
-                batch_size=cfg.algo.rollout_batch_size // self.dist.world_size,
-                eos_id=inputs.tokenizer.eos_token_id,
-                pad_id=inputs.tokenizer.pad_token_id,
-                seed=cfg.seed + 1 + self.dist.rank,
-                device=env.device,
-                timer=env.timer,
-                reducer=self.dist,
-                engine=self.collector.engine,
-                scorers=self.val_scorers,
-                samples=raw,
-            )
+            for name, prompts in {"": inputs.val_prompt_ids, **inputs.val_sets}.items():
+                figures = validate(
+                    self.models,
+                    self.scorer,
+                    prompts[self.dist.shard(len(prompts))],
+                    cfg.generation,
+                    batch_size=cfg.algo.rollout_batch_size // self.dist.world_size,
+                    eos_id=inputs.tokenizer.eos_token_id,
+                    pad_id=inputs.tokenizer.pad_token_id,
+                    seed=cfg.seed + 1 + self.dist.rank,
+                    device=env.device,
+                    timer=env.timer,
+                    reducer=self.dist,
+                    engine=self.collector.engine,
+                    scorers=self.val_scorers,
+                    samples=None if name else raw,
+                )
+                stats.update({key.replace("val/", f"val/{name}/", 1) if name else key: value for key, value in figures.items()})
         tokenizer = inputs.tokenizer
         self.last_samples = [
             {"prompt": tokenizer.decode(s["prompt_ids"], skip_special_tokens=True), "response": tokenizer.decode(s["response_ids"], skip_special_tokens=True), "scores": s["scores"]}
@@ -180,7 +182,7 @@ class PPOStage:
         ]
         env.timer.pop()  # validation phases are not training time
         release_cached_memory(env.device, cfg.trainer.empty_cache)
-        return stats, stats["val/reward"]
+        return stats
 
     def samples(self) -> list[dict]:
         """The last validation's first eval.samples prompts, responses (to the EOS) and scores, as text."""

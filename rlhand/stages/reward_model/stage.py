@@ -18,7 +18,7 @@ from rlhand.stages.supervised import SupervisedStage
 
 
 class RewardModelStage(SupervisedStage):
-    section, learner, watched = "rm", "reward_model", "val/accuracy"
+    section, learner = "rm", "reward_model"
 
     @classmethod
     def load(cls, cfg, tokenizer, path):
@@ -71,9 +71,6 @@ class RewardModelStage(SupervisedStage):
             "score_mean": mean,
             "score_std": (t["square"] / (2 * t["pairs"]) - mean**2).clamp_min(0).sqrt(),
         }
-
-    def watched_value(self, val: dict) -> float:
-        return val["val/accuracy"]
 
     @torch.no_grad()
     def extra_files(self) -> dict[str, dict]:

@@ -4,7 +4,6 @@ the first), per token over all ranks' tokens; forwards are padding-free and the 
 in chunks, as in the RL stage (rlhand/models/forward.py). final/policy is what the RL stage takes:
 model=hf model.policy=<run>/final/policy."""
 
-import math
 
 import torch
 
@@ -18,7 +17,7 @@ from rlhand.stages.supervised import SupervisedStage
 
 
 class SFTStage(SupervisedStage):
-    section, learner, watched = "sft", "policy", "-val/loss"
+    section, learner = "sft", "policy"
 
     @classmethod
     def load(cls, cfg, tokenizer, path):
@@ -71,6 +70,3 @@ class SFTStage(SupervisedStage):
         totals = dict(zip(keys, summed))
         loss = totals["nll"] / totals["tokens"]
         return {"loss": loss, "perplexity": loss.exp()}
-
-    def watched_value(self, val: dict) -> float:
-        return -val["val/loss"] if math.isfinite(val["val/loss"]) else -math.inf
