@@ -61,3 +61,15 @@ def test_wandb_offline_gets_the_samples_as_a_table(tmp_path):
     columns = json.loads(tables[0].read_text())["columns"]
     assert columns == ["step", "prompt", "response", "reward"]
     assert sorted(map(tuple, logged)) == sorted((r["step"], r["prompt"], r["response"], r["scores"]["reward"]) for r in written)
+
+
+def test_training_rollouts_are_sampled_every_n_iterations_beside_validation(tmp_path):
+    cfg = compose_cfg(FAST + ["trainer.max_steps=3", "eval.every=2", "eval.num_prompts=8", "eval.samples=2", "eval.samples_every=1"])
+    run = build_run(cfg, tmp_path)
+    run.fit()
+    rows = [json.loads(line) for line in (tmp_path / "logs" / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in rows] == [(1, "train")] * 2 + [(2, "train")] * 2 + [(2, "val")] * 2 + [(3, "train")] * 2 + [(3, "val")] * 2
+    val_prompts = {run.stage.inputs.tokenizer.decode(ids, skip_special_tokens=True) for ids in run.stage.inputs.val_prompt_ids}
+    for row in rows:
+        assert (row["prompt"] in val_prompts) == (row["split"] == "val")  # training samples come from the training prompts
+        assert row["scores"]["reward"] == pytest.approx(letters_reward([row["prompt"]], [row["response"]])[0], abs=1e-6)

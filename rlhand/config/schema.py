@@ -589,6 +589,9 @@ class EvalConfig:
     # Held-out prompts whose responses and scores each validation writes to logs/samples.jsonl and
     # TensorBoard text (the console shows the first); 0 = none.
     samples: int = 4
+    # Also write eval.samples responses of every N-th iteration's training rollout ("split": "train";
+    # validation's are "val"), each with its score as training used it; 0 = at validation only.
+    samples_every: int = 0
     # More prompt sets validated beside the held-out prompts, each logged as val/<set>/<figure>
     # (reward, reward_<scorer>, kl, entropy, response_length): name -> {path: FILE, num_prompts: N
     # (default eval.num_prompts), prompt_column: ... (default task.prompt_column)}.
@@ -598,6 +601,7 @@ class EvalConfig:
         check(self.every >= 0, "eval.every", "must be >= 0")
         check(self.num_prompts > 0, "eval.num_prompts", "must be > 0")
         check(self.samples >= 0, "eval.samples", "must be >= 0")
+        check(self.samples_every >= 0, "eval.samples_every", "must be >= 0")
         check(not self.before_training or self.every > 0, "eval.before_training", "needs eval.every > 0 (the held-out prompts)")
         for name, spec in self.scorers.items():
             check_scorer_spec(spec, f"eval.scorers.{name}")

@@ -25,7 +25,8 @@ class RunLogger:
             self.text = open_text_log(log_dir) if cfg.logging.text_log else None
             if cfg.logging.jsonl:
                 self.sinks.append(MetricsFile(log_dir / "metrics.jsonl", history))
-            self.samples_file = SamplesFile(log_dir / "samples.jsonl", resumed_step) if cfg.eval.samples and cfg.eval.every else None
+            wanted = cfg.eval.samples and (cfg.eval.every or cfg.eval.samples_every)
+            self.samples_file = SamplesFile(log_dir / "samples.jsonl", resumed_step) if wanted else None
             if cfg.logging.tensorboard:
                 from rlhand.reporting.tensorboard import TensorBoardSink
 

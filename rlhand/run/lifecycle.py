@@ -118,6 +118,8 @@ class Run:
     def iteration(self, log) -> dict:
         cfg, lr = self.cfg, self.lr_schedule.lr
         metrics = {"step": self.step, **self.stage.step(self.step), "lr": lr}
+        if cfg.eval.samples_every and self.step % cfg.eval.samples_every == 0:
+            log.samples(self.step, self.stage.samples())  # the training rollout's, before validation's replace them
         self.lr_schedule.step()
         if cfg.eval.every and (self.step % cfg.eval.every == 0 or self.step == cfg.trainer.max_steps):
             metrics.update(self.evaluate(log))

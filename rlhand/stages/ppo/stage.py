@@ -18,7 +18,7 @@ from rlhand.checkpoint.store import CheckpointError
 from rlhand.config.schema import TrainConfig
 from rlhand.data.mixture import mixture_counts
 from rlhand.distributed.sharding import gathered
-from rlhand.evaluation.validate import validate
+from rlhand.evaluation.validate import readable_rows, validate
 from rlhand.reporting.memory import release_cached_memory
 from rlhand.rewards.combined import CombinedScorer
 from rlhand.rewards.retokenize import RetokenizingScorer
@@ -102,6 +102,8 @@ class PPOStage:
             self.scorer.reset()  # validation's batches are not this iteration's
         with env.autocast():
             rollout, sampled, sampling_stats = self.collector.collect_batch()
+        if cfg.eval.samples_every and step % cfg.eval.samples_every == 0:
+            self.last_samples = self.readable(readable_rows(sampled[0], {}), "train")
         rollout_s = time.perf_counter() - started
         release_cached_memory(env.device, cfg.trainer.empty_cache)
         with env.autocast():
@@ -175,14 +177,14 @@ class PPOStage:
                     samples=None if name else raw,
                 )
                 stats.update({key.replace("val/", f"val/{name}/", 1) if name else key: value for key, value in figures.items()})
-        tokenizer = inputs.tokenizer
-        self.last_samples = [
-            {"prompt": tokenizer.decode(s["prompt_ids"], skip_special_tokens=True), "response": tokenizer.decode(s["response_ids"], skip_special_tokens=True), "scores": s["scores"]}
-            for s in raw[: cfg.eval.samples]
-        ]
+        self.last_samples = self.readable(raw, "val")
         env.timer.pop()  # validation phases are not training time
         release_cached_memory(env.device, cfg.trainer.empty_cache)
         return stats
+
+    def readable(self, rows: list[dict], split: str) -> list[dict]:
+        decode = lambda ids: self.inputs.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        return [{"split": split, "prompt": decode(r["prompt_ids"]), "response": decode(r["response_ids"]), "scores": r["scores"]} for r in rows[: self.cfg.eval.samples]]
 
     def samples(self) -> list[dict]:
         """The last validation's first eval.samples prompts, responses (to the EOS) and scores, as text."""
