@@ -1,5 +1,6 @@
 """Reward over-optimisation on the offline pipeline: proxy and gold against √KL for reward models
-trained on different numbers of pairs, and with the adaptive KL controller (docs/results/overoptimisation.md).
+trained on different numbers of pairs, and with rlhand's KL controls: a fixed coefficient, the adaptive
+controller (two horizons) and the KL as a loss term (docs/results/overoptimisation.md).
 
     python scripts/overoptimisation.py --seeds 0 1 2 --out outputs/overoptimisation
 """
@@ -20,6 +21,10 @@ CONDITIONS = {
     "rm_1024_fixed": (1024, ["algo.kl_coef=0.02"]),
     "rm_8192_fixed": (8192, ["algo.kl_coef=0.02"]),
     "rm_8192_adaptive": (8192, ["algo.kl_coef=0.02", "algo.kl_control=adaptive", "algo.kl_target=2.0"]),
+    # The same controller able to move: 0.2 x 64 / 1000 a step, up to ~7x over the run (10000: ~1.2x).
+    "rm_8192_adaptive_h1000": (8192, ["algo.kl_coef=0.02", "algo.kl_control=adaptive", "algo.kl_target=2.0", "algo.kl_horizon=1000"]),
+    # The KL as a loss term (GRPO's placement) instead of a token reward, same coefficient.
+    "rm_8192_kl_loss": (8192, ["algo.kl_coef=0.02", "algo.kl_placement=loss"]),
 }
 
 

@@ -43,6 +43,12 @@ class DType(str, Enum):
     float16 = "float16"
 
 
+class Quantization(str, Enum):
+    none = "none"
+    nf4 = "nf4"  # 4-bit NormalFloat with double quantization (QLoRA), bitsandbytes
+    int8 = "int8"  # LLM.int8 (8-bit weights, fp16 outliers), bitsandbytes
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -164,6 +170,11 @@ class ModelConfig:
     # trained models keep fp32 master weights (bf16 compute: trainer.autocast=bfloat16).
     frozen_dtype: Optional[DType] = None
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # The trained models' frozen bases under LoRA in 4 (nf4: QLoRA) or 8 bits (int8), and the frozen
+    # reference copy and reward model (frozen_quantization), through bitsandbytes: the linear layers
+    # of the transformer blocks; embeddings, norms and heads stay in frozen_dtype (models/quantize.py).
+    quantization: Quantization = Quantization.none
+    frozen_quantization: Quantization = Quantization.none
     # Recompute each block's activations in the backward instead of keeping them: less memory for
     # about one more forward of compute (trained models; the gradients are the same).
     gradient_checkpointing: bool = False
@@ -195,6 +206,12 @@ class ModelConfig:
             )
         if self.critic_backbone is CriticBackbone.shared:
             check(self.critic is None, "model.critic", "a shared-backbone critic has no weights of its own to load (critic_backbone=shared)")
+        check(
+            self.quantization is Quantization.none or self.lora.enabled,
+            "model.quantization",
+            f"{self.quantization.value} quantizes the frozen base under LoRA: needs model.lora.enabled=true "
+            "(model.frozen_quantization quantizes the reference and reward model)",
+        )
 
 
 @dataclass
@@ -741,6 +758,8 @@ class TrainConfig:
         )
         if self.reward.kind is RewardKind.model and self.model.source is ModelSource.hf:
             check(bool(self.model.reward_model), "model.reward_model", "reward.kind=model needs a reward model path")
+        if self.model.quantization is not Quantization.none:
+            check(self.generation.engine is Engine.hf, "model.quantization", "a quantized training base with generation.engine=vllm is not supported: use generation.engine=hf")
         shared_critic = self.model.critic_backbone is CriticBackbone.shared
         if self.model.source is ModelSource.hf and shared_critic:
             check(

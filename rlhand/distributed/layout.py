@@ -4,7 +4,8 @@ trainer's setup and the memory estimate both read it (trainer.strategy, trainer.
 from dataclasses import dataclass
 from enum import Enum
 
-from rlhand.config.schema import FrozenModels, Strategy, TrainerConfig
+from rlhand.config.load import ConfigError
+from rlhand.config.schema import FrozenModels, ModelConfig, Quantization, Strategy, TrainerConfig
 
 
 class Parallel(str, Enum):
@@ -39,6 +40,14 @@ def engine_executor(ranks: int) -> str:
     """How a generation engine inside each training process runs: alone ("uni"), or in a job of
     several ranks joining the job's own process group ("external_launcher", TRL's colocate mode)."""
     return "external_launcher" if ranks > 1 else "uni"
+
+
+def check_quantized_layout(model: ModelConfig, layout: Layout) -> None:
+    """FSDP2 shards floating-point parameters; bitsandbytes' packed weights are not (tested: DDP only)."""
+    if model.quantization is not Quantization.none and layout.strategy is Parallel.fsdp:
+        raise ConfigError(f"model.quantization: {model.quantization.value} weights cannot be sharded by FSDP2; set trainer.strategy=ddp")
+    if model.frozen_quantization is not Quantization.none and layout.shard_frozen:
+        raise ConfigError(f"model.frozen_quantization: {model.frozen_quantization.value} weights cannot be sharded; set trainer.frozen_models=replicate")
 
 
 def resolve_layout(trainer: TrainerConfig, ranks: int, local_ranks: int | None = None) -> Layout:

@@ -9,13 +9,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhand.config.schema import ModelConfig, ModelSource
+from rlhand.config.schema import ModelConfig, ModelSource, Quantization
 from rlhand.models import unpadded
 from rlhand.models.critic import Critic, SeparateCritic, SharedHeadCritic
 from rlhand.models.forward import ForwardLimits
 from rlhand.models.loaders import load_classifier, load_hf, load_tiny
 from rlhand.models.lora import add_lora
 from rlhand.models.plan import CriticKind, ModelPlan, ReferenceKind
+from rlhand.models.quantize import quantize
 from rlhand.models.weights import DTYPES, cast_by_role, enable_activation_checkpointing, prepare
 
 
@@ -60,6 +61,7 @@ def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, plan: Mod
     for frozen in (models.ref, models.reward_model):
         if frozen is not None:
             frozen.to(frozen_dtype).requires_grad_(False)
+    _quantize(models, cfg, plan, frozen_dtype)  # before prepare(): moving to the device quantizes
     for model in models.modules():
         prepare(model, device)
     if cfg.remove_padding:
@@ -73,6 +75,19 @@ def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, plan: Mod
     if cfg.lora.enabled:
         _add_lora(models, cfg, plan, frozen_dtype)
     return models
+
+
+def _quantize(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_dtype: torch.dtype) -> None:
+    """model.quantization: the LoRA bases of the policy and a critic of its own (the reference is the
+    policy's quantized base, adapters off); model.frozen_quantization: a reference copy, the reward model."""
+    if cfg.quantization is not Quantization.none:
+        quantize(models.policy, cfg.quantization.value, frozen_dtype, "model.quantization")
+        if plan.lora_critic and isinstance(models.critic, SeparateCritic):
+            quantize(models.critic.module, cfg.quantization.value, frozen_dtype, "model.quantization")
+    if cfg.frozen_quantization is not Quantization.none:
+        for frozen in (models.ref, models.reward_model):
+            if frozen is not None:
+                quantize(frozen, cfg.frozen_quantization.value, frozen_dtype, "model.frozen_quantization")
 
 
 def _add_lora(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_dtype: torch.dtype) -> None:
@@ -100,6 +115,8 @@ def build_reward_model_to_train(cfg: ModelConfig, tokenizer: PreTrainedTokenizer
     head), prepared like a trained model: dropout off, padding-free, checkpointed, LoRA (the head
     trains whole). stage=reward_model trains it; reward=model loads what it saves."""
     model = load_classifier(cfg, tokenizer, DTYPES[(cfg.frozen_dtype or cfg.dtype).value] if cfg.lora.enabled else DTYPES[cfg.dtype.value])
+    if cfg.quantization is not Quantization.none:
+        quantize(model, cfg.quantization.value, DTYPES[(cfg.frozen_dtype or cfg.dtype).value], "model.quantization")
     prepare(model, device)
     if cfg.remove_padding:
         unpadded.enable(model)

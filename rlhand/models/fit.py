@@ -4,7 +4,8 @@ model loads, from the models' configs alone (rlhand/models/shapes.py: meta-devic
 peak = the process baseline + overhead x (resident state + the larger of the update's and the
 rollout's working set), where
 - resident state: each model's weights in their dtype (a LoRA model's frozen base in
-  model.frozen_dtype), and for what trains its gradients and AdamW's two moments; divided by the
+  model.frozen_dtype; quantized, its blocks' linear layers at 4.5 or 8 bits a weight with their
+  scales, models/quantize.py, and one such layer dequantized at a time), and for what trains its gradients and AdamW's two moments; divided by the
   ranks where FSDP2 shards them; a vLLM engine's own weights and KV cache on a CPU (or its whole
   reservation on a GPU when it does not sleep);
 - update working set: the activations one micro-batch keeps for its backward, for every trained
@@ -31,9 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhand.config.schema import Autocast, Engine, FitCheck, TrainConfig
+from rlhand.config.schema import Autocast, Engine, FitCheck, Quantization, TrainConfig
 from rlhand.core.logprobs import chunk_rows
 from rlhand.distributed.layout import Layout, Parallel
+from rlhand.models.quantize import quantized_bytes
 from rlhand.models.scoring import rows_per_part
 from rlhand.models.shapes import Shape, model_shapes
 
@@ -120,6 +122,7 @@ def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_leng
     gather_bytes = 2 if autocast and fsdp else weight_bytes  # FSDP2's mixed precision gathers in the autocast dtype
     if fsdp:
         update.append(Item("FSDP gathered blocks and root", (2 * policy.block_params + policy.root_params) * gather_bytes))
+    update += dequantized_layer(cfg, shapes, compute_bytes)
     batch = algo.rollout_batch_size / n
     score_rows = rows_per_part(int(batch), seq, cfg.trainer.score_max_tokens)
     rollout = [
@@ -152,18 +155,38 @@ def _resident_items(cfg: TrainConfig, shapes: dict[str, Shape], layout: Layout) 
         if shape is None:
             continue
         frozen = shape.params - shape.trainable
+        if m.lora.enabled:
+            quantized = shape.layers > 0 and m.quantization is not Quantization.none  # a shared value head has no base of its own
+            frozen_total = frozen_weight_bytes(frozen, shape.quantizable if quantized else 0, frozen_bytes, m.quantization.value)
+        else:
+            frozen_total = frozen * weight_bytes
         resident += [
-            Item(f"{name} weights", (shape.trainable * weight_bytes + frozen * (frozen_bytes if m.lora.enabled else weight_bytes)) / shard),
+            Item(f"{name} weights", (shape.trainable * weight_bytes + frozen_total) / shard),
             Item(f"{name} gradients", shape.trainable * weight_bytes / shard),
             Item(f"{name} AdamW states", shape.trainable * 2 * weight_bytes / shard),
         ]
     for name in ("reference", "reward model"):
         if name in shapes:
-            resident.append(Item(f"{name} weights", shapes[name].params * frozen_bytes / layout.frozen_shards))
+            shape, kind = shapes[name], m.frozen_quantization
+            quantized = shape.quantizable if kind is not Quantization.none else 0
+            resident.append(Item(f"{name} weights", frozen_weight_bytes(shape.params, quantized, frozen_bytes, kind.value) / layout.frozen_shards))
     for name, shape in shapes.items():
         if name.startswith("scorer "):  # a component's or validation's reward model: whole on every rank
             resident.append(Item(f"{name} weights", shape.params * frozen_bytes))
     return resident
+
+
+def frozen_weight_bytes(params: int, quantized: int, element: int, kind: str) -> float:
+    """`params` frozen weights of which `quantized` are stored in `kind` (models/quantize.py), the rest in `element` bytes each."""
+    return (params - quantized) * element + (quantized_bytes(quantized, kind) if quantized else 0)
+
+
+def dequantized_layer(cfg: TrainConfig, shapes: dict[str, Shape], compute_bytes: int) -> list[Item]:
+    """A quantized layer's weight dequantized whole in each forward and backward (the largest, once)."""
+    m = cfg.model
+    if m.quantization is Quantization.none and m.frozen_quantization is Quantization.none:
+        return []
+    return [Item("dequantized layer weight", max(s.largest_linear for s in shapes.values()) * compute_bytes)]
 
 
 def _activations(shape: Shape, tokens: float, seq: int, element: int, checkpointed: bool) -> float:
@@ -220,8 +243,15 @@ def _available(cfg: TrainConfig, device: torch.device, local_ranks: int | None) 
 # What lightens each kind of item (the suggestions in the error line).
 LIGHTER = (
     (("AdamW states", "gradients"), "model.lora.enabled=true, more ranks (FSDP2 shards them), trainer.offload=true"),
-    (("policy weights", "critic weights"), "model.lora.enabled=true with model.frozen_dtype=bfloat16, model.critic_backbone=shared, more ranks"),
-    (("reference weights", "reward model weights"), "model.frozen_dtype=bfloat16, model.lora.enabled=true (the reference is then the base), trainer.frozen_models=shard"),
+    (
+        ("policy weights", "critic weights"),
+        "model.lora.enabled=true with model.frozen_dtype=bfloat16, then model.quantization=nf4 (QLoRA), model.critic_backbone=shared, more ranks",
+    ),
+    (
+        ("reference weights", "reward model weights"),
+        "model.frozen_dtype=bfloat16, model.frozen_quantization=int8 or nf4, model.lora.enabled=true (the reference is then the base), trainer.frozen_models=shard",
+    ),
+    (("dequantized",), "nothing: one layer's weight, the price of quantized weights"),
     (("activations",), "model.gradient_checkpointing=true, more algo.grad_accum_steps, fewer generation.max_new_tokens"),
     (("policy logits", "scoring logits"), "a smaller trainer.logits_chunk_mb, more algo.grad_accum_steps"),
     (("scoring activations",), "a smaller trainer.score_max_tokens"),

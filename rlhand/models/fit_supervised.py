@@ -18,6 +18,7 @@ from rlhand.models.fit import (
     _activations,
     _available,
     _resident_items,
+    dequantized_layer,
 )
 from rlhand.models.shapes import model_shapes
 
@@ -37,7 +38,7 @@ def estimate_supervised(cfg: TrainConfig, tokenizer, lengths: list[int], scored_
     activations = _activations(shape, rows * sum(lengths) / len(lengths), seq, compute, m.gradient_checkpointing)
     if m.lora.enabled:
         activations *= LORA_ACTIVATIONS
-    update = [Item(f"{name} activations", activations)]
+    update = [Item(f"{name} activations", activations), *dequantized_layer(cfg, {"policy": shape}, compute)]
     if scored_tokens:
         chunk_bytes = None if cfg.trainer.logits_chunk_mb is None else cfg.trainer.logits_chunk_mb * 2**20
         update.append(Item("output-layer logits", chunk_rows(shape.vocab, chunk_bytes, int(rows * scored_tokens)) * shape.vocab * 4 * 3))

@@ -11,6 +11,7 @@ from transformers.utils import logging as hf_logging
 
 from rlhand.errors import ModelLoadError
 from rlhand.models.lora import is_lora, merged_state_dict, save_adapter
+from rlhand.models.quantize import dequantized_state, is_quantized, saved_layout
 
 
 def save_trained_model(model: nn.Module, folder: Path, state_dict: dict, tokenizer: PreTrainedTokenizerBase | None) -> None:
@@ -18,7 +19,11 @@ def save_trained_model(model: nn.Module, folder: Path, state_dict: dict, tokeniz
     as PEFT saves them in <folder>_adapter."""
     if is_lora(model):
         save_adapter(model, Path(f"{folder}_adapter"), state_dict)
-        save_pretrained_folder(model.get_base_model(), folder, merged_state_dict(model, state_dict), tokenizer)
+        if is_quantized(model):  # a QLoRA base: dequantized, merged in the adapters' dtype, in the model's own layout
+            merged = saved_layout(model.get_base_model(), merged_state_dict(model, dequantized_state(model, state_dict)))
+        else:
+            merged = merged_state_dict(model, state_dict)
+        save_pretrained_folder(model.get_base_model(), folder, merged, tokenizer)
     else:
         save_pretrained_folder(model, folder, state_dict, tokenizer)
 

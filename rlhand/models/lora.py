@@ -30,7 +30,8 @@ def add_lora(model: nn.Module, settings: LoraSettings, task: str) -> nn.Module:
         lora_dropout=0.0,  # every dropout is off (LoraSettings.dropout says why)
         target_modules=list(targets) if not isinstance(targets, str) else targets,
         task_type=task,
-        fan_in_fan_out=getattr(getattr(model, "config", None), "model_type", "") == "gpt2",  # GPT-2's Conv1D stores W transposed
+        # GPT-2's Conv1D stores W transposed (its quantized replacements do not: models/quantize.py).
+        fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in model.modules()),
     )
     with warnings.catch_warnings():  # PEFT 0.21 reads transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=".is_gradient_checkpointing. is deprecated", category=FutureWarning)

@@ -9,6 +9,7 @@ import torch
 
 from rlhand.config.schema import CriticInit, ModelSource, TrainConfig
 from rlhand.models.plan import CriticKind, ReferenceKind, model_plan
+from rlhand.models.quantize import block_linears
 
 
 @dataclass
@@ -25,6 +26,8 @@ class Shape:
     attention: str = "sdpa"  # the attention implementation transformers picks for it (eager keeps the scores)
     block_params: int = 0  # parameters of one transformer block (what FSDP gathers at a time)
     root_params: int = 0  # parameters outside the blocks: embeddings, final norm, an untied output layer
+    quantizable: int = 0  # weights of the blocks' linear layers: what model.quantization stores in 4 or 8 bits
+    largest_linear: int = 0  # the largest of them (a quantized layer's weight is dequantized whole per forward)
 
 
 def model_shapes(cfg: TrainConfig, tokenizer) -> dict[str, Shape]:
@@ -46,10 +49,12 @@ def model_shapes(cfg: TrainConfig, tokenizer) -> dict[str, Shape]:
             critic = AutoModelForSequenceClassification.from_config(critic_config, **_attention(m))
             shapes["critic"] = _shape(critic, lora if plan.lora_critic else None, "SEQ_CLS")
         if plan.reference is ReferenceKind.copy:
-            shapes["reference"] = Shape(params=shapes["policy"].params, trainable=0)
+            policy_shape = shapes["policy"]
+            shapes["reference"] = Shape(params=policy_shape.params, trainable=0, quantizable=policy_shape.quantizable, largest_linear=policy_shape.largest_linear)
         if plan.reward_model and rm_config is not None:
             rm = AutoModelForSequenceClassification.from_config(rm_config, **_attention(m))
-            shapes["reward model"] = Shape(params=sum(p.numel() for p in rm.parameters()), trainable=0)
+            linears = [module.weight.numel() for _, module in block_linears(rm)]
+            shapes["reward model"] = Shape(params=sum(p.numel() for p in rm.parameters()), trainable=0, quantizable=sum(linears), largest_linear=max(linears, default=0))
         for field, folder in scorer_models(cfg).items():
             scorer = AutoModelForSequenceClassification.from_config(_scorer_config(folder, m.trust_remote_code))
             shapes[f"scorer {field}"] = Shape(params=sum(p.numel() for p in scorer.parameters()), trainable=0)
@@ -99,6 +104,7 @@ def _shape(model, lora, task: str) -> Shape:
     params = sum(p.numel() for p in model.parameters())
     blocks = [child for child in model.modules() if type(child).__name__ in set(getattr(model, "_no_split_modules", None) or [])]
     block_params = max((sum(p.numel() for p in block.parameters()) for block in blocks), default=0)
+    linears = [module.weight.numel() for _, module in block_linears(model)]
     trainable = params
     if lora is not None:
         from rlhand.models.lora import add_lora
@@ -118,4 +124,6 @@ def _shape(model, lora, task: str) -> Shape:
         attention=str(getattr(config, "_attn_implementation", None) or "eager"),
         block_params=block_params,
         root_params=params - block_params * len(blocks) if blocks else params,
+        quantizable=sum(linears),
+        largest_linear=max(linears, default=0),
     )

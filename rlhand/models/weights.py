@@ -12,6 +12,8 @@ def cast_by_role(model: nn.Module, *, trained: torch.dtype, frozen: torch.dtype)
     """Every parameter that trains in `trained`, every other in `frozen` (a tied weight once: it is
     one parameter). A model=hf base is loaded in its dtype already; this catches what PEFT adds."""
     for param in model.parameters():
+        if not param.is_floating_point():
+            continue  # a quantized weight (models/quantize.py) keeps its own storage
         dtype = trained if param.requires_grad else frozen
         if param.dtype != dtype:
             param.data = param.data.to(dtype)

@@ -23,9 +23,10 @@ from rlhand.config.figures import split_watched, watched_figure
 from rlhand.config.load import config_dict
 from rlhand.config.schema import RESUME_AUTO, TrainConfig
 from rlhand.distributed import context
-from rlhand.distributed.layout import resolve_layout
+from rlhand.distributed.layout import check_quantized_layout, resolve_layout
 from rlhand.errors import writing
 from rlhand.evaluation.early_stopping import EarlyStopping, watched_value
+from rlhand.models.quantize import check_quantization_library
 from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_peak_memory
 from rlhand.reporting.run_logger import RunLogger, SilentLogger
 from rlhand.reporting.timer import PhaseTimer
@@ -48,6 +49,8 @@ class Run:
         inputs = stage_class.prepare(cfg, ctx, device)  # everything that can be wrong, before any model loads
         self.resume_from, self.notes = find_start(cfg.resume, self.run_dir, self.config, ctx, stage_class.rank_local_state(cfg))
         layout = resolve_layout(cfg.trainer, ctx.world_size, ctx.local_world_size)
+        check_quantized_layout(cfg.model, layout)
+        check_quantization_library(cfg.model)
         self.env = RunEnv(ctx, device, layout, autocast, PhaseTimer(device))
         self.fit_line = stage_class.check_memory(cfg, inputs, self.env)  # printed before any model loads
         seed_everything(cfg.seed)
