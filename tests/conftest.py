@@ -77,3 +77,25 @@ def fast_cfg():
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def letters_server():
+    """rlhand-serve-reward serving the letters reward on 127.0.0.1: its URL."""
+    from rlhand.rewards.serve import function_scorer, make_server
+    from tests.test_remote_reward import serving
+
+    server = make_server(function_scorer("rlhand.tasks.letters.letters_reward"))
+    yield serving(server)
+    server.shutdown()
+
+
+@pytest.fixture
+def rm_folder(tmp_path):
+    """A reward-model folder whose tokenizer is not the policy's (the same characters, other ids)."""
+    from tests.test_reward_tokenizer import reward_model, shuffled_char_tokenizer
+
+    tokenizer = shuffled_char_tokenizer()
+    reward_model(tokenizer).save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    return tmp_path / "rm"

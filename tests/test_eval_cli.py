@@ -9,7 +9,6 @@ from rlhand.evaluation.cli import main
 from rlhand.stages import build_run
 from tests.conftest import compose_cfg
 from tests.test_reward_tokenizer import reward_model, score_of_text, shuffled_char_tokenizer
-from tests.test_scorer_specs import letters_server, rm_folder  # noqa: F401 - fixtures
 
 GOLD = "letters=rlhand.tasks.letters.letters_reward"
 

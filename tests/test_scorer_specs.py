@@ -6,27 +6,8 @@ import pytest
 from rlhand.config.load import ConfigError
 from rlhand.errors import UserError
 from rlhand.rewards.retokenize import RetokenizingScorer
-from rlhand.rewards.serve import function_scorer, make_server
 from rlhand.stages import build_run
 from tests.conftest import FAST, compose_cfg
-from tests.test_remote_reward import serving
-from tests.test_reward_tokenizer import reward_model, shuffled_char_tokenizer
-
-
-@pytest.fixture
-def letters_server():
-    server = make_server(function_scorer("rlhand.tasks.letters.letters_reward"))
-    yield serving(server)
-    server.shutdown()
-
-
-@pytest.fixture
-def rm_folder(tmp_path):
-    """A reward model whose tokenizer is not the policy's (the same characters, other ids)."""
-    tokenizer = shuffled_char_tokenizer()
-    reward_model(tokenizer).save_pretrained(tmp_path / "rm")
-    tokenizer.save_pretrained(tmp_path / "rm")
-    return tmp_path / "rm"
 
 
 def test_components_and_validation_scorers_of_every_kind(tmp_path, letters_server, rm_folder):
