@@ -24,6 +24,12 @@ from tests.conftest import compose_cfg  # noqa: E402
 from tests.real_shape import QWEN25, build_tokenizer, qwen2_config  # noqa: E402
 
 PRESETS = ["8gb", "16gb", "24gb", "80gb"]
+# Whatever a preset sets, each column's way of training: every weight, LoRA on a bf16 base, LoRA on an NF4 base.
+MODES = {
+    "full": ["model.lora.enabled=false", "model.quantization=none"],
+    "LoRA": ["model.lora.enabled=true", "model.quantization=none"],
+    "QLoRA": ["model.lora.enabled=true", "model.quantization=nf4"],
+}
 
 
 def estimate(folder: Path, preset: str, prompt: int, new: int, extra: list[str]):
@@ -45,13 +51,13 @@ def main() -> None:
         for name, shape in QWEN25.items():
             folders[name] = Path(tmp) / name
             qwen2_config(shape, tokenizer).save_pretrained(folders[name])
-        print("| preset | " + " | ".join(f"{name} full | {name} LoRA" for name in folders) + " |")
-        print("| --- | " + " | ".join("--- | ---" for _ in folders) + " |")
+        print("| preset | " + " | ".join(f"{name} full | {name} LoRA | {name} QLoRA" for name in folders) + " |")
+        print("| --- | " + " | ".join("--- | --- | ---" for _ in folders) + " |")
         for preset in PRESETS:
             cells = []
             for name, folder in folders.items():
-                for lora in ("false", "true"):
-                    est, cfg = estimate(folder, preset, *args.lengths, [f"model.lora.enabled={lora}"])
+                for mode in MODES.values():
+                    est, cfg = estimate(folder, preset, *args.lengths, mode)
                     fits = "fits" if est.total <= cfg.trainer.device_memory_gb * GIB else "over"
                     cells.append(f"{est.total / GIB:.1f} {fits}")
             print(f"| `memory={preset}` | " + " | ".join(cells) + " |", flush=True)

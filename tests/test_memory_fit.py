@@ -47,13 +47,15 @@ def test_a_config_that_cannot_fit_stops_before_any_model_loads(tmp_path, monkeyp
     monkeypatch.setattr("rlhand.stages.ppo.setup.build_models", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(ConfigError, match=r"^memory: the estimate is 0\.[0-9] GiB per device, over the 0\.1 GiB available; the biggest item is "):
         build_run(compose_cfg(FAST + ["trainer.device_memory_gb=0.1"]), tmp_path)
-    # A 2.4B-parameter model cannot train on 8 GB even with the preset's LoRA, bf16 bases and checkpointing.
-    big = ["memory=8gb", "model.n_layer=48", "model.n_embd=2048", "model.n_head=16", "model.n_positions=64"]
+    # A 2.4B-parameter model cannot train on 8 GB with LoRA on bf16 bases and checkpointing...
+    big = ["memory=8gb", "model.quantization=none", "model.n_layer=48", "model.n_embd=2048", "model.n_head=16", "model.n_positions=64"]
     with pytest.raises(ConfigError, match=r"the biggest item is (policy|critic) weights \([0-9.]+ GiB\)") as err:
         build_run(compose_cfg(big), tmp_path)
     assert "\n" not in str(err.value) and "trainer.fit_check=warn" in str(err.value)
     cfg, estimate = estimate_for(big + ["trainer.fit_check=warn"])
     assert estimate.total > 8 * GIB and check_fit(estimate, cfg).endswith("over the device's memory")
+    assert "model.quantization=nf4" in str(err.value)  # ...the error's levers name QLoRA, and with the preset's NF4 bases it fits
+    assert estimate_for(big[:1] + big[2:])[1].total < 8 * GIB
 
 
 def test_the_estimate_follows_the_levers():
@@ -84,6 +86,7 @@ def test_every_memory_preset_composes_to_plain_overrides():
         cfg = compose_cfg([f"memory={name}"])
         assert cfg.trainer.device_memory_gb == float(name.removesuffix("gb"))
         assert cfg.algo.grad_accum_steps == grad_accum and cfg.model.lora.enabled is lora
+        assert cfg.model.quantization.value == ("nf4" if lora else "none")  # the LoRA presets' bases in NF4 (QLoRA)
     assert compose_cfg(["memory=8gb", "algo.grad_accum_steps=2"]).algo.grad_accum_steps == 2  # the command line wins
     assert compose_cfg(["algo=ppo_v2", "memory=16gb"]).replay.enabled
 

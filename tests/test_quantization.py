@@ -175,3 +175,21 @@ def test_the_supervised_stages_train_a_quantized_base_and_export_it_plain(tmp_pa
     weights = load_file(tmp_path / "final" / saved / "model.safetensors")
     assert weights["transformer.h.0.attn.c_attn.weight"].shape == (64, 192)  # GPT-2's own [in, out] layout, dequantized
     assert not any("absmax" in k or "quant" in k for k in weights)
+
+
+def two_rank_qlora_worker(run_dir: str):
+    """A QLoRA run on this rank of two (trainer.strategy=auto: DDP, FSDP2 cannot shard NF4)."""
+    from rlhand.distributed import context
+
+    run = build_run(compose_cfg(QLORA + ["trainer.max_steps=2", "algo.lr=1e-2"]), __import__("pathlib").Path(run_dir))
+    history = run.fit()
+    adapters = {k: v.detach().clone() for k, v in run.stage.models.policy.named_parameters() if v.requires_grad}
+    gathered = context.current().all_gather_object(adapters)
+    return {"strategy": run.env.layout.strategy.value, "rows": len(history), "same": all(torch.equal(gathered[0][k], gathered[1][k]) for k in adapters)}
+
+
+def test_two_ranks_train_a_quantized_base_with_ddp(tmp_path):
+    from tests.distributed import run_ranks
+
+    for result in run_ranks(two_rank_qlora_worker, str(tmp_path / "run")):
+        assert result == {"strategy": "ddp", "rows": 2, "same": True}  # the ranks' adapters stay one model

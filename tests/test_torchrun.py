@@ -196,7 +196,7 @@ def test_lora_under_fsdp2_with_padding_free_forwards_on_a_real_architecture(tmp_
     policy = write_model_folder(tmp_path / "qwen", QWEN2_SMALL, dtype=torch.float32)
     prompts = write_prompts(tmp_path / "prompts.jsonl", 32, 5)  # 6-12 tokens: left padding, so forwards are packed
     out = torchrun(
-        "memory=8gb", "model=hf", f"model.policy={policy}", "model.critic_init=policy", "task=file", f"task.path={prompts}",
+        "memory=8gb", "model.quantization=none", "model=hf", f"model.policy={policy}", "model.critic_init=policy", "task=file", f"task.path={prompts}",
         "reward.function._target_=tests.real_shape.length_reward", "task.max_prompt_tokens=24", "generation.max_new_tokens=8",
         "algo.rollout_batch_size=8", "algo.num_minibatches=2", "algo.grad_accum_steps=2", "algo.ppo_epochs=1", "trainer.max_steps=2",
         "logging=plain", "hydra.run.dir=run", cwd=tmp_path, env={**QUIET, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},

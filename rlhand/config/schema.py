@@ -62,7 +62,7 @@ class Autocast(str, Enum):
 
 
 class Strategy(str, Enum):
-    auto = "auto"  # one process: none; several ranks: fsdp
+    auto = "auto"  # one process: none; several ranks: fsdp (ddp with model.quantization: FSDP2 cannot shard it)
     fsdp = "fsdp"  # FSDP2: parameters, gradients and optimizer states sharded over ranks
     ddp = "ddp"  # every rank holds the whole model; gradients summed over ranks
 

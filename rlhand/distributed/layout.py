@@ -50,9 +50,11 @@ def check_quantized_layout(model: ModelConfig, layout: Layout) -> None:
         raise ConfigError(f"model.frozen_quantization: {model.frozen_quantization.value} weights cannot be sharded; set trainer.frozen_models=replicate")
 
 
-def resolve_layout(trainer: TrainerConfig, ranks: int, local_ranks: int | None = None) -> Layout:
-    """The layout of a run of `ranks` processes, `local_ranks` of them on each machine."""
+def resolve_layout(trainer: TrainerConfig, ranks: int, local_ranks: int | None = None, quantized: bool = False) -> Layout:
+    """The layout of a run of `ranks` processes, `local_ranks` of them on each machine; `quantized`
+    (a quantized training base, which FSDP2 cannot shard) makes trainer.strategy=auto choose DDP."""
     if ranks == 1:
         return Layout(1, 1, Parallel.single, False)
-    strategy = Parallel.fsdp if trainer.strategy in (Strategy.auto, Strategy.fsdp) else Parallel.ddp
+    fsdp = trainer.strategy is Strategy.fsdp or (trainer.strategy is Strategy.auto and not quantized)
+    strategy = Parallel.fsdp if fsdp else Parallel.ddp
     return Layout(ranks, local_ranks or ranks, strategy, trainer.frozen_models is FrozenModels.shard)

@@ -20,6 +20,9 @@ from torch import Tensor, nn
 
 from rlhand.errors import UserError
 
+# LLM.int8 on a CPU computes in fp16 and says so at every matmul of an fp32 or bf16 input.
+warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast from")
+
 KINDS = ("nf4", "int8")
 BLOCK_SIZE = 64  # QLoRA's NF4 block
 INT8_THRESHOLD = 6.0  # LLM.int8's outlier threshold (transformers' default for load_in_8bit)

@@ -21,7 +21,7 @@ from rlhand.checkpoint.store import checkpoint_step
 from rlhand.checkpoint.training import load_learners, read_config, read_rank_state, read_training_state, save_training_checkpoint
 from rlhand.config.figures import split_watched, watched_figure
 from rlhand.config.load import config_dict
-from rlhand.config.schema import RESUME_AUTO, TrainConfig
+from rlhand.config.schema import RESUME_AUTO, Quantization, TrainConfig
 from rlhand.distributed import context
 from rlhand.distributed.layout import check_quantized_layout, resolve_layout
 from rlhand.errors import writing
@@ -48,7 +48,7 @@ class Run:
         autocast = autocast_context(cfg, device)
         inputs = stage_class.prepare(cfg, ctx, device)  # everything that can be wrong, before any model loads
         self.resume_from, self.notes = find_start(cfg.resume, self.run_dir, self.config, ctx, stage_class.rank_local_state(cfg))
-        layout = resolve_layout(cfg.trainer, ctx.world_size, ctx.local_world_size)
+        layout = resolve_layout(cfg.trainer, ctx.world_size, ctx.local_world_size, quantized=cfg.model.quantization is not Quantization.none)
         check_quantized_layout(cfg.model, layout)
         check_quantization_library(cfg.model)
         self.env = RunEnv(ctx, device, layout, autocast, PhaseTimer(device))
