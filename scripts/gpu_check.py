@@ -5,8 +5,8 @@ Runs (Qwen2.5-shaped models built from their configs: random weights, a small BP
 nothing downloaded; tests/real_shape.py), 64 prompts of ~64 tokens, up to 256 new tokens, a
 function reward, the critic from the policy, 3 iterations each, in this order:
   full_05b        0.5B, every weight trained                  (memory=24gb)
-  lora_05b        0.5B, LoRA on policy and critic              (memory=16gb)
-  lora_15b        1.5B, LoRA                                   (memory=16gb)
+  lora_05b        0.5B, QLoRA (NF4 bases) on policy and critic (memory=16gb)
+  lora_15b        1.5B, QLoRA                                  (memory=16gb)
   vllm_lora_05b   0.5B, LoRA, generation.engine=vllm           (only where vLLM imports)
 then the tests marked `cuda`. Each run is timed; one that would not finish inside the budget
 (--budget, 540 s) is skipped and said so. Prints per-phase seconds, generated tokens/s, end-to-end
@@ -44,7 +44,7 @@ RUNS = {
     "full_05b": ("qwen2.5-0.5b", ["memory=24gb"], 120),
     "lora_05b": ("qwen2.5-0.5b", ["memory=16gb"], 100),
     "lora_15b": ("qwen2.5-1.5b", ["memory=16gb"], 160),
-    "vllm_lora_05b": ("qwen2.5-0.5b", ["memory=16gb", "generation.engine=vllm", "generation.gpu_memory_utilization=0.3"], 120),
+    "vllm_lora_05b": ("qwen2.5-0.5b", ["memory=16gb", "model.quantization=none", "generation.engine=vllm", "generation.gpu_memory_utilization=0.3"], 120),
 }
 ESTIMATE = re.compile(r"memory estimate: ([0-9.]+) GiB per device")
 

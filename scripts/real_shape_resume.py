@@ -32,7 +32,7 @@ def command(args, ranks: int, run_dir: Path, extra: list[str]) -> list[str]:
     if not prompts.exists():
         write_prompts(prompts, 256, 24)
     overrides = [
-        "model=hf", f"model.policy={folder_for(args.root, args.shape)}", f"task.path={prompts}", *SHORT, "memory=8gb", "algo.grad_accum_steps=1",
+        "model=hf", f"model.policy={folder_for(args.root, args.shape)}", f"task.path={prompts}", *SHORT, "memory=8gb", "model.quantization=none", "algo.grad_accum_steps=1",
         "trainer.threads=1", f"trainer.max_steps={args.steps}", "checkpoint.every=1", "checkpoint.keep=3", "trainer.save_final=true",
         f"hydra.run.dir={run_dir}", *extra,
     ]

@@ -35,15 +35,20 @@ SHORT = [
 ]
 RUNS = {
     # name: (shape, extra overrides, ranks, iterations)
-    "lora_05b": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1"], 1, 3),
+    # memory=8gb sets model.quantization=nf4 since 2026-12-05; model.quantization=none keeps the runs measured before.
+    "lora_05b": ("qwen2.5-0.5b", ["memory=8gb", "model.quantization=none", "algo.grad_accum_steps=1"], 1, 3),
+    "qlora_05b": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1"], 1, 3),
+    "qlora_05b_fp32": ("qwen2.5-0.5b", ["model.lora.enabled=true", "model.quantization=nf4"], 1, 3),
+    "full_05b_int8_ref": ("qwen2.5-0.5b", ["model.gradient_checkpointing=true", "model.frozen_dtype=bfloat16", "model.frozen_quantization=int8"], 1, 2),
+    "qlora_15b": ("qwen2.5-1.5b", ["memory=8gb", "algo.grad_accum_steps=1"], 1, 2),
     "lora_05b_bf16": ("qwen2.5-0.5b", ["model.lora.enabled=true", "model.frozen_dtype=bfloat16", "trainer.autocast=bfloat16"], 1, 3),
     "lora_05b_fp32": ("qwen2.5-0.5b", ["model.lora.enabled=true"], 1, 3),
     "full_05b": ("qwen2.5-0.5b", ["model.gradient_checkpointing=true", "model.frozen_dtype=bfloat16"], 1, 2),
-    "lora_15b": ("qwen2.5-1.5b", ["memory=8gb", "algo.grad_accum_steps=1"], 1, 2),
-    "lora_05b_2ranks": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1", "trainer.threads=1"], 2, 3),
+    "lora_15b": ("qwen2.5-1.5b", ["memory=8gb", "model.quantization=none", "algo.grad_accum_steps=1"], 1, 2),
+    "lora_05b_2ranks": ("qwen2.5-0.5b", ["memory=8gb", "model.quantization=none", "algo.grad_accum_steps=1", "trainer.threads=1"], 2, 3),
     # generation.engine=vllm: run these with --python .venv-vllm/bin/python (make install-vllm)
-    "vllm_lora_05b_adapters": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1", "generation.engine=vllm", "generation.vllm_lora=adapters"], 1, 3),
-    "vllm_lora_05b_merged": ("qwen2.5-0.5b", ["memory=8gb", "algo.grad_accum_steps=1", "generation.engine=vllm", "generation.vllm_lora=merged"], 1, 3),
+    "vllm_lora_05b_adapters": ("qwen2.5-0.5b", ["memory=8gb", "model.quantization=none", "algo.grad_accum_steps=1", "generation.engine=vllm", "generation.vllm_lora=adapters"], 1, 3),
+    "vllm_lora_05b_merged": ("qwen2.5-0.5b", ["memory=8gb", "model.quantization=none", "algo.grad_accum_steps=1", "generation.engine=vllm", "generation.vllm_lora=merged"], 1, 3),
     "full_05b_2ranks": ("qwen2.5-0.5b", ["model.gradient_checkpointing=true", "model.frozen_dtype=bfloat16", "trainer.threads=1"], 2, 2),
 }
 
