@@ -64,3 +64,22 @@ def test_bad_arguments_are_one_line(trained_and_start, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--policy", f"a={start}", "--scorer", GOLD, "--out", str(run)])
     assert "a training run's folder" in capsys.readouterr().err
+
+
+def eval_on_this_rank(argv):
+    from rlhand.evaluation.cli import evaluate, parser
+
+    return evaluate(parser().parse_args(argv))
+
+
+def test_two_ranks_give_the_one_process_result(trained_and_start, tmp_path):
+    """Under torchrun (a gloo group here) each rank answers its batches; rank 0's summary and samples
+    are the one process's, to the bit: each batch draws from a generator seeded by its index."""
+    from tests.distributed import run_ranks
+
+    run, start = trained_and_start
+    argv = ["--policy", f"start={start}", "--policy", f"trained={run}", "--scorer", GOLD, "--num-prompts", "40", "--batch-size", "8"]
+    one = eval_on_this_rank([*argv, "--out", str(tmp_path / "one")])
+    ranks = run_ranks(eval_on_this_rank, [*argv, "--out", str(tmp_path / "two")])
+    assert ranks[1] is None and ranks[0] == one  # 5 batches: 3 on rank 0, 2 on rank 1
+    assert (tmp_path / "two" / "samples.jsonl").read_text() == (tmp_path / "one" / "samples.jsonl").read_text()

@@ -21,6 +21,7 @@ from rlhand.config.schema import Truncation
 from rlhand.data.prompts import Prompt, encode_prompts, read_prompt_file
 from rlhand.data.sampler import left_pad
 from rlhand.data.tokenizer import load_tokenizer
+from rlhand.distributed import context
 from rlhand.errors import UserError
 from rlhand.evaluation.ab import ab_summary
 from rlhand.models.sources import loading
@@ -68,23 +69,30 @@ def read_prompts(args) -> list[Prompt]:
 
 
 @torch.no_grad()
-def generate(name: str, folder: Path, prompts: list[Prompt], args, device: torch.device):
+def answer_and_score(name: str, folder: Path, prompts: list[Prompt], args, device: torch.device, prepared: dict, models: dict) -> list[tuple]:
+    """This rank's batches of the policy's responses, scored: (batch index, {scorer: scores},
+    lengths, texts) each. Batch b (args.batch_size prompts) goes to rank b % world size and draws
+    from a generator of its own seeded by (--seed, b): the same responses for every policy and on any
+    number of ranks (common random numbers)."""
     from transformers import AutoModelForCausalLM
 
     with loading(f"--policy {name}", str(folder)):
         tokenizer = load_tokenizer(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
+    scorers = {scorer: specs.build(p, tokenizer, device, model=models[scorer]) for scorer, p in prepared.items()}
     ids = encode_prompts(tokenizer, prompts, args.max_prompt_tokens, Truncation.left)
-    generator = torch.Generator(device=device).manual_seed(args.seed)  # the same draws for every policy
-    batches = []
-    for start in range(0, len(ids), args.batch_size):
-        prompt_ids, prompt_mask = (t.to(device) for t in left_pad(ids[start : start + args.batch_size], tokenizer.pad_token_id))
-        samples = sample_responses(
+    ctx, done = context.current(), []
+    for b in range(ctx.rank, -(-len(ids) // args.batch_size), ctx.world_size):
+        prompt_ids, prompt_mask = (t.to(device) for t in left_pad(ids[b * args.batch_size : (b + 1) * args.batch_size], tokenizer.pad_token_id))
+        generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + b)
+        s = sample_responses(
             model, prompt_ids, prompt_mask, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
             top_k=1 if args.greedy else args.top_k, top_p=args.top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, generator=generator,
         )  # fmt: skip
-        batches.append((prompt_ids, prompt_mask, samples))
-    return tokenizer, batches
+        scores = {n: scorer(prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended).cpu().tolist() for n, scorer in scorers.items()}
+        texts = tokenizer.batch_decode([r[m.bool()].tolist() for r, m in zip(s.response_ids, s.response_mask)], skip_special_tokens=True)
+        done.append((b, scores, s.response_mask.sum(dim=1).tolist(), texts))
+    return done
 
 
 def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
@@ -102,7 +110,7 @@ def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
     return out
 
 
-def evaluate(args) -> dict:
+def evaluate(args) -> dict | None:
     policies = {name: policy_folder(path) for name, path in named(args.policy, "--policy").items()}
     out = Path(args.out)
     if (out / "training_config.json").exists() or (out / "logs" / "metrics.jsonl").exists():
@@ -115,20 +123,20 @@ def evaluate(args) -> dict:
     prompts = read_prompts(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvalError("--device cuda: no CUDA device here")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu" if args.device == "auto" else args.device)
+    ctx = context.current()
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = ctx.cuda_device() if cuda else torch.device("cpu")
     models = {name: specs.load_model(p, device) for name, p in prepared.items()}  # loaded once for every policy
+    mine = {policy: answer_and_score(policy, folder, prompts, args, device, prepared, models) for policy, folder in policies.items()}
+    everyone = ctx.all_gather_object(mine) if ctx.enabled else [mine]
+    if not ctx.is_main:
+        return None  # rank 0 writes
     rows, scores, lengths = [], {}, {}
-    for policy, folder in policies.items():
-        tokenizer, batches = generate(policy, folder, prompts, args, device)
-        scorers = {name: specs.build(p, tokenizer, device, model=models[name]) for name, p in prepared.items()}
-        per = {name: [] for name in scorers}
-        for prompt_ids, prompt_mask, s in batches:
-            for name, scorer in scorers.items():
-                per[name].append(scorer(prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended).cpu())
-            lengths.setdefault(policy, []).extend(s.response_mask.sum(dim=1).tolist())
-            texts = tokenizer.batch_decode([r[m.bool()].tolist() for r, m in zip(s.response_ids, s.response_mask)], skip_special_tokens=True)
-            rows += [{"policy": policy, "response": t} for t in texts]
-        scores[policy] = {name: torch.cat(parts).numpy() for name, parts in per.items()}
+    for policy in policies:
+        batches = sorted((part for rank in everyone for part in rank[policy]), key=lambda part: part[0])
+        scores[policy] = {name: np.array([x for _, s, _, _ in batches for x in s[name]]) for name in prepared}
+        lengths[policy] = [n for _, _, counts, _ in batches for n in counts]
+        rows += [{"policy": policy, "response": t} for _, _, _, texts in batches for t in texts]
     for i, row in enumerate(rows):
         row["prompt"] = prompts[i % len(prompts)].text
         row["scores"] = {name: float(values[i % len(prompts)]) for name, values in scores[row["policy"]].items()}
@@ -185,13 +193,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Under torchrun each rank answers its share of the prompts; rank 0 writes and reports."""
     args = parser().parse_args(argv)
+    ctx = context.init_from_env()
     try:
         summary = evaluate(args)
     except UserError as err:
-        print(f"rlhand-eval: error: {err}", file=sys.stderr)
+        if ctx.is_main:
+            print(f"rlhand-eval: error: {err}", file=sys.stderr)
+        context.shutdown(wait_for_others=False)
         sys.exit(2)
-    print(report(summary))
+    context.shutdown()
+    if summary is not None:
+        print(report(summary))
 
 
 if __name__ == "__main__":
