@@ -128,7 +128,7 @@ def evaluate(args) -> dict | None:
     device = ctx.cuda_device() if cuda else torch.device("cpu")
     models = {name: specs.load_model(p, device) for name, p in prepared.items()}  # loaded once for every policy
     mine = {policy: answer_and_score(policy, folder, prompts, args, device, prepared, models) for policy, folder in policies.items()}
-    everyone = ctx.all_gather_object(mine) if ctx.enabled else [mine]
+    everyone = ctx.all_gather_object(mine)  # [mine] in one process
     if not ctx.is_main:
         return None  # rank 0 writes
     rows, scores, lengths = [], {}, {}
