@@ -74,8 +74,12 @@ def plot(all_seeds: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CONDITIONS), figsize=(5 * len(CONDITIONS), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], CONDITIONS):
+    cols = 3
+    rows = math.ceil(len(CONDITIONS) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(CONDITIONS) :]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, CONDITIONS):
         for s, seed_runs in enumerate(all_seeds):
             points = seed_runs[name]["curve"]
             x = [math.sqrt(max(p["kl"], 0)) for p in points]
