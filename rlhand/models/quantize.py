@@ -92,7 +92,18 @@ def quantize(model: nn.Module, kind: str, compute_dtype: torch.dtype, field: str
             transposed.add(name)
         count += weight.numel()
     setattr(model, TRANSPOSED, frozenset(transposed))
+    _own_storage(model)
     return count
+
+
+def _own_storage(model: nn.Module) -> None:
+    """The weights left unquantized (embeddings, norms, heads) copied out of the safetensors file
+    from_pretrained may have mapped them from: while one of them views the mapping, every page of the
+    file read to quantize the others stays resident (0.5B, NF4: 1.26 GiB RSS for 0.42 GiB of weights;
+    0.85 after this copy)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.clone()
 
 
 def is_quantized(module: nn.Module) -> bool:
