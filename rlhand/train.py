@@ -147,10 +147,9 @@ def hydra_main(cfg: DictConfig) -> float:
         history = run_sweep_job(cfg, run_dir, f"#{hydra_cfg.job.num} ({hydra_cfg.job.override_dirname})")
     else:
         history = run(cfg, run_dir)
-    from rlhand.config.figures import STAGE_FIGURES
-    from rlhand.config.stages import StageKind
+    from rlhand.config.figures import watched_figure
 
-    return tuning_objective(history, cfg.early_stop.metric or STAGE_FIGURES[StageKind(cfg.stage)])
+    return tuning_objective(history, watched_figure(cfg))
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def test_bad_arguments_are_one_line(trained_and_start, tmp_path, capsys):
         (["--policy", f"a={start}", "--policy", f"a={start}", "--scorer", GOLD], "--policy a: named twice"),
         (["--policy", f"a={tmp_path}", "--scorer", GOLD], "neither a transformers model folder nor a run folder"),
         (["--policy", f"a={start}", "--scorer", GOLD, "--remote", "letters=http://127.0.0.1:9/r"], "--remote letters: the name of another scorer"),
-        (["--policy", f"a={start}", "--remote", "r=ftp://host/r"], "--remote r: 'ftp://host/r' is not an http:// or https:// URL"),
+        (["--policy", f"a={start}", "--remote", "r=ftp://host/r"], "--remote r.url: needs an http:// or https:// URL, not 'ftp://host/r'"),
         (["--policy", f"a={start}"], "give at least one --scorer, --reward-model or --remote"),
     ):
         with pytest.raises(SystemExit) as exit_:

@@ -33,7 +33,7 @@ def test_each_prompt_set_is_validated_and_early_stopping_follows_the_named_figur
     best_step = history[lengths.index(min(lengths))]["step"]  # lower is better: the first shortest
     meta = json.loads((tmp_path / "run" / "best" / "meta.json").read_text())
     assert meta["step"] == best_step and meta["val/hard/response_length"] == pytest.approx(min(lengths))
-    assert history[-1]["val/best_response_length"] == pytest.approx(min(lengths))
+    assert history[-1]["val/best_hard_response_length"] == pytest.approx(min(lengths))
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,9 @@ def test_each_prompt_set_is_validated_and_early_stopping_follows_the_named_figur
         (["+eval.prompt_sets.hard.num_prompts=4"], r"^eval.prompt_sets.hard: needs a path"),
         (["+eval.prompt_sets.kl.path=x.jsonl"], r"^eval.prompt_sets.kl: a name of letters, digits"),
         (["+eval.prompt_sets.gold.path=x.jsonl", "+eval.scorers.gold._target_=m.f"], r"^eval.prompt_sets.gold: the name of an eval.scorers entry too"),
-        (["stage=sft", "+eval.prompt_sets.hard.path=x.jsonl"], r"^eval: scorers and prompt_sets validate generations: stage=ppo"),
+        (["stage=sft", "+eval.prompt_sets.hard.path=x.jsonl"], r"^eval.prompt_sets: belongs to validating generations \(stage=ppo\)"),
+        (["stage=reward_model", "eval.samples_every=2"], r"^eval.samples_every: belongs to validating generations"),
+        (["eval.every=1", "early_stop.metric=val/kl", "algo.kl_coef=0"], r"^early_stop.metric: no validation logs 'val/kl'"),
     ],
 )
 def test_bad_prompt_sets_and_figures_are_one_line(overrides, message):
@@ -57,5 +59,5 @@ def test_a_missing_prompt_set_file_is_one_line_before_models_load(tmp_path, monk
     import rlhand.stages.ppo.setup as setup
 
     monkeypatch.setattr(setup, "build_models", lambda *a, **k: pytest.fail("models loaded before the prompt set was read"))
-    with pytest.raises(Exception, match=r"no/such.jsonl"):
+    with pytest.raises(ConfigError, match=r"^eval.prompt_sets.hard.path: .*no/such.jsonl"):
         build_run(compose_cfg(FAST + ["eval.every=1", "eval.num_prompts=8", "+eval.prompt_sets.hard.path=no/such.jsonl"]), tmp_path)

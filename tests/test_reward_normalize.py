@@ -1,5 +1,5 @@
 """reward.normalize=running and reward.clip: running statistics of every score so far (the batch being
-scored included), frozen during validation, clipped, logged as reward/raw; exact resume is in
+scored included), frozen during validation, clipped, logged as reward/unnormalized; exact resume is in
 test_resume.py (its runs normalise this way), every rank's scores in test_distributed.py."""
 
 import pytest
@@ -48,16 +48,19 @@ def test_scores_are_standardised_by_all_so_far_frozen_in_validation_and_clipped(
     assert scorer.moments.count == 2  # validation's scores did not count
     everything = torch.tensor([1.0, 3.0, 5.0, 7.0])
     assert torch.allclose(scorer(*ARGS), (second - everything.mean()) / everything.std(unbiased=False))
-    assert scorer.raw_mean() == {"reward/raw": pytest.approx(4.0)}  # the training batches, before normalising
+    assert scorer.unnormalized_mean() == {"reward/unnormalized": pytest.approx(4.0)}  # the training batches, before normalising
     clipped = NormalizedScorer(Fixed(torch.tensor([-3.0, 0.5, 9.0])), clip=1.5)
     assert torch.equal(clipped(*ARGS), torch.tensor([-1.5, 0.5, 1.5]))
     assert NormalizedScorer(Fixed(torch.tensor([2.0])), running=True)(*ARGS).item() == 0.0  # one score: no division by 0
+    before_training = NormalizedScorer(Fixed(torch.tensor([0.3, 0.7])), running=True)
+    with before_training.frozen():  # eval.before_training: no statistics yet, the scores as they are
+        assert torch.equal(before_training(*ARGS), torch.tensor([0.3, 0.7]))
 
 
 def test_a_run_normalising_by_running_statistics_trains_and_logs_the_raw_reward(tmp_path):
     history = build_run(compose_cfg(FAST + ["reward.normalize=running", "reward.clip=3.0", "trainer.max_steps=3"]), tmp_path).fit()
     for row in history:
-        assert -1 <= row["reward/raw"] <= 1  # the letters reward's range
+        assert -1 <= row["reward/unnormalized"] <= 1  # the letters reward's range
         assert -3 <= row["reward/mean"] <= 3
     assert abs(history[0]["reward/mean"]) < 1e-5  # the first batch standardised by itself
 

@@ -27,7 +27,7 @@ def test_validation_samples_are_the_scored_responses_as_text(tmp_path):
 
     events = EventAccumulator(str(tmp_path / "logs" / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
-    assert "samples/text_summary" in events.Tags()["tensors"]
+    assert "samples/val/text_summary" in events.Tags()["tensors"]
 
 
 def test_samples_can_be_switched_off(tmp_path):
@@ -55,12 +55,12 @@ def test_wandb_offline_gets_the_samples_as_a_table(tmp_path):
     out = subprocess.run(args, cwd=tmp_path, env=no_network_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "wandb:" not in out.stderr, out.stderr
     written = [json.loads(line) for line in (tmp_path / "run" / "logs" / "samples.jsonl").read_text().splitlines()]
-    tables = sorted((tmp_path / "run" / "logs" / "wandb").glob("offline-run-*/files/media/table/samples_*.table.json"))
+    tables = sorted((tmp_path / "run" / "logs" / "wandb").glob("offline-run-*/files/media/table/samples/val_*.table.json"))
     assert len(tables) == 2  # one per validation
     logged = [row for table in tables for row in json.loads(table.read_text())["data"]]
     columns = json.loads(tables[0].read_text())["columns"]
-    assert columns == ["step", "prompt", "response", "reward"]
-    assert sorted(map(tuple, logged)) == sorted((r["step"], r["prompt"], r["response"], r["scores"]["reward"]) for r in written)
+    assert columns == ["step", "split", "prompt", "response", "reward"]
+    assert sorted(map(tuple, logged)) == sorted((r["step"], r["split"], r["prompt"], r["response"], r["scores"]["reward"]) for r in written)
 
 
 def test_training_rollouts_are_sampled_every_n_iterations_beside_validation(tmp_path):

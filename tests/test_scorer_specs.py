@@ -59,5 +59,9 @@ def test_a_scorer_that_cannot_be_used_is_one_line_before_models_load(spec, messa
 
 
 def test_an_unknown_setting_of_a_reward_model_scorer_is_one_line(tmp_path, rm_folder):
-    with pytest.raises(UserError, match=r"^eval.scorers.x.temperature: not a reward-model setting"):
-        build_run(compose_cfg(FAST + [f"+eval.scorers.x.model={rm_folder}", "+eval.scorers.x.temperature=2", "eval.every=1", "eval.num_prompts=8"]), tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^eval.scorers.x.temperature: not a setting of a scorer with model \(have chat_template, model\)"):
+        compose_cfg(FAST + [f"+eval.scorers.x.model={rm_folder}", "+eval.scorers.x.temperature=2", "eval.every=1", "eval.num_prompts=8"])
+    with pytest.raises(ConfigError, match=r"^reward.components.s.timeout_s: needs a number > 0, not 'abc'"):
+        compose_cfg(FAST + ["+reward.components.s.url=http://h/r", "+reward.components.s.weight=1", "+reward.components.s.timeout_s=abc"])
+    with pytest.raises(ConfigError, match=r"^eval.scorers.s.in_flight: needs a whole number >= 1, not 0"):
+        compose_cfg(FAST + ["+eval.scorers.s.url=http://h/r", "+eval.scorers.s.in_flight=0"])

@@ -16,6 +16,7 @@ def check_mixture(mixture: dict, section: str, path) -> None:
 
 
 SCORER_KINDS = ("_target_", "model", "url")  # a reward function, a reward-model folder, a reward server
+SERVER_SETTINGS = {"timeout_s": 0, "retries": 0, "request_size": 1, "in_flight": 1}  # as reward.*; each one's least value
 
 
 def check_scorer_spec(spec, field_name: str, weighted: bool = False) -> None:
@@ -26,8 +27,21 @@ def check_scorer_spec(spec, field_name: str, weighted: bool = False) -> None:
     check(isinstance(spec, dict), field_name, f"needs {what}")
     kinds = [k for k in SCORER_KINDS if spec.get(k)]
     check(len(kinds) == 1, field_name, f"needs exactly one of {what}" + (f", not {' and '.join(kinds)}" if kinds else ""))
+    settings = {"_target_": None, "model": {"model", "chat_template"}, "url": {"url", *SERVER_SETTINGS}}[kinds[0]]
+    unknown = sorted(set(spec) - settings - {"weight"}) if settings else []
+    check(not unknown, f"{field_name}.{unknown[0] if unknown else ''}", f"not a setting of a scorer with {kinds[0]} (have {', '.join(sorted(settings or []))})")
     if spec.get("url"):
         check(str(spec["url"]).startswith(("http://", "https://")), f"{field_name}.url", f"needs an http:// or https:// URL, not {spec['url']!r}")
+        for key, least in SERVER_SETTINGS.items():
+            if key in spec:
+                value = spec[key]
+                number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if key == "timeout_s":
+                    check(number and value > 0, f"{field_name}.{key}", f"needs a number > 0, not {value!r}")
+                else:
+                    check(number and value == int(value) and value >= least, f"{field_name}.{key}", f"needs a whole number >= {least}, not {value!r}")
+    if spec.get("chat_template") is not None:
+        check(spec["chat_template"] in ("auto", "on", "off"), f"{field_name}.chat_template", f"auto, on or off, not {spec['chat_template']!r}")
     if weighted:
         weight = spec.get("weight")
         check(isinstance(weight, (int, float)) and not isinstance(weight, bool), f"{field_name}.weight", "needs a number")

@@ -6,7 +6,7 @@ from rlhand.config.stages import StageKind
 
 # Each stage's own figure; "-" in front: lower is better.
 STAGE_FIGURES = {StageKind.ppo: "val/reward", StageKind.sft: "-val/loss", StageKind.reward_model: "val/accuracy"}
-PPO_PER_SET = ("reward", "kl", "entropy", "response_length")  # and reward_<scorer> for each eval.scorers
+PPO_PER_SET = ("reward", "kl", "entropy", "response_length")  # and reward_<scorer> for each eval.scorers; kl with a reference
 SUPERVISED = {StageKind.sft: ("loss", "perplexity"), StageKind.reward_model: ("loss", "accuracy", "margin", "score_mean", "score_std")}
 
 
@@ -14,7 +14,8 @@ def validation_figures(cfg) -> set[str]:
     """Every val/* figure a validation of this config logs."""
     if cfg.stage is not StageKind.ppo:
         return {f"val/{name}" for name in SUPERVISED[cfg.stage]}
-    per_set = [*PPO_PER_SET, *(f"reward_{name}" for name in cfg.eval.scorers)]
+    per_set = [name for name in PPO_PER_SET if name != "kl" or cfg.algo.needs_reference]
+    per_set += [f"reward_{name}" for name in cfg.eval.scorers]
     figures = {f"val/{name}" for name in per_set}
     for prompt_set in cfg.eval.prompt_sets:
         figures |= {f"val/{prompt_set}/{name}" for name in per_set}
@@ -22,7 +23,7 @@ def validation_figures(cfg) -> set[str]:
 
 
 def watched_figure(cfg) -> str:
-    return cfg.early_stop.metric or STAGE_FIGURES[cfg.stage]
+    return cfg.early_stop.metric or STAGE_FIGURES[StageKind(cfg.stage)]
 
 
 def split_watched(watched: str) -> tuple[float, str]:

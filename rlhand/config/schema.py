@@ -260,6 +260,11 @@ class AlgoConfig:
     dynamic_sampling: bool = False
     dynamic_max_rounds: int = 4
 
+    @property
+    def needs_reference(self) -> bool:
+        """A KL term to a frozen reference: a coefficient above 0, or one the adaptive controller may raise."""
+        return self.kl_coef > 0 or self.kl_control is KLControl.adaptive
+
     def __post_init__(self) -> None:
         for name in ("rollout_batch_size", "num_minibatches", "ppo_epochs", "grad_accum_steps", "kl_horizon", "dynamic_max_rounds"):
             check(getattr(self, name) > 0, f"algo.{name}", "must be > 0")
@@ -446,7 +451,7 @@ class RewardConfig:
     # Standardise this reward's scores, so kl_coef means the same whatever their scale: saved (a
     # reward model's mean and std that stage=reward_model measured on held-out pairs, score_stats.json
     # in its folder), running (the mean and std of every score so far, over all ranks, resumed from
-    # checkpoints) or off. The raw mean is logged as reward/raw. clip: then clip to [-clip, clip].
+    # checkpoints) or off. The raw mean is logged as reward/unnormalized. clip: then clip to [-clip, clip].
     normalize: Normalize = Normalize.off
     clip: Optional[float] = None
     # model with a tokenizer of its own (not the policy's): texts are decoded and tokenized again for
@@ -594,7 +599,7 @@ class EvalConfig:
     every: int = 0
     # Prompts held out from the task's prompts (or the first ones of task.val_path).
     num_prompts: int = 64
-    # Save the policy and critic to best/ whenever val/reward improves.
+    # Save the policy and critic to best/ whenever the watched figure (early_stop.metric) improves.
     save_best: bool = True
     # More scorers of every validation response beside the run's reward, each logged as
     # val/reward_<name> (e.g. a gold score while training against a learned reward model): name ->
@@ -627,6 +632,7 @@ class EvalConfig:
             check(re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None and name not in PPO_PER_SET, field_name, "a name of letters, digits, _ . - that is not a figure's")
             check(name not in self.scorers and f"reward_{name}" not in self.scorers, field_name, "the name of an eval.scorers entry too; name them apart")
             check(isinstance(spec, dict) and bool(spec.get("path")), field_name, "needs a path (a prompt file)")
+            check(isinstance(spec.get("prompt_column", ""), str), f"{field_name}.prompt_column", "needs a column name")
             unknown = sorted(set(spec) - {"path", "num_prompts", "prompt_column"})
             check(not unknown, f"{field_name}.{unknown[0] if unknown else ''}", "not a prompt-set setting (have path, num_prompts, prompt_column)")
             n = spec.get("num_prompts", self.num_prompts)
@@ -694,7 +700,8 @@ class TrainConfig:
 
     def _check_watched_figure(self) -> None:
         if self.stage is not StageKind.ppo:
-            check(not self.eval.scorers and not self.eval.prompt_sets, "eval", f"scorers and prompt_sets validate generations: stage=ppo, not stage={self.stage.value}")
+            for key in ("scorers", "prompt_sets", "samples_every"):
+                check(not getattr(self.eval, key), f"eval.{key}", f"belongs to validating generations (stage=ppo), not stage={self.stage.value}")
         if self.early_stop.metric is None:
             return
         check(self.eval.every > 0, "early_stop.metric", "follows a validation figure: needs eval.every > 0")
@@ -758,6 +765,13 @@ class TrainConfig:
         )
         if self.reward.kind is RewardKind.model and self.model.source is ModelSource.hf:
             check(bool(self.model.reward_model), "model.reward_model", "reward.kind=model needs a reward model path")
+        if self.model.frozen_quantization is not Quantization.none:
+            copy = self.algo.needs_reference and not self.model.lora.enabled and self.stage is StageKind.ppo
+            check(
+                copy or (self.reward.kind is RewardKind.model and self.stage is StageKind.ppo),
+                "model.frozen_quantization",
+                "this run has no frozen model of its own to quantize (with LoRA the reference is the policy's base: model.quantization)",
+            )
         if self.model.quantization is not Quantization.none:
             check(self.generation.engine is Engine.hf, "model.quantization", "a quantized training base with generation.engine=vllm is not supported: use generation.engine=hf")
         shared_critic = self.model.critic_backbone is CriticBackbone.shared

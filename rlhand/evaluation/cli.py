@@ -104,8 +104,6 @@ def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
         for name, value in named(values, flag).items():
             if name in out:
                 raise EvalError(f"{flag} {name}: the name of another scorer")
-            if key == "url" and not value.startswith(("http://", "https://")):
-                raise EvalError(f"{flag} {name}: {value!r} is not an http:// or https:// URL")
             out[name] = specs.prepare({key: value}, f"{flag} {name}")
     return out
 

@@ -1,4 +1,4 @@
-"""Early stopping on the validation reward (higher is better), with patience and a threshold."""
+"""Early stopping on a validation figure (early_stop.metric, signed so higher is better), with patience and a threshold."""
 
 import math
 
@@ -14,7 +14,7 @@ def watched_value(stats: dict, watched: str) -> float:
 
 
 class EarlyStopping:
-    """Tracks the best val/reward. An evaluation improves only if it beats the best by more than
+    """Tracks the best of the watched figure (higher is better; early_stop.metric). An evaluation improves only if it beats the best by more than
     `threshold` (absolute); after `patience` evaluations in a row without improvement, stop.
     patience=None never stops but still tracks the best (for saving the best model)."""
 

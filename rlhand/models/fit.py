@@ -35,6 +35,7 @@ import torch
 from rlhand.config.schema import Autocast, Engine, FitCheck, Quantization, TrainConfig
 from rlhand.core.logprobs import chunk_rows
 from rlhand.distributed.layout import Layout, Parallel
+from rlhand.models.plan import model_plan
 from rlhand.models.quantize import quantized_bytes
 from rlhand.models.scoring import rows_per_part
 from rlhand.models.shapes import Shape, model_shapes
@@ -122,7 +123,7 @@ def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_leng
     gather_bytes = 2 if autocast and fsdp else weight_bytes  # FSDP2's mixed precision gathers in the autocast dtype
     if fsdp:
         update.append(Item("FSDP gathered blocks and root", (2 * policy.block_params + policy.root_params) * gather_bytes))
-    update += dequantized_layer(cfg, shapes, compute_bytes)
+    update += dequantized_layer(cfg, shapes, compute_bytes)  # in the update's forwards and backwards
     batch = algo.rollout_batch_size / n
     score_rows = rows_per_part(int(batch), seq, cfg.trainer.score_max_tokens)
     rollout = [
@@ -138,6 +139,7 @@ def estimate_from_shapes(cfg: TrainConfig, shapes: dict[str, Shape], prompt_leng
         critic = shapes.get("critic")
         if critic is not None and critic.layers:  # a critic of its own scores while the policy is gathered
             rollout.append(Item("critic gathered blocks and root", (2 * critic.block_params + critic.root_params) * gather_bytes))
+    rollout += dequantized_layer(cfg, shapes, compute_bytes)  # and in sampling's and scoring's
     _engine_items(cfg, policy, device, seq, batch, resident, rollout)
     baseline = CUDA_CONTEXT if device.type == "cuda" else CPU_BASELINE
     return Estimate(resident, update, rollout, baseline, _available(cfg, device, layout.local_ranks))
@@ -156,7 +158,8 @@ def _resident_items(cfg: TrainConfig, shapes: dict[str, Shape], layout: Layout) 
             continue
         frozen = shape.params - shape.trainable
         if m.lora.enabled:
-            quantized = shape.layers > 0 and m.quantization is not Quantization.none  # a shared value head has no base of its own
+            # What models/build.py quantizes: the policy's base, and a critic's when LoRA trains it (not a shared head's).
+            quantized = m.quantization is not Quantization.none and (name == "policy" or (shape.layers > 0 and model_plan(cfg).lora_critic))
             frozen_total = frozen_weight_bytes(frozen, shape.quantizable if quantized else 0, frozen_bytes, m.quantization.value)
         else:
             frozen_total = frozen * weight_bytes

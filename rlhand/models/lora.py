@@ -8,12 +8,14 @@ AutoModel*.from_pretrained loads without PEFT. Both come from a whole state dict
 shards where there are some), so merging never touches the live model.
 """
 
+import copy
 import warnings
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from rlhand.config.schema import LoraSettings
+from rlhand.models.quantize import TRANSPOSED
 
 ADAPTER = "default"
 
@@ -76,7 +78,10 @@ def save_adapter(model: nn.Module, folder: Path, state: dict[str, Tensor]) -> No
     folder.mkdir(parents=True, exist_ok=True)
     weights = get_peft_model_state_dict(model, state_dict=state, adapter_name=ADAPTER)
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, folder / "adapter_model.safetensors")
-    model.peft_config[ADAPTER].save_pretrained(str(folder))
+    config = copy.copy(model.peft_config[ADAPTER])
+    if getattr(model.get_base_model(), TRANSPOSED, None):
+        config.fan_in_fan_out = True  # a quantized GPT-2 trained on [out, in] layers; its plain model has Conv1D
+    config.save_pretrained(str(folder))
 
 
 def check_targets(settings: LoraSettings, config) -> None:

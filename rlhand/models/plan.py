@@ -4,7 +4,7 @@ estimate sizes them, and every "is there a critic?" reads the answer."""
 from dataclasses import dataclass
 from enum import Enum
 
-from rlhand.config.schema import CriticBackbone, KLControl, LoraCritic, RewardKind, TrainConfig
+from rlhand.config.schema import CriticBackbone, LoraCritic, RewardKind, TrainConfig
 from rlhand.core.estimators import ESTIMATORS
 
 
@@ -34,8 +34,7 @@ def model_plan(cfg: TrainConfig) -> ModelPlan:
         critic = CriticKind.none
     else:
         critic = CriticKind.shared if m.critic_backbone is CriticBackbone.shared else CriticKind.separate
-    needs_reference = algo.kl_coef > 0 or algo.kl_control is KLControl.adaptive
-    reference = ReferenceKind.none if not needs_reference else ReferenceKind.base if m.lora.enabled else ReferenceKind.copy
+    reference = ReferenceKind.none if not algo.needs_reference else ReferenceKind.base if m.lora.enabled else ReferenceKind.copy
     return ModelPlan(
         critic=critic,
         lora_critic=m.lora.enabled and m.lora.critic is LoraCritic.lora and critic is CriticKind.separate,

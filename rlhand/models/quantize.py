@@ -112,13 +112,13 @@ def is_quantized(module: nn.Module) -> bool:
 
 def dequantized_state(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """`state` (model.state_dict() of `model`, PEFT-wrapped or not) with each quantized weight
-    dequantized (float32, [out, in]) under its own key, and bitsandbytes' own keys (scales, maps)
-    dropped: what LoRA merging and saving read."""
+    dequantized (float32, [out, in]) under its own key, and bitsandbytes' own keys (NF4's scales and
+    maps under weight.*, LLM.int8's SCB and weight_format) dropped: what LoRA merging and saving read."""
     out = dict(state)
     for name, module in model.named_modules():
         if not _is_bnb(module):
             continue
-        for key in [k for k in out if k.startswith(f"{name}.weight.")]:
+        for key in [k for k in out if k.startswith(f"{name}.") and k not in (f"{name}.weight", f"{name}.bias")]:
             del out[key]
         out[f"{name}.weight"] = dequantize(module).float().cpu()
     return out
@@ -130,7 +130,9 @@ def dequantize(module: nn.Module) -> Tensor:
     weight = module.weight
     if type(weight).__name__ == "Params4bit":
         return F.dequantize_4bit(weight.data, weight.quant_state)
-    return F.int8_vectorwise_dequant(weight.data, weight.SCB)
+    # LLM.int8's row scales move from the weight to the layer's state at its first forward.
+    scales = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
+    return F.int8_vectorwise_dequant(weight.data, scales)
 
 
 def saved_layout(base_model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -44,8 +44,8 @@ def console_line(sample: dict) -> str:
 
 def markdown(samples: list[dict]) -> str:
     """TensorBoard's text panel: a table of the step's samples."""
-    rows = ["| prompt | response | scores |", "|---|---|---|"]
+    rows = ["| split | prompt | response | scores |", "|---|---|---|---|"]
     for s in samples:
-        cells = [s["prompt"], s["response"], ", ".join(f"{k} {v:+.3f}" for k, v in s["scores"].items())]
+        cells = [s.get("split", "val"), s["prompt"], s["response"], ", ".join(f"{k} {v:+.3f}" for k, v in s["scores"].items())]
         rows.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(rows)

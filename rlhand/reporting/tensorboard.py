@@ -21,8 +21,8 @@ class TensorBoardSink:
         self.writer.flush()
 
     def samples(self, step: int, samples: list[dict]) -> None:
-        """The validation's samples as one markdown table in the text panel."""
-        self.writer.add_text("samples", markdown(samples), step)
+        """One step's samples as a markdown table in the text panel, under samples/<split>."""
+        self.writer.add_text(f"samples/{samples[0].get('split', 'val')}", markdown(samples), step)
         self.writer.flush()
 
     def close(self) -> None:

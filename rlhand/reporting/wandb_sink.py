@@ -41,15 +41,16 @@ class WandbSink:
             self.run = None
 
     def samples(self, step: int, samples: list[dict]) -> None:
-        """The validation's samples as a wandb Table (step, prompt, response, a column per score)."""
+        """One step's samples (validation's or a training rollout's) as a wandb Table under
+        samples/<split>: step, split, prompt, response, a column per score."""
         if self.run is None:
             return
         try:
             import wandb
 
-            names = list(samples[0]["scores"])
-            rows = [[step, s["prompt"], s["response"], *(s["scores"][n] for n in names)] for s in samples]
-            self.run.log({"samples": wandb.Table(columns=["step", "prompt", "response", *names], data=rows)}, step=step)
+            names, split = list(samples[0]["scores"]), samples[0].get("split", "val")
+            rows = [[step, s.get("split", split), s["prompt"], s["response"], *(s["scores"][n] for n in names)] for s in samples]
+            self.run.log({f"samples/{split}": wandb.Table(columns=["step", "split", "prompt", "response", *names], data=rows)}, step=step)
         except Exception as err:  # noqa: BLE001
             self.warn.warning(f"wandb: logging samples failed, switched off ({type(err).__name__}: {err})")
             self.run = None

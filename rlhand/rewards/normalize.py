@@ -13,7 +13,7 @@ from torch import Tensor
 from rlhand.core.masked import LOCAL, Reducer, mean
 from rlhand.core.running import RunningMoments
 
-EPS = 1e-8  # a floor under the running std: the first scores may all be equal
+MIN_STD = 1e-6  # under it (fewer than two scores, or all equal) scores are centred, not scaled
 
 
 class NormalizedScorer:
@@ -28,7 +28,7 @@ class NormalizedScorer:
         self.inner, self.saved, self.clip, self.reducer = inner, saved, clip, reducer
         self.moments = RunningMoments() if running else None
         self.learning = True
-        self.seen: list[Tensor] = []  # the raw scores since the last raw_mean()
+        self.seen: list[Tensor] = []  # the raw scores since the last unnormalized_mean()
 
     @property
     def changes_scores(self) -> bool:
@@ -45,15 +45,16 @@ class NormalizedScorer:
         elif self.moments is not None:
             if self.learning:
                 self.moments.update(scores, self.reducer)
-            scores = (scores - self.moments.mean) / max(self.moments.std, EPS)
+            std = self.moments.std
+            scores = (scores - self.moments.mean) / (std if std > MIN_STD else 1.0)
         if self.clip is not None:
             scores = scores.clamp(-self.clip, self.clip)
         return scores
 
-    def raw_mean(self, reducer: Reducer = LOCAL) -> dict[str, float]:
-        """reward/raw: the mean score before normalising and clipping, over every batch (and rank)
+    def unnormalized_mean(self, reducer: Reducer = LOCAL) -> dict[str, float]:
+        """reward/unnormalized: the mean score before normalising and clipping, over every batch (and rank)
         since the last call; nothing when the scores are used as they are."""
-        out = {"reward/raw": mean(torch.cat(self.seen), reducer).item()} if self.seen else {}
+        out = {"reward/unnormalized": mean(torch.cat(self.seen), reducer).item()} if self.seen else {}
         self.seen = []
         return out
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rlhand.config.checks import SERVER_SETTINGS, check_scorer_spec
 from rlhand.config.load import ConfigError
 from rlhand.data.tokenizer import load_tokenizer
 from rlhand.models.loaders import load_reward_model
@@ -27,7 +28,6 @@ from rlhand.rewards.model import ModelScorer
 from rlhand.rewards.remote import RemoteScorer, check_reachable
 from rlhand.rewards.retokenize import RetokenizingScorer, same_tokenizer
 
-REMOTE_KEYS = ("timeout_s", "retries", "request_size", "in_flight")
 NOT_ARGUMENTS = ("weight",)  # keys a caller reads (a component's weight), not the function's
 
 
@@ -49,18 +49,14 @@ def prepare(spec: dict[str, Any], field: str) -> PreparedScorer:
     spec = {k: v for k, v in spec.items() if k not in NOT_ARGUMENTS}
     if spec.get("_target_"):
         return PreparedScorer(field, spec, function=resolve_reward_function(spec, field))
+    try:
+        check_scorer_spec(spec, field)  # the config checked it already; rlhand-eval's flags are checked here
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if spec.get("url"):
-        unknown = sorted(set(spec) - {"url", *REMOTE_KEYS})
-        if unknown:
-            raise ConfigError(f"{field}.{unknown[0]}: not a reward-server setting (have {', '.join(REMOTE_KEYS)})")
         check_reachable(spec["url"], field=f"{field}.url")
         return PreparedScorer(field, spec)
     folder = str(spec["model"])
-    unknown = sorted(set(spec) - {"model", "chat_template"})
-    if unknown:
-        raise ConfigError(f"{field}.{unknown[0]}: not a reward-model setting (have chat_template)")
-    if spec.get("chat_template", "auto") not in ("auto", "on", "off"):
-        raise ConfigError(f"{field}.chat_template: auto, on or off, not {spec['chat_template']!r}")
     check_source(f"{field}.model", folder)
     check_sequence_classifier(f"{field}.model", folder)
     tokenizer = None
@@ -87,7 +83,7 @@ def build(prepared: PreparedScorer, tokenizer: PreTrainedTokenizerBase, device: 
     if prepared.function is not None:
         return FunctionScorer(prepared.function, tokenizer, name=field)
     if spec.get("url"):
-        return RemoteScorer(spec["url"], tokenizer, **{k: spec[k] for k in REMOTE_KEYS if k in spec}, field=f"{field}.url")
+        return RemoteScorer(spec["url"], tokenizer, **{k: spec[k] for k in SERVER_SETTINGS if k in spec}, field=f"{field}.url")
     model = model if model is not None else load_model(prepared, device, dtype)
     own = prepared.tokenizer
     if own is None or same_tokenizer(own, tokenizer):

@@ -161,7 +161,7 @@ class Run:
             )
         return {
             **stats,
-            f"val/best_{name.split('/')[-1]}": sign * stopping.best,
+            f"val/best_{name.removeprefix('val/').replace('/', '_')}": sign * stopping.best,  # val/hard/reward -> val/best_hard_reward
             "early_stop/bad_evals": stopping.bad_evals,
             **self.dist.slowest({"time/validate_s": time.perf_counter() - started}),
         }

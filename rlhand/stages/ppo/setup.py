@@ -26,6 +26,7 @@ from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.layout import Layout, Parallel
 from rlhand.distributed.sharding import shard_model
+from rlhand.errors import UserError
 from rlhand.models.build import Models, build_models
 from rlhand.models.concurrent import ModelThreads, shared_model_threads
 from rlhand.models.fit import check_fit, estimate_memory
@@ -116,7 +117,10 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
     val_sets = {}
     for name, spec in cfg.eval.prompt_sets.items() if cfg.eval.every > 0 else ():
-        texts = read_prompt_file(Path(spec["path"]), spec.get("prompt_column", task.prompt_column))[: spec.get("num_prompts", cfg.eval.num_prompts)]
+        try:
+            texts = read_prompt_file(Path(spec["path"]), spec.get("prompt_column", task.prompt_column))[: spec.get("num_prompts", cfg.eval.num_prompts)]
+        except UserError as err:
+            raise ConfigError(f"eval.prompt_sets.{name}.path: {err}") from None
         if len(texts) % ctx.world_size:
             raise ConfigError(f"eval.prompt_sets.{name}: its {len(texts)} prompts do not split over {ctx.world_size} ranks")
         val_sets[name] = encode_prompts(tokenizer, texts, task.max_prompt_tokens, task.truncation)
@@ -132,7 +136,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         sources=sources,
         weights=weights,
         components={name: (specs.prepare(spec, f"reward.components.{name}"), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
-        val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers"),
+        val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers") if cfg.eval.every > 0 else {},
     )
 
 

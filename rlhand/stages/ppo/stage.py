@@ -122,7 +122,7 @@ class PPOStage:
         stats.update(sampling_stats)
         stats.update(mismatch_stats(rollout, cfg.algo.is_truncation, self.dist))
         stats.update(mixture_counts(self.collector.sampler, self.inputs.sources or []))
-        stats.update(self.normalizer.raw_mean(self.dist))
+        stats.update(self.normalizer.unnormalized_mean(self.dist))
         if isinstance(self.scorer, CombinedScorer):
             stats.update(self.scorer.component_means(self.dist))
         del rollout, batch, sampled, mixed  # the iteration's activations and rollout tensors go before the next phase
