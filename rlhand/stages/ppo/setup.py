@@ -38,12 +38,12 @@ from rlhand.models.sources import check_model_sources
 from rlhand.models.weights import DTYPES
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
-from rlhand.rewards import FunctionScorer, ModelScorer, resolve_reward_function, specs
+from rlhand.rewards import resolve_reward_function, specs
 from rlhand.rewards.combined import CombinedScorer
 from rlhand.rewards.model import read_score_stats
 from rlhand.rewards.normalize import NormalizedScorer
-from rlhand.rewards.remote import RemoteScorer, check_reachable
-from rlhand.rewards.retokenize import RetokenizingScorer, reward_model_tokenizer, uses_chat_template
+from rlhand.rewards.remote import check_reachable
+from rlhand.rewards.retokenize import reward_model_tokenizer
 from rlhand.rewards.specs import PreparedScorer
 from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.run.learners import Learners, adamw_learner
@@ -168,19 +168,24 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device, re
     models = build_models(cfg.model, inputs.tokenizer, model_plan(cfg), device)
     models.limits = forward_limits(cfg)
     r, max_tokens = cfg.reward, cfg.trainer.score_max_tokens
-    if models.reward_model is not None and inputs.reward_tokenizer is not None:
-        scorer = RetokenizingScorer(models.reward_model, inputs.tokenizer, inputs.reward_tokenizer, uses_chat_template(cfg, inputs.reward_tokenizer), max_tokens)
-    elif models.reward_model is not None:
-        scorer = ModelScorer(models.reward_model, max_tokens)
-    elif r.kind is RewardKind.remote:
-        scorer = RemoteScorer(r.url, inputs.tokenizer, r.timeout_s, r.retries, r.request_size, r.in_flight)
-    else:
-        scorer = FunctionScorer(inputs.reward_fn, inputs.tokenizer, name=f"reward function {r.function['_target_']}")
+    scorer = specs.build(main_reward(cfg, inputs), inputs.tokenizer, device, max_tokens=max_tokens, model=models.reward_model)
     normalized = scorer = NormalizedScorer(scorer, inputs.score_stats, running=r.normalize is Normalize.running, clip=r.clip, reducer=reducer)
     if inputs.components:
         built = {name: (specs.build(prepared, inputs.tokenizer, device, frozen_dtype(cfg), max_tokens), w) for name, (prepared, w) in inputs.components.items()}
         scorer = CombinedScorer(normalized, r.weight, built)
     return models, scorer, normalized
+
+
+def main_reward(cfg: TrainConfig, inputs: RunInputs) -> PreparedScorer:
+    """The run's own reward as a named scorer (rlhand/rewards/specs.py builds it as it builds the
+    components): a reward model (the run's, loaded with the others), a server or a function."""
+    r = cfg.reward
+    if r.kind is RewardKind.model:
+        spec = {"model": cfg.model.reward_model or "the built-in reward model", "chat_template": r.chat_template.value}
+        return PreparedScorer("model.reward_model", spec, tokenizer=inputs.reward_tokenizer)  # None: the policy's ids straight through
+    if r.kind is RewardKind.remote:
+        return PreparedScorer("reward", {"url": r.url, "timeout_s": r.timeout_s, "retries": r.retries, "request_size": r.request_size, "in_flight": r.in_flight})
+    return PreparedScorer(f"reward function {r.function['_target_']}", r.function, function=inputs.reward_fn)
 
 
 def frozen_dtype(cfg: TrainConfig) -> torch.dtype:
