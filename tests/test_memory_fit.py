@@ -27,7 +27,10 @@ def estimate_for(overrides, world_size=1):
     return cfg, estimate_memory(cfg, inputs.tokenizer, [len(p) for p in inputs.prompt_ids], resolve_layout(cfg.trainer, world_size), CPU)
 
 
-@pytest.mark.parametrize("setting", [[], ["model.n_layer=4", "model.n_embd=256", "model.lora.enabled=true"]])
+@pytest.mark.parametrize(
+    "setting",
+    [[], ["model.n_layer=4", "model.n_embd=256", "model.lora.enabled=true"], ["model.n_layer=4", "model.n_embd=256", "model.lora.enabled=true", "model.quantization=nf4"]],
+)
 def test_the_estimate_is_within_30_percent_of_the_measured_peak(tmp_path, setting):
     """Two of docs/memory.md's settings, each in a fresh process as a user runs it (peak RSS of its
     iterations against the line printed before any model loaded)."""
