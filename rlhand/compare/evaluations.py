@@ -5,6 +5,8 @@ as markdown tables under the run table: each pair, by each scorer, its win rate 
 import json
 from pathlib import Path
 
+from rlhand.evaluation.ab import ab_results
+
 EVAL_FILES = ("summary.json", "samples.jsonl")  # what rlhand-eval writes into its --out folder
 
 
@@ -33,10 +35,8 @@ def ab_tables(folders: list[Path]) -> str:
             "| pair | scorer | win rate | 95% interval | ties | length-controlled |",
             "|---|---|---|---|---|---|",
         ]
-        for pair, by_scorer in pairs.items():
-            for scorer, r in by_scorer.items():
-                low, high = r["interval_95"]
-                lines.append(f"| {pair} | {scorer} | {r['win_rate']:.3f} | [{low:.3f}, {high:.3f}] | {r['ties']:.2f} | {r['length_controlled_win_rate']:.3f} |")
+        for pair, scorer, win, low, high, ties, controlled in ab_results(pairs):
+            lines.append(f"| {pair} | {scorer} | {win:.3f} | [{low:.3f}, {high:.3f}] | {ties:.2f} | {controlled:.3f} |")
         if not pairs:
             lines.append("| (one policy: nothing to compare) | | | | | |")
         sections.append("\n".join(lines))

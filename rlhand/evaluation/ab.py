@@ -57,3 +57,11 @@ def ab_summary(scores_a, scores_b, lengths_a, lengths_b, seed: int = 0) -> dict:
         "length_controlled_win_rate": length_controlled(result, np.asarray(lengths_a) - np.asarray(lengths_b)),
         "prompts": int(len(result)),
     }
+
+
+def ab_results(ab: dict):
+    """(pair, scorer, win rate, interval low, high, ties, length-controlled win rate) of a summary's
+    "ab" part, in order: what rlhand-eval prints and rlhand-compare tables."""
+    for pair, by_scorer in ab.items():
+        for scorer, r in by_scorer.items():
+            yield pair, scorer, r["win_rate"], *r["interval_95"], r["ties"], r["length_controlled_win_rate"]

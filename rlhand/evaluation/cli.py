@@ -23,7 +23,7 @@ from rlhand.data.sampler import left_pad
 from rlhand.data.tokenizer import load_tokenizer
 from rlhand.distributed import context
 from rlhand.errors import UserError
-from rlhand.evaluation.ab import ab_summary
+from rlhand.evaluation.ab import ab_results, ab_summary
 from rlhand.models.sources import loading
 from rlhand.rewards import specs
 from rlhand.rollout.sampler import sample_responses
@@ -160,10 +160,8 @@ def report(summary: dict) -> str:
     lines = [f"{summary['prompts']} prompts, seed {summary['seed']}"]
     for policy, means in summary["mean_scores"].items():
         lines.append(f"{policy}: " + ", ".join(f"{n} {v:+.4f}" for n, v in means.items()) + f", length {summary['mean_length'][policy]:.1f}")
-    for pair, by_scorer in summary["ab"].items():
-        for scorer, r in by_scorer.items():
-            low, high = r["interval_95"]
-            lines.append(f"{pair} by {scorer}: win rate {r['win_rate']:.3f} [{low:.3f}, {high:.3f}], ties {r['ties']:.2f}, length-controlled {r['length_controlled_win_rate']:.3f}")
+    for pair, scorer, win, low, high, ties, controlled in ab_results(summary["ab"]):
+        lines.append(f"{pair} by {scorer}: win rate {win:.3f} [{low:.3f}, {high:.3f}], ties {ties:.2f}, length-controlled {controlled:.3f}")
     return "\n".join(lines)
 
 
