@@ -17,7 +17,7 @@ from rlhand.models.loaders import load_classifier, load_hf, load_tiny
 from rlhand.models.lora import add_lora
 from rlhand.models.plan import CriticKind, ModelPlan, ReferenceKind
 from rlhand.models.quantize import quantize
-from rlhand.models.weights import DTYPES, cast_by_role, enable_activation_checkpointing, prepare
+from rlhand.models.weights import DTYPES, cast_by_role, enable_activation_checkpointing, frozen_dtype, prepare
 
 
 @dataclass
@@ -57,11 +57,11 @@ def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, plan: Mod
     load = load_tiny if cfg.source is ModelSource.tiny else load_hf
     policy, critic, ref, reward_model = load(cfg, tokenizer, plan)
     models = Models(policy=policy, critic=critic, ref=ref, reward_model=reward_model)
-    frozen_dtype = DTYPES[(cfg.frozen_dtype or cfg.dtype).value]
+    frozen_type = frozen_dtype(cfg)
     for frozen in (models.ref, models.reward_model):
         if frozen is not None:
-            frozen.to(frozen_dtype).requires_grad_(False)
-    _quantize(models, cfg, plan, frozen_dtype)  # before prepare(): moving to the device quantizes
+            frozen.to(frozen_type).requires_grad_(False)
+    _quantize(models, cfg, plan, frozen_type)  # before prepare(): moving to the device quantizes
     for model in models.modules():
         prepare(model, device)
     if cfg.remove_padding:
@@ -73,24 +73,24 @@ def build_models(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, plan: Mod
         for model in trained:
             enable_activation_checkpointing(model)
     if cfg.lora.enabled:
-        _add_lora(models, cfg, plan, frozen_dtype)
+        _add_lora(models, cfg, plan, frozen_type)
     return models
 
 
-def _quantize(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_dtype: torch.dtype) -> None:
+def _quantize(models: Models, cfg: ModelConfig, plan: ModelPlan, compute: torch.dtype) -> None:
     """model.quantization: the LoRA bases of the policy and a critic of its own (the reference is the
     policy's quantized base, adapters off); model.frozen_quantization: a reference copy, the reward model."""
     if cfg.quantization is not Quantization.none:
-        quantize(models.policy, cfg.quantization.value, frozen_dtype, "model.quantization")
+        quantize(models.policy, cfg.quantization.value, compute, "model.quantization")
         if plan.lora_critic and isinstance(models.critic, SeparateCritic):
-            quantize(models.critic.module, cfg.quantization.value, frozen_dtype, "model.quantization")
+            quantize(models.critic.module, cfg.quantization.value, compute, "model.quantization")
     if cfg.frozen_quantization is not Quantization.none:
         for frozen in (models.ref, models.reward_model):
             if frozen is not None:
-                quantize(frozen, cfg.frozen_quantization.value, frozen_dtype, "model.frozen_quantization")
+                quantize(frozen, cfg.frozen_quantization.value, compute, "model.frozen_quantization")
 
 
-def _add_lora(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_dtype: torch.dtype) -> None:
+def _add_lora(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_type: torch.dtype) -> None:
     models.policy = add_lora(models.policy, cfg.lora, "CAUSAL_LM")
     if isinstance(models.critic, SharedHeadCritic):
         models.critic.module.rebind(models.policy)
@@ -101,7 +101,7 @@ def _add_lora(models: Models, cfg: ModelConfig, plan: ModelPlan, frozen_dtype: t
     # (and a trained head) model.dtype. The reference (the base, adapters off) follows.
     for model in (models.policy, models.critic.module if isinstance(models.critic, SeparateCritic) else None):
         if model is not None:
-            cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=frozen_dtype)
+            cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=frozen_type)
 
 
 def build_policy_only(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> PreTrainedModel:
@@ -114,9 +114,9 @@ def build_reward_model_to_train(cfg: ModelConfig, tokenizer: PreTrainedTokenizer
     """A *ForSequenceClassification model with one label from model.policy's weights (a fresh score
     head), prepared like a trained model: dropout off, padding-free, checkpointed, LoRA (the head
     trains whole). stage=reward_model trains it; reward=model loads what it saves."""
-    model = load_classifier(cfg, tokenizer, DTYPES[(cfg.frozen_dtype or cfg.dtype).value] if cfg.lora.enabled else DTYPES[cfg.dtype.value])
+    model = load_classifier(cfg, tokenizer, frozen_dtype(cfg) if cfg.lora.enabled else DTYPES[cfg.dtype.value])
     if cfg.quantization is not Quantization.none:
-        quantize(model, cfg.quantization.value, DTYPES[(cfg.frozen_dtype or cfg.dtype).value], "model.quantization")
+        quantize(model, cfg.quantization.value, frozen_dtype(cfg), "model.quantization")
     prepare(model, device)
     if cfg.remove_padding:
         unpadded.enable(model)
@@ -124,5 +124,5 @@ def build_reward_model_to_train(cfg: ModelConfig, tokenizer: PreTrainedTokenizer
         enable_activation_checkpointing(model)
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, "SEQ_CLS")
-        cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=DTYPES[(cfg.frozen_dtype or cfg.dtype).value])
+        cast_by_role(model, trained=DTYPES[cfg.dtype.value], frozen=frozen_dtype(cfg))
     return model

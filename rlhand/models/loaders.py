@@ -20,7 +20,7 @@ from rlhand.models.critic import Critic, NoCritic, SeparateCritic, SharedHeadCri
 from rlhand.models.plan import CriticKind, ModelPlan, ReferenceKind
 from rlhand.models.sources import loading
 from rlhand.models.value_head import SharedValueHead
-from rlhand.models.weights import DTYPES
+from rlhand.models.weights import DTYPES, frozen_dtype
 
 
 def policy_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase):
@@ -75,7 +75,7 @@ def load_hf(cfg: ModelConfig, tokenizer, plan: ModelPlan) -> tuple:
     """The same from model=hf folders or hub ids, each model loaded straight in the dtype it keeps
     (a frozen base in model.frozen_dtype), so a 0.5B LoRA run never holds fp32 copies it then
     drops; the reference is loaded again, not copied."""
-    trained, frozen = DTYPES[cfg.dtype.value], DTYPES[(cfg.frozen_dtype or cfg.dtype).value]
+    trained, frozen = DTYPES[cfg.dtype.value], frozen_dtype(cfg)
     kwargs = {"trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation

@@ -8,6 +8,12 @@ from transformers import PreTrainedModel
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def frozen_dtype(model_cfg) -> torch.dtype:
+    """What frozen weights are kept in: model.frozen_dtype, else model.dtype (a reference, a reward
+    model, a LoRA base, any scorer's reward model)."""
+    return DTYPES[(model_cfg.frozen_dtype or model_cfg.dtype).value]
+
+
 def cast_by_role(model: nn.Module, *, trained: torch.dtype, frozen: torch.dtype) -> None:
     """Every parameter that trains in `trained`, every other in `frozen` (a tied weight once: it is
     one parameter). A model=hf base is loaded in its dtype already; this catches what PEFT adds."""

@@ -35,7 +35,7 @@ from rlhand.models.loaders import policy_config
 from rlhand.models.lora import check_targets
 from rlhand.models.plan import model_plan
 from rlhand.models.sources import check_model_sources
-from rlhand.models.weights import DTYPES
+from rlhand.models.weights import frozen_dtype
 from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import resolve_reward_function, specs
@@ -171,7 +171,7 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device, re
     scorer = specs.build(main_reward(cfg, inputs), inputs.tokenizer, device, max_tokens=max_tokens, model=models.reward_model)
     normalized = scorer = NormalizedScorer(scorer, inputs.score_stats, running=r.normalize is Normalize.running, clip=r.clip, reducer=reducer)
     if inputs.components:
-        built = {name: (specs.build(prepared, inputs.tokenizer, device, frozen_dtype(cfg), max_tokens), w) for name, (prepared, w) in inputs.components.items()}
+        built = {name: (specs.build(prepared, inputs.tokenizer, device, frozen_dtype(cfg.model), max_tokens), w) for name, (prepared, w) in inputs.components.items()}
         scorer = CombinedScorer(normalized, r.weight, built)
     return models, scorer, normalized
 
@@ -188,14 +188,9 @@ def main_reward(cfg: TrainConfig, inputs: RunInputs) -> PreparedScorer:
     return PreparedScorer(f"reward function {r.function['_target_']}", r.function, function=inputs.reward_fn)
 
 
-def frozen_dtype(cfg: TrainConfig) -> torch.dtype:
-    """What frozen models load in: a component's or validation's reward model, as the run's own."""
-    return DTYPES[(cfg.model.frozen_dtype or cfg.model.dtype).value]
-
-
 def build_val_scorers(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> dict[str, Callable]:
     """eval.scorers, built (a reward model among them loads now, frozen, whole on every rank)."""
-    return specs.build_all(inputs.val_scorers, inputs.tokenizer, device, frozen_dtype(cfg), cfg.trainer.score_max_tokens)
+    return specs.build_all(inputs.val_scorers, inputs.tokenizer, device, frozen_dtype(cfg.model), cfg.trainer.score_max_tokens)
 
 
 def forward_limits(cfg: TrainConfig) -> ForwardLimits:
