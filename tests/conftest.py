@@ -99,3 +99,12 @@ def rm_folder(tmp_path):
     reward_model(tokenizer).save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
     return tmp_path / "rm"
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory):
+    """A tiny ChatML chat model folder (tests/chat_model.py): Qwen2.5's template with tools, pad = EOS
+    = <|im_end|>, generation_config listing <|im_end|> and <|endoftext|>. Written once per session."""
+    from tests.chat_model import write_chat_model
+
+    return write_chat_model(tmp_path_factory.mktemp("chat") / "policy")

@@ -24,14 +24,15 @@ def texts(prompts):
 
 def test_jsonl_reads_the_column(tmp_path):
     f = write(tmp_path / "p.jsonl", '{"prompt": "a"}\n\n{"prompt": "b", "x": 1}\n')
-    assert read_prompt_file(f, "prompt") == [Prompt(f"{f}: line 1", "a"), Prompt(f"{f}: line 3", "b")]
+    assert read_prompt_file(f, "prompt") == [Prompt(f"{f}: line 1", "a"), Prompt(f"{f}: line 3", "b", columns={"x": 1})]
 
 
 @pytest.mark.parametrize(
     "name, text, column, message",
     [
         ("bad.jsonl", '{"prompt": "a"}\n{"prompt": \n', "prompt", "line 2: malformed JSON"),
-        ("list.jsonl", '["a"]\n', "prompt", "line 1: expected a JSON object"),
+        ("list.jsonl", '["a"]\n', "prompt", "item 1: expected a JSON object"),
+        ("lines.jsonl", '{"prompt": "a"}\n["a"]\n', "prompt", "line 2: expected a JSON object"),
         ("empty.jsonl", "", "prompt", "no prompts"),
         ("col.jsonl", '{"text": "a"}\n', "prompt", "no column 'prompt'"),
         ("blank.jsonl", '{"prompt": "a"}\n{"prompt": "  "}\n', "prompt", "line 2: 'prompt' is missing or empty"),

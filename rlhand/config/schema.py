@@ -103,6 +103,15 @@ class Truncation(str, Enum):
     left = "left"
     right = "right"
     error = "error"
+    drop = "drop"  # a longer prompt is left out (the count is said when the run starts)
+
+
+class ChatTemplate(str, Enum):
+    # Prompts (task.chat_template): message lists rendered by the tokenizer's chat template, text
+    # tokenized as it is. A reward model's own tokenizer (reward.chat_template): its template when it has one.
+    auto = "auto"
+    on = "on"  # text too: a text prompt is rendered as one user turn
+    off = "off"  # nothing rendered: text is taken as already rendered, its control tokens parsed (a message list is an error)
 
 
 class SchedulerKind(str, Enum):
@@ -419,9 +428,21 @@ class TaskConfig:
     val_path: Optional[str] = None
     max_prompt_tokens: int = 32
     truncation: Truncation = Truncation.left
+    # How prompts become ids in every stage (rlhand/data/prompts.py): auto renders message lists with
+    # the tokenizer's chat template (and the generation prompt) and tokenizes text as text; on renders
+    # text as one user turn too; off renders nothing and takes text as already rendered (its control
+    # tokens are control tokens).
+    chat_template: ChatTemplate = ChatTemplate.auto
+    # A system turn before every rendered conversation that has none of its own; null: the template's default.
+    system_prompt: Optional[str] = None
+    # The ground-truth column reward functions receive as `labels` (and reward servers as OpenRLHF's
+    # `labels`); a dotted path reads a nested one, e.g. reward_model.ground_truth (verl's layout).
+    label_column: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_mixture(self.mixture, "task", self.path)
+        check(self.system_prompt is None or self.chat_template is not ChatTemplate.off, "task.system_prompt", "needs a chat template to render it (task.chat_template is off)")
+        check(self.label_column is None or bool(self.label_column.strip(". ")), "task.label_column", "names a column (or a dotted path into one)")
         if self.source is PromptSource.file:
             check(bool(self.path) or bool(self.mixture), "task.path", "task.source=file needs a path (or a task.mixture)")
         check(self.num_prompts > 0, "task.num_prompts", "must be > 0")
@@ -433,12 +454,6 @@ class Normalize(str, Enum):
     off = "off"
     saved = "saved"  # a reward model's statistics from stage=reward_model (score_stats.json in its folder)
     running = "running"  # the running mean and std of every score so far (resumable)
-
-
-class ChatTemplate(str, Enum):
-    auto = "auto"  # the reward model's own template when its tokenizer is not the policy's and has one
-    on = "on"
-    off = "off"  # prompt + response text as they are
 
 
 @dataclass

@@ -1,28 +1,61 @@
-"""Prompt sources: the built-in task's generator or a user's file, checked before models load.
+"""RL prompts: the built-in task's generator or a user's file, checked before models load.
 
-Every prompt keeps where it came from ("p.jsonl: line 7", "p.parquet: row 3", "task letters:
-prompt 12") through the validation hold-out and tokenization, so any error names the file line.
+A prompt is text or a conversation (a message list, TRL's and verl's layout), with every other
+column of its row and, when task.label_column names one, its ground truth: what reward functions
+receive beside the response. Every prompt keeps where it came from ("p.jsonl: line 7", "p.parquet:
+row 3", "task letters: prompt 12") through the validation hold-out and tokenization, so any error
+names the row.
+
+How prompts become ids (task.chat_template): a conversation is rendered by the tokenizer's chat
+template with the generation prompt (auto, on). Text is tokenized as text (auto: `<|im_end|>` in it
+is characters, never a control token; the tokenizer's own BOS added), rendered as one user turn (on),
+or taken as already rendered (off: a prompt the user formatted, whose control tokens are control
+tokens, nothing added). task.system_prompt comes first in every rendered conversation without a
+system turn of its own.
 """
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from rlhand.config.schema import PromptSource, TaskConfig, Truncation
-from rlhand.errors import UserError
+from rlhand.config.schema import ChatTemplate, PromptSource, TaskConfig, Truncation
+from rlhand.data.conversations import messages, prompt_ids, with_system
+from rlhand.data.files import DataError, read_rows
 from rlhand.tasks import BUILTIN_PROMPTS
 
+PromptError = DataError  # the name the prompt modules have always raised
 
-class PromptError(UserError):
-    """A missing, empty or malformed prompt source; the message names the file (and line)."""
+# What a reward function is called with besides the columns; a column may not take one of these names.
+REWARD_ARGUMENTS = ("prompts", "responses", "prompt_ids", "response_ids", "messages", "labels")
 
 
-class Prompt(NamedTuple):
-    where: str  # "<file>: line N" (or row N), or "task <name>: prompt i"
-    text: str
+@dataclass(frozen=True)
+class Prompt:
+    where: str  # "<file>: line N" (or row N, item N), or "task <name>: prompt i"
+    text: str | None = None  # a text prompt, or None for a conversation
+    messages: list[dict] | None = None  # a conversation's turns (role/content), as read
+    columns: dict[str, Any] = field(default_factory=dict)  # every other column of the row, as read
+    label: Any = None  # task.label_column's value (a reward function's `labels`); None without one
+
+    @property
+    def is_conversation(self) -> bool:
+        return self.messages is not None
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a prompt file is read and rendered (task.* for the RL stage; rlhand-eval's flags)."""
+
+    column: str = "prompt"
+    label_column: str | None = None
+    chat_template: ChatTemplate = ChatTemplate.auto
+    system_prompt: str | None = None
+
+    @classmethod
+    def of(cls, task: TaskConfig, column: str | None = None) -> "PromptFormat":
+        return cls(column or task.prompt_column, task.label_column, task.chat_template, task.system_prompt)
 
 
 def load_prompts(task: TaskConfig, seed: int) -> list[Prompt]:
@@ -31,123 +64,109 @@ def load_prompts(task: TaskConfig, seed: int) -> list[Prompt]:
             raise PromptError(f"task.name: no built-in task {task.name!r} (have {sorted(BUILTIN_PROMPTS)})")
         texts = BUILTIN_PROMPTS[task.name](task.num_prompts, task.prompt_chars, seed)
         return [Prompt(f"task {task.name}: prompt {i}", text) for i, text in enumerate(texts)]
-    return read_prompt_file(Path(task.path), task.prompt_column)
+    return read_prompt_file(task.path, PromptFormat.of(task))
 
 
-def read_prompt_file(path: Path, column: str) -> list[Prompt]:
-    return _column(path, read_rows(path, "prompt"), column)
-
-
-def read_rows(path: Path, kind: str) -> list[tuple[str, dict]]:
-    """The rows of a JSONL, CSV or Parquet file or a saved `datasets` folder, each labelled by
-    where it is ("line 7", "row 3") for errors; `kind` names the file in them ("prompt", ...)."""
-    if not path.exists():
-        raise PromptError(f"{path}: {kind} file not found")
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        rows = _read_dataset_folder(path)
-    elif suffix in (".jsonl", ".json"):
-        rows = _read_jsonl(path)
-    elif suffix in (".csv", ".parquet"):
-        if suffix == ".csv":
-            _check_utf8(path)
-        rows = _read_with_datasets(path, "csv" if suffix == ".csv" else "parquet")
-    else:
-        raise PromptError(f"{path}: unknown {kind} file type {suffix!r} (use .jsonl, .csv, .parquet or a saved datasets folder)")
-    if not rows:
-        raise PromptError(f"{path}: no {kind}s in file" if kind == "prompt" else f"{path}: no rows in file")
-    return rows
-
-
-def _decode_line(path: Path, number: int, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PromptError(f"{path}: line {number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})") from None
-
-
-def _check_utf8(path: Path) -> None:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            _decode_line(path, number, raw)
-
-
-def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
-    """Rows labelled by their line number, for errors."""
-    rows = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = _decode_line(path, number, raw)
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PromptError(f"{path}: line {number}: malformed JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise PromptError(f"{path}: line {number}: expected a JSON object per line")
-            rows.append((f"line {number}", row))
-    return rows
-
-
-def _read_with_datasets(path: Path, kind: str) -> list[tuple[str, dict]]:
-    import datasets
-
-    datasets.disable_progress_bars()
-    try:
-        table = datasets.load_dataset(kind, data_files=str(path), split="train")
-    except Exception as err:  # datasets raises many types; all mean the same thing here
-        raise PromptError(
-            f"{path}: cannot read as {kind}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        ) from None
-    # CSV line = data row + 2 (1-based, after the header) unless a field spans lines.
-    first = 2 if kind == "csv" else 0
-    label = "line" if kind == "csv" else "row"
-    return [(f"{label} {first + i}", row) for i, row in enumerate(table.to_list())]
-
-
-def _read_dataset_folder(path: Path) -> list[tuple[str, dict]]:
-    import datasets
-
-    try:
-        table = datasets.load_from_disk(str(path))
-    except Exception as err:
-        raise PromptError(
-            f"{path}: not a saved datasets folder: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        ) from None
-    if isinstance(table, datasets.DatasetDict):
-        if "train" not in table:
-            raise PromptError(f"{path}: saved DatasetDict has no 'train' split (has {sorted(table)})")
-        table = table["train"]
-    return [(f"row {i}", row) for i, row in enumerate(table.to_list())]
-
-
-def _column(path: Path, rows: list[tuple[str, dict]], column: str) -> list[Prompt]:
-    if column not in rows[0][1]:
-        raise PromptError(f"{path}: no column {column!r} (found {sorted(rows[0][1])}); set task.prompt_column")
-    prompts = []
-    for where, row in rows:
-        text = row.get(column)
-        if not isinstance(text, str) or not text.strip():
-            raise PromptError(f"{path}: {where}: {column!r} is missing or empty")
-        prompts.append(Prompt(f"{path}: {where}", text))
+def read_prompt_file(path: str | Path, fmt: "PromptFormat | str") -> list[Prompt]:
+    """The prompts of a file; `fmt` may be just the prompt column's name."""
+    fmt = PromptFormat(column=fmt) if isinstance(fmt, str) else fmt
+    rows = read_rows(path, "prompt")
+    if fmt.column not in rows[0][1]:
+        raise PromptError(f"{path}: no column {fmt.column!r} (found {sorted(rows[0][1])}); set task.prompt_column")
+    prompts = [_prompt(f"{path}: {where}", row, fmt) for where, row in rows]
+    kinds = {p.is_conversation for p in prompts}
+    if len(kinds) > 1:
+        first = prompts[0].is_conversation
+        odd = next(p for p in prompts if p.is_conversation != first)
+        said = ("a message list", "text") if odd.is_conversation else ("text", "a message list")
+        raise PromptError(f"{odd.where}: {fmt.column!r} is {said[0]} where the rows before it have {said[1]}; one file holds one kind of prompt")
     return prompts
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], limit: int, mode: Truncation, field: str = "task.max_prompt_tokens") -> list[list[int]]:
-    """Token ids of each prompt, cut to `limit` as configured. Text that looks like a special token
-    ("<eos>", "<|im_end|>") is tokenized as the plain text it is: data never injects control
-    tokens. A prompt with characters the tokenizer can only map to its unknown token is an error
-    naming its line, never a silently shortened prompt."""
+def _prompt(where: str, row: dict, fmt: PromptFormat) -> Prompt:
+    value = row.get(fmt.column)
+    text = turns = None
+    if isinstance(value, list):
+        turns = messages(where, value, fmt.column)
+    elif isinstance(value, str) and value.strip():
+        text = value
+    elif value is None or isinstance(value, str):
+        raise PromptError(f"{where}: {fmt.column!r} is missing or empty")
+    else:
+        raise PromptError(f"{where}: {fmt.column!r} is {type(value).__name__} ({str(value)[:40]}), not text or a message list")
+    columns = {k: v for k, v in row.items() if k not in (fmt.column, fmt.label_column)}
+    taken = sorted(set(columns) & set(REWARD_ARGUMENTS))
+    if taken:
+        raise PromptError(f"{where}: column {taken[0]!r} has the name of a reward-function argument ({', '.join(REWARD_ARGUMENTS)}); rename it")
+    label = resolve_column(where, row, fmt.label_column, "task.label_column") if fmt.label_column else None
+    return Prompt(where, text, turns, columns, label)
+
+
+def resolve_column(where: str, row: dict, path: str, setting: str) -> Any:
+    """A column's value, or a nested one by a dotted path (verl's `reward_model.ground_truth`): a
+    column of that literal name first. Missing, or null: an error naming the row."""
+    if path in row:
+        value = row[path]
+    else:
+        value, walked = row, []
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                have = sorted(value) if isinstance(value, dict) else type(value).__name__
+                raise PromptError(f"{where}: {setting} {path!r}: no {'.'.join(walked + [part])!r} in this row (has {have})")
+            value, walked = value[part], walked + [part]
+    if value is None:
+        raise PromptError(f"{where}: {setting} {path!r} is null")
+    return value
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    limit: int,
+    mode: Truncation,
+    field: str = "task.max_prompt_tokens",
+    chat_template: ChatTemplate = ChatTemplate.auto,
+    system_prompt: str | None = None,
+) -> list[list[int] | None]:
+    """Token ids of each prompt (None: longer than `limit` under truncation=drop; `kept` filters
+    them out), cut as configured. A text prompt's characters the tokenizer can only map to its
+    unknown token are an error naming its row, never a silently shortened prompt."""
     out = []
     for prompt in prompts:
-        encoded = tokenizer(prompt.text, split_special_tokens=True, return_offsets_mapping=tokenizer.is_fast)
-        ids = encoded["input_ids"]
-        unk = tokenizer.unk_token_id
-        if unk is not None and unk in ids:
-            raise PromptError(f"{prompt.where}: {_unknown_text(prompt.text, ids, encoded.get('offset_mapping'), unk)}")
+        ids = prompt_token_ids(tokenizer, prompt, chat_template, system_prompt)
         out.append(truncate_prompt(ids, limit, mode, prompt.where, field))
     return out
+
+
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, chat_template: ChatTemplate, system_prompt: str | None) -> list[int]:
+    """One prompt's ids by the rendering rule (module docstring)."""
+    if prompt.is_conversation:
+        if chat_template is ChatTemplate.off:
+            raise PromptError(f"{prompt.where}: a message list, but task.chat_template=off renders nothing; give text or set task.chat_template=auto")
+        return prompt_ids(tokenizer, with_system(prompt.messages, system_prompt), prompt.where)
+    if chat_template is ChatTemplate.on:
+        return prompt_ids(tokenizer, with_system([{"role": "user", "content": prompt.text}], system_prompt), prompt.where)
+    if system_prompt is not None:
+        raise PromptError(f"{prompt.where}: task.system_prompt is given, but text prompts are tokenized as they are; set task.chat_template=on to render them with it")
+    return text_ids(tokenizer, prompt.where, prompt.text, prerendered=chat_template is ChatTemplate.off)
+
+
+def text_ids(tokenizer: PreTrainedTokenizerBase, where: str, text: str, prerendered: bool = False) -> list[int]:
+    """Text's ids: as text (control-token strings are characters; the tokenizer's own special tokens,
+    a BOS, added), or `prerendered` exactly as written (its control tokens are control tokens,
+    nothing added). Characters only the unknown token can stand for are an error naming `where`."""
+    encoded = tokenizer(text, split_special_tokens=not prerendered, add_special_tokens=not prerendered, return_offsets_mapping=tokenizer.is_fast)
+    ids = encoded["input_ids"]
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk in ids:
+        raise PromptError(f"{where}: {_unknown_text(text, ids, encoded.get('offset_mapping'), unk)}")
+    return ids
+
+
+def kept(prompts: list[Prompt], ids: list[list[int] | None]) -> tuple[list[Prompt], list[list[int]], int]:
+    """(the prompts not dropped, their ids, how many were dropped)."""
+    pairs = [(p, i) for p, i in zip(prompts, ids) if i is not None]
+    return [p for p, _ in pairs], [i for _, i in pairs], len(prompts) - len(pairs)
 
 
 def _unknown_text(text: str, ids: list[int], offsets, unk: int) -> str:
@@ -159,19 +178,24 @@ def _unknown_text(text: str, ids: list[int], offsets, unk: int) -> str:
     return f"the tokenizer cannot represent {named}; remove them or use a tokenizer that has them (model=hf)"
 
 
-def truncate_prompt(ids: list[int], limit: int, mode: Truncation, where: str, field: str = "task.max_prompt_tokens") -> list[int]:
-    """Cut a tokenized prompt to `limit` tokens as configured; `where` names it in errors."""
+def truncate_prompt(ids: list[int], limit: int, mode: Truncation, where: str, field: str = "task.max_prompt_tokens") -> list[int] | None:
+    """Cut a tokenized prompt to `limit` tokens as configured (None: dropped); `where` names it in errors."""
     if len(ids) <= limit:
         return ids
     if mode is Truncation.error:
         raise PromptError(f"{where}: prompt has {len(ids)} tokens > {field}={limit}" + (" (task.truncation=error)" if field.startswith("task.") else ""))
+    if mode is Truncation.drop:
+        return None
     return ids[-limit:] if mode is Truncation.left else ids[:limit]
 
 
-def split_holdout(prompts: list[Prompt], count: int, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+def split_holdout(prompts: list, count: int, seed: int) -> tuple[list, list]:
     """(train, held_out): `count` prompts picked by a seeded permutation are held out for validation."""
     if count >= len(prompts):
         raise PromptError(f"eval.num_prompts: holding out {count} of {len(prompts)} prompts leaves none to train on")
+    import numpy as np
+
     order = np.random.default_rng([seed, 7919]).permutation(len(prompts))
     held = set(order[:count].tolist())
     return [p for i, p in enumerate(prompts) if i not in held], [prompts[i] for i in sorted(held)]
+
