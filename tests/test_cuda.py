@@ -20,7 +20,7 @@ def test_sampled_logprobs_match_the_training_forward_on_the_gpu():
     ids, mask = (t.to(CUDA) for t in prompt_batch(tok))
     torch.manual_seed(1)
     samples = sample_responses(models.policy, ids, mask, max_new_tokens=24, temperature=0.7, top_k=0, top_p=1.0,
-                               eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+                               eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id)
     inputs = sequence_inputs(ids, mask, samples.response_ids, samples.response_mask)
     with torch.no_grad():
         again = token_logprobs(response_logits(models.policy, inputs, 0.7), samples.response_ids)

@@ -177,7 +177,7 @@ def statistics_worker():
     texts = ("abc=", "hello world=", "xy=", "q=", "longer prompt here=", "z=", "mn=", "pqrs=")
     prompt_ids = [tok(t)["input_ids"] for t in texts]
     gen = GenerationConfig(max_new_tokens=8, temperature=0.7)
-    kw = dict(batch_size=2, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, seed=5, device=torch.device("cpu"), timer=PhaseTimer(torch.device("cpu")))
+    kw = dict(batch_size=2, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id, seed=5, device=torch.device("cpu"), timer=PhaseTimer(torch.device("cpu")))
     from rlhand.rewards.function import FunctionScorer
 
     scorer = FunctionScorer(lambda prompts, responses, **_: [len(r) - len(p) for p, r in zip(prompts, responses)], tok)

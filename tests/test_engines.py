@@ -48,9 +48,9 @@ class ScriptedEngine:
 def rollout_with(engine, models, tok, gen, is_truncation=1.5):
     ids, mask = prompt_batch(tok)
     torch.manual_seed(4)
-    scorer = lambda p, pm, r, rm, ended: torch.zeros(len(p))  # noqa: E731
+    scorer = lambda p, pm, r, rm, ended, **_: torch.zeros(len(p))  # noqa: E731
     timer = PhaseTimer(torch.device("cpu"))
-    return collect_rollout(models, scorer, ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=timer, engine=engine, is_truncation=is_truncation)
+    return collect_rollout(models, scorer, ids, mask, gen, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id, timer=timer, engine=engine, is_truncation=is_truncation)
 
 
 def test_the_hf_engine_is_exact_and_its_rollouts_carry_no_weights():
@@ -172,7 +172,7 @@ def completion(tokens, logprobs):
 def test_vllm_outputs_become_samples_padded_after_eos():
     eos, pad = 1, 0
     outs = [completion([5, 6, eos], [-1.0, -2.0, -3.0]), completion([7, 8, 9, 10], [-0.5] * 4), completion([eos], [-0.25])]
-    s = samples_from_outputs(outs, eos_id=eos, pad_id=pad, device=torch.device("cpu"))
+    s = samples_from_outputs(outs, eos_ids=eos, pad_id=pad, device=torch.device("cpu"))
     assert s.response_ids.tolist() == [[5, 6, eos, pad], [7, 8, 9, 10], [eos, pad, pad, pad]]
     assert s.response_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     assert s.ended.tolist() == [True, False, True]

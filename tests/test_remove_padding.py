@@ -31,7 +31,7 @@ def batch(models, tokenizer):
     torch.manual_seed(3)
     samples = sample_responses(
         models.policy, ids, mask, max_new_tokens=9, temperature=1.0, top_k=0, top_p=1.0,
-        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+        eos_ids=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
     )
     response_ids, response_mask = samples.response_ids.clone(), samples.response_mask.clone()
     response_ids[0, 3], response_mask[0, 4:] = tokenizer.eos_token_id, 0  # one response ends early

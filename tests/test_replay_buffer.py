@@ -145,9 +145,9 @@ def test_state_round_trip_continues_identically():
 def test_bytes_per_sample_at_the_default_shape():
     cfg = ReplayConfig(name="t", enabled=True)
     buffer = ReplayBuffer(cfg, prompt_width=32, response_width=16, vocab_size=99, with_ref=True, seed=0)
-    # ids: (32 + 16) x int16; lengths 2 x int16; ended bool; step int32; reuse int16;
+    # ids: (32 + 16) x int16; lengths 2 x int16; ended bool; step int32; reuse int16; prompt row int32;
     # 4 per-token float32 tensors x 16; 2 float32 scores; 2 float64 tree leaves.
-    assert buffer.bytes_per_sample == 48 * 2 + 4 + 1 + 4 + 2 + 4 * 16 * 4 + 8 + 16 == 387
+    assert buffer.bytes_per_sample == 48 * 2 + 4 + 1 + 4 + 2 + 4 + 4 * 16 * 4 + 8 + 16 == 391
 
 
 def test_each_rank_draws_from_its_buffer_with_a_stream_of_its_own():

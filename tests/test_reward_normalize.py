@@ -35,7 +35,7 @@ class Fixed:
     def __init__(self, *batches):
         self.batches = list(batches)
 
-    def __call__(self, *_):
+    def __call__(self, *_, **__):
         return self.batches.pop(0)
 
 

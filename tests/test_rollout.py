@@ -20,7 +20,7 @@ GEN = dict(max_new_tokens=8, top_k=0, top_p=1.0)
 
 
 def sample(models, tok, ids, mask, temperature=0.7):
-    return sample_responses(models.policy, ids, mask, temperature=temperature, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, **GEN)
+    return sample_responses(models.policy, ids, mask, temperature=temperature, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id, **GEN)
 
 
 def test_sampled_logprobs_match_training_forward():
@@ -121,7 +121,7 @@ def make_rollout(penalty=None, reward_fn=None):
     gen = GenerationConfig(max_new_tokens=8, temperature=0.7, missing_eos_penalty=penalty)
     torch.manual_seed(3)
     rollout = collect_rollout(
-        models, FunctionScorer(fn, tok), ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu"))
+        models, FunctionScorer(fn, tok), ids, mask, gen, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu"))
     )
     return models, tok, rollout
 

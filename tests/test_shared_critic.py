@@ -24,7 +24,7 @@ def sampled_inputs(models, tokenizer, value_head=None):
     torch.manual_seed(1)
     samples = sample_responses(
         models.policy, ids, mask, max_new_tokens=7, temperature=1.0, top_k=0, top_p=1.0,
-        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, value_head=value_head,
+        eos_ids=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, value_head=value_head,
     )
     return samples, sequence_inputs(ids, mask, samples.response_ids, samples.response_mask)
 

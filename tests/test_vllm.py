@@ -54,7 +54,7 @@ def engine_and_models():
 def generate(engine, models, tok, gen, seed=0):
     ids, mask = prompt_batch(tok, PROMPTS)
     torch.manual_seed(seed)
-    return ids, mask, engine.generate(ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+    return ids, mask, engine.generate(ids, mask, gen, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id)
 
 
 def trainer_logprobs(models, ids, mask, samples, temperature):
@@ -283,7 +283,7 @@ def test_lora_adapters_go_to_vllms_lora_support_or_merged_layers(tmp_path, adapt
             engine.sync(models.policy)
             ids, mask = prompt_batch(tok, PROMPTS)
             torch.manual_seed(step)
-            samples = engine.generate(ids, mask, cfg.generation, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+            samples = engine.generate(ids, mask, cfg.generation, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id)
             assert gap(models, ids, mask, samples, cfg.generation.temperature) < 1e-3  # vLLM's LoRA kernels: another summation order
     finally:
         engine.close()
@@ -303,8 +303,8 @@ def test_top_k_rollouts_get_the_whole_softmax_logprobs_and_weights_of_one():
         engine.sync(models.policy)
         ids, mask = prompt_batch(tok, PROMPTS)
         torch.manual_seed(0)
-        scorer = lambda p, pm, r, rm, ended: torch.zeros(len(p))  # noqa: E731
-        rollout = collect_rollout(models, scorer, ids, mask, gen, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu")), engine=engine)
+        scorer = lambda p, pm, r, rm, ended, **_: torch.zeros(len(p))  # noqa: E731
+        rollout = collect_rollout(models, scorer, ids, mask, gen, eos_ids=tok.eos_token_id, pad_id=tok.pad_token_id, timer=PhaseTimer(torch.device("cpu")), engine=engine)
         real = rollout.response_mask.bool()
         expected = trainer_logprobs(models, ids, mask, rollout, 0.8)  # the whole tempered softmax
         assert (rollout.behaviour_logprobs - expected).abs()[real].max() < TOLERANCE

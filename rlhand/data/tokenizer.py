@@ -40,3 +40,42 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
         # Masks are built from lengths and the first EOS, never from pad ids, so sharing is safe.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model_folder: str | None = None) -> tuple[int, ...]:
+    """The ids a response ends at: the tokenizer's EOS, then every other EOS id the model's
+    generation_config.json lists (Qwen2.5-Instruct: <|im_end|> and <|endoftext|>), as transformers'
+    generate and vLLM stop at all of them."""
+    ids = [tokenizer.eos_token_id]
+    if model_folder:
+        from transformers import GenerationConfig
+
+        try:
+            listed = GenerationConfig.from_pretrained(model_folder).eos_token_id
+        except (OSError, ValueError):  # no generation_config.json (or not cached offline): the tokenizer's EOS alone
+            listed = None
+        for token in [listed] if isinstance(listed, int) else listed or []:
+            if token is not None and token not in ids and 0 <= token < len(tokenizer):
+                ids.append(int(token))
+    return tuple(ids)
+
+
+PAD_FALLBACK = "<|pad|>"
+
+
+def distinct_pad(tokenizer: PreTrainedTokenizerBase, stop_ids: tuple[int, ...]) -> bool:
+    """Give a tokenizer whose pad token is one of its EOS ids a pad of its own, so that transformers'
+    sequence classifiers (which read the last token that is not the pad id) read a padded batch at the
+    EOS a reward model was trained at: its unknown token, else an added token named like a pad, else
+    a new PAD_FALLBACK token. True when a token was added (the model's embeddings must grow by one)."""
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in stop_ids:
+        return False
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id not in stop_ids:
+        tokenizer.pad_token = tokenizer.unk_token
+        return False
+    padlike = [t.content for i, t in sorted(tokenizer.added_tokens_decoder.items()) if "pad" in t.content.lower() and i not in stop_ids]
+    if padlike:
+        tokenizer.pad_token = padlike[0]
+        return False
+    tokenizer.add_special_tokens({"pad_token": PAD_FALLBACK})
+    return True

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlhand.config.schema import Truncation
-from rlhand.data.prompts import Prompt, encode_prompts, read_prompt_file
+from rlhand.config.schema import ChatTemplate, Truncation
+from rlhand.data.prompts import Prompt, PromptFormat, encode_prompts, read_prompt_file
 from rlhand.data.sampler import left_pad
-from rlhand.data.tokenizer import load_tokenizer
+from rlhand.data.tokenizer import load_tokenizer, stop_token_ids
 from rlhand.distributed import context
 from rlhand.errors import UserError
 from rlhand.evaluation.ab import ab_results, ab_summary
@@ -58,7 +58,7 @@ def policy_folder(path: str) -> Path:
 
 def read_prompts(args) -> list[Prompt]:
     if args.prompts:
-        prompts = read_prompt_file(Path(args.prompts), args.prompt_column)
+        prompts = read_prompt_file(args.prompts, PromptFormat(args.prompt_column, args.label_column, ChatTemplate(args.chat_template), args.system_prompt))
     else:
         if args.task not in BUILTIN_PROMPTS:
             raise EvalError(f"--task {args.task}: no built-in task (have {sorted(BUILTIN_PROMPTS)})")
@@ -80,16 +80,18 @@ def answer_and_score(name: str, folder: Path, prompts: list[Prompt], args, devic
         tokenizer = load_tokenizer(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
     scorers = {scorer: specs.build(p, tokenizer, device, model=models[scorer]) for scorer, p in prepared.items()}
-    ids = encode_prompts(tokenizer, prompts, args.max_prompt_tokens, Truncation.left)
+    ids = encode_prompts(tokenizer, prompts, args.max_prompt_tokens, Truncation.left, "--max-prompt-tokens", ChatTemplate(args.chat_template), args.system_prompt)
+    stops = stop_token_ids(tokenizer, str(folder))
     ctx, done = context.current(), []
     for b in range(ctx.rank, -(-len(ids) // args.batch_size), ctx.world_size):
-        prompt_ids, prompt_mask = (t.to(device) for t in left_pad(ids[b * args.batch_size : (b + 1) * args.batch_size], tokenizer.pad_token_id))
+        part = slice(b * args.batch_size, (b + 1) * args.batch_size)
+        prompt_ids, prompt_mask = (t.to(device) for t in left_pad(ids[part], tokenizer.pad_token_id))
         generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + b)
         s = sample_responses(
             model, prompt_ids, prompt_mask, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_k=1 if args.greedy else args.top_k, top_p=args.top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, generator=generator,
+            top_k=1 if args.greedy else args.top_k, top_p=args.top_p, eos_ids=stops, pad_id=tokenizer.pad_token_id, generator=generator,
         )  # fmt: skip
-        scores = {n: scorer(prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended).cpu().tolist() for n, scorer in scorers.items()}
+        scores = {n: scorer(prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended, rows=prompts[part]).cpu().tolist() for n, scorer in scorers.items()}
         texts = tokenizer.batch_decode([r[m.bool()].tolist() for r, m in zip(s.response_ids, s.response_mask)], skip_special_tokens=True)
         done.append((b, scores, s.response_mask.sum(dim=1).tolist(), texts))
     return done
@@ -136,7 +138,8 @@ def evaluate(args) -> dict | None:
         lengths[policy] = [n for _, _, counts, _ in batches for n in counts]
         rows += [{"policy": policy, "response": t} for _, _, _, texts in batches for t in texts]
     for i, row in enumerate(rows):
-        row["prompt"] = prompts[i % len(prompts)].text
+        prompt = prompts[i % len(prompts)]
+        row["prompt"] = prompt.text if not prompt.is_conversation else prompt.messages
         row["scores"] = {name: float(values[i % len(prompts)]) for name, values in scores[row["policy"]].items()}
     first = next(iter(policies))
     summary = {
@@ -173,6 +176,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="append", default=[], help="NAME=URL, a reward server (OpenRLHF's protocol; rlhand-serve-reward)")
     p.add_argument("--prompts", help="a prompt file (.jsonl, .csv, .parquet, datasets folder)")
     p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--label-column", help="the ground-truth column reward functions get as labels (a dotted path reads a nested one)")
+    p.add_argument("--chat-template", default="auto", choices=["auto", "on", "off"], help="as task.chat_template: message lists rendered by each policy's template (on: text too)")
+    p.add_argument("--system-prompt", help="a system turn before every rendered conversation without one")
     p.add_argument("--task", default="letters", help="a built-in task's prompts when --prompts is not given")
     p.add_argument("--num-prompts", type=int, default=128)
     p.add_argument("--max-prompt-tokens", type=int, default=512)

@@ -25,7 +25,7 @@ def validate(
     gen: GenerationConfig,
     *,
     batch_size: int,
-    eos_id: int,
+    eos_ids,
     pad_id: int,
     seed: int,
     device: torch.device,
@@ -34,24 +34,27 @@ def validate(
     engine=None,
     scorers: dict | None = None,
     samples: list | None = None,
+    rows: list | None = None,
 ) -> dict[str, float]:
     """val/* over every rank's `prompts` (each rank validates its share of them); each of `scorers`
     (name -> a scorer) also scores every response, as val/reward_<name>. `samples`: a list to which
     the first rows of the first batch are appended as they were scored (the caller sets its length;
-    ids, the response up to its mask, and each score)."""
+    ids, the response up to its mask, and each score). `rows`: each prompt as read (its conversation,
+    columns and label: what scorers receive), parallel to `prompts`."""
     scorers = scorers or {}
     extra: dict[str, list] = {name: [] for name in scorers}
     generator = torch.Generator(device=device).manual_seed(seed)
     scores, kls, entropies, lengths = [], [], [], []
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[start : start + batch_size], pad_id)
+        batch_rows = rows[start : start + batch_size] if rows is not None else None
         rollout = collect_rollout(
-            models, scorer, ids.to(device), mask.to(device), gen, eos_id=eos_id, pad_id=pad_id, timer=timer, generator=generator, engine=engine
+            models, scorer, ids.to(device), mask.to(device), gen, eos_ids=eos_ids, pad_id=pad_id, timer=timer, generator=generator, engine=engine, rows=batch_rows
         )
         response_mask = rollout.response_mask
         scores.append(rollout.scores)
         for name, scorer_of_name in scorers.items():
-            extra[name].append(scorer_of_name(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask, rollout.ended))
+            extra[name].append(scorer_of_name(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, response_mask, rollout.ended, rows=batch_rows))
         if samples is not None and start == 0:
             samples += readable_rows(rollout, {n: parts[-1] for n, parts in extra.items()})
         lengths.append(response_mask.sum(dim=1).float())

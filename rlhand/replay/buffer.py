@@ -3,7 +3,8 @@
 Per sample: prompt and response token ids (int16 when the vocabulary fits, else int32) with their
 lengths, behaviour log-probs as sampled (never overwritten), cached reference log-probs, values
 and advantages at generation time, score, EOS flag, the iteration it was generated at, its
-reuse count, and its priority (in the sum tree). Eligibility is enforced in the tree before
+reuse count, its prompt row (where its conversation, columns and label are), and its priority (in
+the sum tree). Eligibility is enforced in the tree before
 any draw: a stale or reuse-capped sample has a leaf of 0 and cannot be drawn.
 """
 
@@ -43,6 +44,7 @@ class ReplayBuffer:
             "ended": torch.zeros(n, dtype=torch.bool),
             "step": torch.zeros(n, dtype=torch.int32),
             "reuse": torch.zeros(n, dtype=torch.int16),
+            "source_row": torch.full((n,), -1, dtype=torch.int32),  # -1: not tracked
             **{name: torch.zeros(n, r, dtype=torch.float32) for name in PER_TOKEN if with_ref or name != "ref_logprobs"},
             **{name: torch.zeros(n, dtype=torch.float32) for name in PER_SAMPLE},
         }
@@ -80,6 +82,7 @@ class ReplayBuffer:
         d["ended"][index] = rollout.ended.cpu()
         d["step"][index] = step
         d["reuse"][index] = 0
+        d["source_row"][index] = -1 if rollout.source_row is None else rollout.source_row.cpu().to(torch.int32)
         for name in PER_TOKEN:
             if name in d:
                 source = getattr(rollout, name)
@@ -172,6 +175,7 @@ class ReplayBuffer:
         prompt_ids = prompt_ids.masked_fill(prompt_mask == 0, pad_id)
         response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
         per_token = {name: d[name][index][:, :response_width] for name in PER_TOKEN if name in d}
+        source_row = d["source_row"][index].long()
         rollout = Rollout(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
@@ -186,6 +190,7 @@ class ReplayBuffer:
             raw_scores=d["raw_scores"][index],
             ended=d["ended"][index],
             fresh=torch.zeros(len(indices), dtype=torch.bool),
+            source_row=source_row if bool(source_row.ge(0).any()) else None,  # None: none tracked (as the fresh rows then)
         )
         return rollout.to(device)
 

@@ -15,10 +15,10 @@ class CombinedScorer:
         self.main, self.main_weight, self.components = main, main_weight, components
         self.seen: dict[str, list[Tensor]] = {}  # since the last component_means(): every scored batch
 
-    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
-        parts = {"main": (self.main(prompt_ids, prompt_mask, response_ids, response_mask, ended), self.main_weight)}
+    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> Tensor:
+        parts = {"main": (self.main(prompt_ids, prompt_mask, response_ids, response_mask, ended, rows=rows), self.main_weight)}
         for name, (scorer, weight) in self.components.items():
-            parts[name] = (scorer(prompt_ids, prompt_mask, response_ids, response_mask, ended), weight)
+            parts[name] = (scorer(prompt_ids, prompt_mask, response_ids, response_mask, ended, rows=rows), weight)
         for name, (scores, _) in parts.items():
             self.seen.setdefault(name, []).append(scores.float())
         return sum(weight * scores.float() for scores, weight in parts.values())

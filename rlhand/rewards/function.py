@@ -1,9 +1,21 @@
 """Custom rewards: any callable named by `reward.function._target_`.
 
-The interface: `fn(prompts, responses, *, prompt_ids, response_ids) -> sequence of numbers`, one per
-sample (a list, tuple, numpy array or tensor; bools count as 0/1). `prompts` / `responses` are
-decoded text (the response stops before EOS); the `*_ids` are the same as lists of token ids. A
-function may take only what it needs and swallow the rest with **kwargs. If `_target_` names a
+The interface: `fn(prompts, responses, *, prompt_ids, response_ids, **columns) -> sequence of
+numbers`, one per sample (a list, tuple, numpy array or tensor; bools count as 0/1):
+
+- `prompts`: each prompt as text. A text prompt is decoded as it was written; a conversation is its
+  chat-template rendering, control tokens included (`<|im_start|>user\n...<|im_start|>assistant\n`),
+  exactly what the policy was prompted with.
+- `responses`: each response as text, up to (not including) the EOS it ended with.
+- `prompt_ids`, `response_ids`: the same as lists of token ids (the prompt's rendered ids, ending in
+  the generation prompt).
+- `messages`: each prompt's message list (None for a text prompt), when the prompts are conversations.
+- `labels`: each prompt's ground truth, when task.label_column names it.
+- every other column of the prompt file, by its name, one value per sample as the file holds it
+  (TRL's convention; verl's `data_source`, `reward_model` dict, `extra_info`). With
+  generation.samples_per_prompt > 1 a prompt's values repeat for each of its responses.
+
+A function may take only what it needs and swallow the rest with **kwargs. If `_target_` names a
 class, it is built once with the other keys and then called.
 """
 
@@ -40,23 +52,42 @@ class FunctionScorer:
     def __init__(self, fn: Callable, tokenizer: PreTrainedTokenizerBase, name: str = "reward function"):
         self.fn, self.tokenizer, self.name = fn, tokenizer, name
 
-    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
-        prompts, responses, prompt_lists, response_lists = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
-        result = self.fn(prompts, responses, prompt_ids=prompt_lists, response_ids=response_lists)
+    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> Tensor:
+        prompts, responses, prompt_lists, response_lists = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended, rows)
+        result = self.fn(prompts, responses, prompt_ids=prompt_lists, response_ids=response_lists, **row_arguments(rows))
         scores = checked_scores(result, responses, self.name)
         return torch.tensor(scores, dtype=torch.float32, device=response_ids.device)
 
 
-def decode_texts(tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor):
+def decode_texts(tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None):
     """(prompt texts, response texts, their id lists): what every text scorer (a function, a reward
-    model with its own tokenizer, a server) reads. The response stops before EOS: what was said, not
-    the stop token; no clean-up of spaces, so the text is as generated (" ." stays " .")."""
+    model with its own tokenizer, a server) reads. A text prompt is decoded without special tokens (a
+    BOS the tokenizer added is not the user's), a conversation's rendering with them (its control
+    tokens are the format). The response stops before EOS: what was said, not the stop token; no
+    clean-up of spaces, so the text is as generated (" ." stays " .")."""
     prompt_lists = [row[mask.bool()].tolist() for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
     lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()
     response_lists = [row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)]
-    prompts = tokenizer.batch_decode(prompt_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    rendered = [row is not None and row.is_conversation for row in rows] if rows is not None else [False] * len(prompt_lists)
+    prompts = [tokenizer.decode(ids, skip_special_tokens=not kept, clean_up_tokenization_spaces=False) for ids, kept in zip(prompt_lists, rendered)]
     responses = tokenizer.batch_decode(response_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return prompts, responses, prompt_lists, response_lists
+
+
+def row_arguments(rows) -> dict[str, list]:
+    """What a reward function receives from the prompts' rows beyond the texts and ids: `messages`
+    (conversations), `labels` (task.label_column) and every other column, one list each."""
+    if not rows:
+        return {}
+    out = {}
+    if any(row.is_conversation for row in rows):
+        out["messages"] = [row.messages for row in rows]
+    if any(row.label is not None for row in rows):
+        out["labels"] = [row.label for row in rows]
+    names = list(dict.fromkeys(name for row in rows for name in row.columns))
+    for name in names:
+        out[name] = [row.columns.get(name) for row in rows]
+    return out
 
 
 def checked_scores(result: Any, responses: list[str], name: str) -> list[float]:

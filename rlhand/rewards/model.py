@@ -37,7 +37,8 @@ class ModelScorer:
         self.reward_model, self.max_tokens = reward_model, max_tokens
 
     @torch.no_grad()
-    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
+    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> Tensor:
+        """`rows` (each prompt's columns and label) are not a reward model's to read."""
         inputs = sequence_inputs(prompt_ids, prompt_mask, response_ids, response_mask)
         last = last_valid_index(response_mask)
         step = rows_per_part(len(last), inputs.input_ids.shape[1], self.max_tokens)

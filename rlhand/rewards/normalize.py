@@ -35,9 +35,9 @@ class NormalizedScorer:
         return self.saved is not None or self.moments is not None or self.clip is not None
 
     def __call__(
-        self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor
+        self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None
     ) -> Tensor:
-        scores = self.inner(prompt_ids, prompt_mask, response_ids, response_mask, ended).float()
+        scores = self.inner(prompt_ids, prompt_mask, response_ids, response_mask, ended, rows=rows).float()
         if self.learning and self.changes_scores:
             self.seen.append(scores)
         if self.saved is not None:

@@ -1,6 +1,8 @@
 """A reward served over HTTP, in OpenRLHF's remote reward protocol: POST JSON
-{"query": [prompt + response text, ...], "prompts": [prompt text, ...]} and read {"rewards": [...]}
-(one number per query), so servers written for OpenRLHF work unchanged (rlhand-serve-reward is one).
+{"query": [prompt + response text, ...], "prompts": [prompt text, ...], "labels": [...]} and read
+{"rewards": [...]} (one number per query), so servers written for OpenRLHF work unchanged
+(rlhand-serve-reward is one). `labels` (each prompt's ground truth, task.label_column) is sent when
+the prompts have one; the texts are as a reward function gets them (rlhand/rewards/function.py).
 
 Requests carry reward.request_size texts each, at most reward.in_flight at once; a failed or slow
 request is retried reward.retries times with exponential backoff (each retry logged), then the run
@@ -29,17 +31,19 @@ class RemoteScorer:
         self.url, self.tokenizer, self.timeout_s, self.retries, self.field = url, tokenizer, timeout_s, retries, field
         self.request_size, self.in_flight = request_size, in_flight
 
-    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
-        prompts, responses, _, _ = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
+    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> Tensor:
+        prompts, responses, _, _ = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended, rows)
         queries = [p + r for p, r in zip(prompts, responses)]
-        parts = [(queries[i : i + self.request_size], prompts[i : i + self.request_size]) for i in range(0, len(queries), self.request_size)]
+        labels = [row.label for row in rows] if rows and any(row.label is not None for row in rows) else None
+        size = self.request_size
+        parts = [(queries[i : i + size], prompts[i : i + size], labels[i : i + size] if labels else None) for i in range(0, len(queries), size)]
         with ThreadPoolExecutor(max_workers=self.in_flight) as pool:
             answers = list(pool.map(lambda part: self.request(*part), parts))
         scores = [s for answer in answers for s in answer]
         return torch.tensor(scores, dtype=torch.float32, device=response_ids.device)
 
-    def request(self, queries: list[str], prompts: list[str]) -> list[float]:
-        body = json.dumps({"query": queries, "prompts": prompts}).encode()
+    def request(self, queries: list[str], prompts: list[str], labels: list | None = None) -> list[float]:
+        body = json.dumps({"query": queries, "prompts": prompts, **({"labels": labels} if labels is not None else {})}).encode()
         for attempt in range(self.retries + 1):
             try:
                 request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})

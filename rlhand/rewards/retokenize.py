@@ -1,9 +1,11 @@
 """A reward model with a tokenizer of its own: its scores are of the *text*, so the policy's ids are
-decoded, rendered with the reward model's chat template when it has one (reward.chat_template),
+decoded, rendered with the reward model's chat template when it has one (reward.chat_template: a
+conversation prompt as its turns then the response as the assistant's, a text prompt as one user turn),
 tokenized again with its tokenizer (EOS appended without a template, as stage=reward_model trains),
 and scored at the last token, in batches. When the two tokenizers are the same (same vocabulary,
 same pipeline, same special tokens) the ids go straight through (rlhand/rewards/model.py)."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ from rlhand.config.load import ConfigError
 from rlhand.config.schema import ChatTemplate, ModelSource, RewardKind, TrainConfig
 from rlhand.core.kl import last_valid_index
 from rlhand.data.sampler import left_pad, right_pad
-from rlhand.data.tokenizer import load_tokenizer
+from rlhand.data.tokenizer import PAD_FALLBACK, load_tokenizer
 from rlhand.errors import RewardError
 from rlhand.models.forward import sequence_inputs, sequence_scores
 from rlhand.models.scoring import rows_per_part
@@ -24,12 +26,31 @@ from rlhand.rewards.function import decode_texts
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
     """Whether the same text gives the same ids under both: the vocabularies, the special tokens and
-    (fast tokenizers) the whole pipeline — normaliser, pre-tokeniser, model, post-processor."""
-    if a.get_vocab() != b.get_vocab() or a.all_special_tokens != b.all_special_tokens:
+    (fast tokenizers) the whole pipeline — normaliser, pre-tokeniser, model, post-processor. Which
+    token pads does not count (a padded position is masked), nor the pad token stage=reward_model adds
+    to a tokenizer whose pad was its EOS (data/tokenizer.distinct_pad): a policy's ids never hold it."""
+    (vocab_a, specials_a), (vocab_b, specials_b) = _meaning(a), _meaning(b)
+    if vocab_a != vocab_b or specials_a != specials_b:
         return False
     if a.is_fast and b.is_fast:
-        return a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
+        return _pipeline(a) == _pipeline(b)
     return type(a) is type(b)
+
+
+def _meaning(tokenizer) -> tuple[dict, set]:
+    vocab = {token: i for token, i in tokenizer.get_vocab().items() if token != PAD_FALLBACK}
+    specials = set(tokenizer.all_special_tokens) - {PAD_FALLBACK}
+    if tokenizer.pad_token not in (tokenizer.eos_token, tokenizer.bos_token, tokenizer.unk_token):
+        specials.discard(tokenizer.pad_token)
+    return vocab, specials
+
+
+def _pipeline(tokenizer) -> dict:
+    pipeline = json.loads(tokenizer.backend_tokenizer.to_str())
+    pipeline["added_tokens"] = [t for t in pipeline.get("added_tokens") or [] if t.get("content") != PAD_FALLBACK]
+    pipeline.pop("padding", None)
+    pipeline.pop("truncation", None)
+    return pipeline
 
 
 class RetokenizingScorer:
@@ -44,11 +65,12 @@ class RetokenizingScorer:
         self.reward_model, self.policy_tokenizer, self.reward_tokenizer = reward_model, policy_tokenizer, reward_tokenizer
         self.chat_template, self.max_tokens = chat_template, max_tokens
 
-    def texts(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> list[str]:
-        prompts, responses, _, _ = decode_texts(self.policy_tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended)
+    def texts(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> list[str]:
+        prompts, responses, _, _ = decode_texts(self.policy_tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended, rows)
         if not self.chat_template:
             return [p + r for p, r in zip(prompts, responses)]
-        return [render(self.reward_tokenizer, p, r) for p, r in zip(prompts, responses)]
+        turns = [row.messages if row is not None and row.is_conversation else None for row in rows] if rows is not None else [None] * len(prompts)
+        return [render(self.reward_tokenizer, p, r, t) for p, r, t in zip(prompts, responses, turns)]
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         tok = self.reward_tokenizer
@@ -57,8 +79,8 @@ class RetokenizingScorer:
         return [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
 
     @torch.no_grad()
-    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor) -> Tensor:
-        sequences = self.ids(self.texts(prompt_ids, prompt_mask, response_ids, response_mask, ended))
+    def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> Tensor:
+        sequences = self.ids(self.texts(prompt_ids, prompt_mask, response_ids, response_mask, ended, rows))
         device, pad = response_ids.device, self.reward_tokenizer.pad_token_id
         # The first token stands as the "prompt", the rest is scored at its last token.
         heads, _ = left_pad([s[:1] for s in sequences], pad)
@@ -93,8 +115,11 @@ def uses_chat_template(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> 
     return has and cfg.reward.chat_template is not ChatTemplate.off
 
 
-def render(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> str:
+def render(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, turns: list[dict] | None = None) -> str:
+    """The exchange as the reward model's template writes it: the prompt's own turns (a conversation)
+    or the prompt as one user turn, then the response as the assistant's."""
+    head = turns if turns is not None else [{"role": "user", "content": prompt}]
     try:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False)
+        return tokenizer.apply_chat_template(head + [{"role": "assistant", "content": response}], tokenize=False)
     except Exception as err:  # jinja raises many types; each means the template cannot render this
         raise RewardError(f"reward.chat_template: the reward model's chat template fails to render: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None

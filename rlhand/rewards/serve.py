@@ -1,6 +1,6 @@
 """rlhand-serve-reward: serve a reward function or a reward-model folder over HTTP in OpenRLHF's
-remote reward protocol (POST {"query": [...], "prompts": [...]} -> {"rewards": [...]}), for
-reward=remote. Python's own threading HTTP server: no dependency, one request per thread.
+remote reward protocol (POST {"query": [...], "prompts": [...], "labels": [...]} -> {"rewards":
+[...]}), for reward=remote. A function gets the labels as `labels` when the client sends them. Python's own threading HTTP server: no dependency, one request per thread.
 
     rlhand-serve-reward --function rlhand.tasks.letters.letters_reward --port 5000
     rlhand-serve-reward --model runs/rm/final/reward_model --port 5000
@@ -21,9 +21,9 @@ from rlhand.rewards.function import checked_scores, resolve_reward_function
 def function_scorer(target: str):
     fn = resolve_reward_function({"_target_": target}, "--function")
 
-    def score(queries: list[str], prompts: list[str]) -> list[float]:
+    def score(queries: list[str], prompts: list[str], labels: list | None = None) -> list[float]:
         responses = [q[len(p) :] if q.startswith(p) else q for q, p in zip(queries, prompts)]
-        return checked_scores(fn(prompts, responses), responses, target)
+        return checked_scores(fn(prompts, responses, **({"labels": labels} if labels is not None else {})), responses, target)
 
     return score
 
@@ -37,7 +37,7 @@ def model_scorer(folder: str):
     lock = threading.Lock()  # one forward at a time: torch's threads already use the cores
 
     @torch.no_grad()
-    def score(queries: list[str], prompts: list[str]) -> list[float]:
+    def score(queries: list[str], prompts: list[str], labels: list | None = None) -> list[float]:
         scores = []
         with lock:
             for text in queries:
@@ -54,7 +54,7 @@ def make_server(score, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPS
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 queries, prompts = body["query"], body.get("prompts") or [""] * len(body["query"])
-                answer, status = {"rewards": score(queries, prompts)}, 200
+                answer, status = {"rewards": score(queries, prompts, body.get("labels"))}, 200
             except (ValueError, KeyError, TypeError, UserError) as err:
                 answer, status = {"error": str(err)}, 400
             data = json.dumps(answer).encode()

@@ -46,6 +46,9 @@ class Rollout:
     # Replay only: the raw advantages a row was given when fresh (a group estimator's replayed rows
     # keep them: rlhand/stages/ppo/advantages.py); 0 on fresh rows.
     stored_advantages: Tensor | None = None  # (B, R)
+    # Each sample's prompt row: its index among the run's training prompts (data/prompts.Prompt:
+    # conversation, columns, label), kept through groups, shuffling and replay; None where untracked.
+    source_row: Tensor | None = None  # (B,) long
 
     def __len__(self) -> int:
         return self.response_ids.shape[0]

@@ -11,7 +11,7 @@ ratio min(pi_prox / pi_behaviour, algo.is_truncation), token by token: decoupled
 correction (rlhand/core/importance.py), as verl (token-level, 2.0) and TRL (3.0) correct theirs.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from torch import Tensor
 from rlhand.config.schema import GenerationConfig
 from rlhand.core.importance import truncated_is_weights
 from rlhand.core.sampling import truncates
+from rlhand.data.prompts import Prompt
 from rlhand.models.build import Models
 from rlhand.models.critic import rollout_values
 from rlhand.models.forward import policy_forward, sequence_inputs
@@ -36,16 +37,20 @@ def collect_rollout(
     prompt_mask: Tensor,
     gen: GenerationConfig,
     *,
-    eos_id: int,
+    eos_ids: "int | Sequence[int]",
     pad_id: int,
     timer,
     generator: torch.Generator | None = None,
     engine: GenerationEngine | None = None,
     is_truncation: float | None = 2.0,
+    rows: "list[Prompt] | None" = None,
+    source_rows: Tensor | None = None,
 ) -> Rollout:
+    """`rows`: each row's prompt as read (its conversation, columns and label), which the scorer
+    receives; `source_rows`: each row's index among the run's prompts, kept with the sample."""
     engine = engine or HFEngine(models)
     with timer("generate"):
-        samples = engine.generate(prompt_ids, prompt_mask, gen, eos_id=eos_id, pad_id=pad_id, generator=generator)
+        samples = engine.generate(prompt_ids, prompt_mask, gen, eos_ids=eos_ids, pad_id=pad_id, generator=generator)
     inputs = sequence_inputs(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask)
     mask = samples.response_mask.bool()
     limits = models.limits
@@ -64,7 +69,7 @@ def collect_rollout(
     with timer("score_value"):
         values = rollout_values(models.critic, inputs, sampled_values, limits.score_max_tokens).masked_fill(~mask, 0.0)
     with timer("score_reward"):
-        raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended)
+        raw_scores = scorer(prompt_ids, prompt_mask, samples.response_ids, samples.response_mask, samples.ended, rows=rows)
     scores = raw_scores
     if gen.missing_eos_penalty is not None:
         scores = raw_scores - gen.missing_eos_penalty * (~samples.ended).float()
@@ -82,6 +87,7 @@ def collect_rollout(
         ended=samples.ended,
         fresh=torch.ones(len(samples.ended), dtype=torch.bool, device=prompt_ids.device),
         policy_weights=policy_weights,
+        source_row=source_rows,
     )
 
 

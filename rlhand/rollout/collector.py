@@ -20,9 +20,13 @@ from rlhand.rollout.groups import DynamicSampling, repeat_groups
 
 
 class RolloutCollector:
-    def __init__(self, cfg: TrainConfig, models: Models, scorer: Callable, tokenizer, prompt_ids: list[list[int]], ctx: DistContext, device, timer, mixture=None):
+    def __init__(
+        self, cfg: TrainConfig, models: Models, scorer: Callable, tokenizer, prompt_ids: list[list[int]], ctx: DistContext, device, timer, mixture=None, prompts=None, stop_ids=None
+    ):
         self.cfg, self.models, self.scorer, self.tokenizer = cfg, models, scorer, tokenizer
         self.prompt_ids, self.ctx, self.device, self.timer = prompt_ids, ctx, device, timer
+        # Each prompt as read (conversation, columns, label: what the scorer receives), and the ids a response ends at.
+        self.prompts, self.stop_ids = prompts, stop_ids or (tokenizer.eos_token_id,)
         # mixture: (each prompt's source, the sources' weights) for task.mixture, else None
         self.sampler = build_sampler(*(mixture or (None, None)), len(prompt_ids), cfg.seed)
         self.group_size = cfg.generation.samples_per_prompt
@@ -73,6 +77,7 @@ class RolloutCollector:
         prompts = self.cfg.algo.rollout_batch_size // self.group_size
         indices = repeat_groups(self.sampler.next_indices(prompts)[self.ctx.shard(prompts)], self.group_size)
         ids, mask = left_pad([self.prompt_ids[i] for i in indices], self.tokenizer.pad_token_id)
+        rows = [self.prompts[i] for i in indices] if self.prompts is not None else None
         self.sync()
         with gathered(self.sampling_modules()):
             return collect_rollout(
@@ -81,9 +86,11 @@ class RolloutCollector:
                 ids.to(self.device),
                 mask.to(self.device),
                 self.cfg.generation,
-                eos_id=self.tokenizer.eos_token_id,
+                eos_ids=self.stop_ids,
                 pad_id=self.tokenizer.pad_token_id,
                 timer=self.timer,
                 engine=self.engine,
                 is_truncation=self.cfg.algo.is_truncation,
+                rows=rows,
+                source_rows=torch.tensor(indices, dtype=torch.long, device=self.device),
             )

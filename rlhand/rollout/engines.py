@@ -12,6 +12,7 @@ the policy's own, to the bit, as the trainer computes them:
   the gap with truncated importance weights (collect.py).
 """
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -30,7 +31,7 @@ class GenerationEngine(Protocol):
     truncated_logprobs: bool
 
     def generate(
-        self, prompt_ids: Tensor, prompt_mask: Tensor, gen: GenerationConfig, *, eos_id: int, pad_id: int, generator: torch.Generator | None = None
+        self, prompt_ids: Tensor, prompt_mask: Tensor, gen: GenerationConfig, *, eos_ids: "int | Sequence[int]", pad_id: int, generator: torch.Generator | None = None
     ) -> Samples: ...
 
     def sync(self, policy: torch.nn.Module) -> float:
@@ -47,7 +48,7 @@ class HFEngine:
     def __init__(self, models: Models):
         self.models = models
 
-    def generate(self, prompt_ids, prompt_mask, gen, *, eos_id, pad_id, generator=None) -> Samples:
+    def generate(self, prompt_ids, prompt_mask, gen, *, eos_ids, pad_id, generator=None) -> Samples:
         return sample_responses(
             self.models.policy,
             prompt_ids,
@@ -56,7 +57,7 @@ class HFEngine:
             temperature=gen.temperature,
             top_k=gen.top_k,
             top_p=gen.top_p,
-            eos_id=eos_id,
+            eos_ids=eos_ids,
             pad_id=pad_id,
             generator=generator,
             value_head=self.models.critic.sampler_head(),

@@ -1,5 +1,6 @@
 """Batched sampling with a KV cache, recording each token's log-prob exactly as it was sampled."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,7 @@ def sample_responses(
     temperature: float,
     top_k: int,
     top_p: float,
-    eos_id: int,
+    eos_ids: "int | Sequence[int]",
     pad_id: int,
     generator: torch.Generator | None = None,
     value_head: SharedValueHead | None = None,
@@ -59,6 +60,7 @@ def sample_responses(
     shared-backbone critic needs no forward pass of its own at rollout."""
     batch = prompt_ids.shape[0]
     device = prompt_ids.device
+    stops = stop_tensor(eos_ids, device)
     # "Has every row ended?" is the loop's one host sync. On a GPU it stalls the queue of kernels, so it
     # is asked every 16 tokens (rows that ended meanwhile only add pad columns, masked out).
     check_every = 1 if device.type == "cpu" else 16
@@ -75,7 +77,7 @@ def sample_responses(
         token, logprob = draw_token(out.logits[:, -1], done, temperature, top_k, top_p, pad_id, generator)
         tokens.append(token)
         logprobs.append(logprob)
-        done = done | (token == eos_id)
+        done = done | torch.isin(token, stops)
         if step == max_new_tokens - 1 or ((step + 1) % check_every == 0 and bool(done.all())):
             break
         attention_mask = torch.cat([attention_mask, (~done).long().unsqueeze(-1)], dim=1)
@@ -85,15 +87,22 @@ def sample_responses(
     response_ids = torch.stack(tokens, dim=1)
     return Samples(
         response_ids=response_ids,
-        response_mask=response_mask_from_eos(response_ids, eos_id),
+        response_mask=response_mask_from_eos(response_ids, stops),
         logprobs=torch.stack(logprobs, dim=1),
-        ended=(response_ids == eos_id).any(dim=1),
+        ended=torch.isin(response_ids, stops).any(dim=1),
         values=torch.stack(values, dim=1) if with_values else None,
     )
 
 
-def response_mask_from_eos(response_ids: Tensor, eos_id: int) -> Tensor:
-    """(B, R) 1 up to and including the first EOS (everything when there is none)."""
-    is_eos = (response_ids == eos_id).long()
+def stop_tensor(eos_ids: "int | Sequence[int] | Tensor", device) -> Tensor:
+    """The ids a response ends at (the model's EOS ids: Qwen2.5-Instruct has two) as a tensor."""
+    if isinstance(eos_ids, Tensor):
+        return eos_ids.to(device)
+    return torch.tensor([eos_ids] if isinstance(eos_ids, int) else list(eos_ids), dtype=torch.long, device=device)
+
+
+def response_mask_from_eos(response_ids: Tensor, eos_ids: "int | Sequence[int] | Tensor") -> Tensor:
+    """(B, R) 1 up to and including the first EOS, any of `eos_ids` (everything when there is none)."""
+    is_eos = torch.isin(response_ids, stop_tensor(eos_ids, response_ids.device)).long()
     eos_seen_before = is_eos.cumsum(dim=1) - is_eos
     return (eos_seen_before == 0).long()

@@ -147,13 +147,14 @@ class VLLMEngine:
         self.synced = True
         return time.perf_counter() - started
 
-    def generate(self, prompt_ids, prompt_mask, gen, *, eos_id, pad_id, generator=None) -> Samples:
+    def generate(self, prompt_ids, prompt_mask, gen, *, eos_ids, pad_id, generator=None) -> Samples:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not self.synced:
             raise RuntimeError("the vLLM engine was asked to generate before its weights were synced")
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
+        stops = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids)
         seeds = torch.randint(0, 2**31 - 1, (len(rows),), generator=generator, device=generator.device if generator is not None else "cpu")
         params = [
             SamplingParams(
@@ -162,8 +163,8 @@ class VLLMEngine:
                 top_p=gen.top_p,
                 max_tokens=gen.max_new_tokens,
                 logprobs=0,  # the sampled token's own
-                stop_token_ids=[eos_id],
-                ignore_eos=True,  # stop at rlhand's EOS only, not at other ids the model's config lists
+                stop_token_ids=stops,
+                ignore_eos=True,  # stop at rlhand's EOS ids only (the tokenizer's and generation_config's), not at what vLLM adds
                 seed=int(seed),
                 detokenize=False,
             )
@@ -175,7 +176,7 @@ class VLLMEngine:
                 [TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False, lora_request=self.lora_request if self.adapters else None
             )
             self._sleep()
-        return samples_from_outputs([out.outputs[0] for out in outputs], eos_id=eos_id, pad_id=pad_id, device=prompt_ids.device)
+        return samples_from_outputs([out.outputs[0] for out in outputs], eos_ids=stops, pad_id=pad_id, device=prompt_ids.device)
 
     def _wake(self, tags: list[str]) -> None:
         """Wake the parts in `tags` that sleep (on CUDA with generation.vllm_sleep): the weights for
@@ -205,9 +206,10 @@ def _shutdown(llm) -> None:
         llm.llm_engine.engine_core.shutdown()
 
 
-def samples_from_outputs(outputs, *, eos_id: int, pad_id: int, device: torch.device) -> Samples:
+def samples_from_outputs(outputs, *, eos_ids, pad_id: int, device: torch.device) -> Samples:
     """vLLM's CompletionOutputs (token ids ending with EOS when one was sampled, one log-prob dict
     per token) as Samples, each row padded to the longest response."""
+    stops = {eos_ids} if isinstance(eos_ids, int) else set(eos_ids)
     width = max(1, max(len(out.token_ids) for out in outputs))
     batch = len(outputs)
     ids = torch.full((batch, width), pad_id, dtype=torch.long)
@@ -221,7 +223,7 @@ def samples_from_outputs(outputs, *, eos_id: int, pad_id: int, device: torch.dev
             ids[row, :n] = torch.tensor(tokens)
             mask[row, :n] = 1
             logprobs[row, :n] = torch.tensor([step[token].logprob for step, token in zip(out.logprobs, tokens)])
-            ended[row] = tokens[-1] == eos_id
+            ended[row] = tokens[-1] in stops
     return Samples(response_ids=ids.to(device), response_mask=mask.to(device), logprobs=logprobs.to(device), ended=ended.to(device))
 
 

@@ -3,7 +3,6 @@
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -21,7 +20,7 @@ from rlhand.config.schema import (
 from rlhand.core.kl import AdaptiveKLController, FixedKLController
 from rlhand.core.masked import LOCAL, Reducer
 from rlhand.data.mixture import load_mixture
-from rlhand.data.prompts import encode_prompts, load_prompts, read_prompt_file, split_holdout
+from rlhand.data.prompts import Prompt, PromptFormat, encode_prompts, kept, load_prompts, read_prompt_file, split_holdout
 from rlhand.distributed import context
 from rlhand.distributed.context import DistContext
 from rlhand.distributed.layout import Layout, Parallel
@@ -47,7 +46,7 @@ from rlhand.rewards.retokenize import reward_model_tokenizer
 from rlhand.rewards.specs import PreparedScorer
 from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.run.learners import Learners, adamw_learner
-from rlhand.stages.inputs import stage_tokenizer
+from rlhand.stages.inputs import stage_stop_ids, stage_tokenizer
 
 
 @dataclass
@@ -66,6 +65,12 @@ class RunInputs:
     components: dict[str, tuple[PreparedScorer, float]] = field(default_factory=dict)  # reward.components, checked, with weights
     score_stats: tuple[float, float] | None = None  # reward.normalize=saved: the reward model's (mean, std)
     reward_tokenizer: PreTrainedTokenizerBase | None = None  # a reward model's own, when it is not the policy's
+    # Each prompt as read, parallel to the ids above (its conversation, columns and label reach the scorers).
+    prompts: list[Prompt] = field(default_factory=list)
+    val_prompts: list[Prompt] = field(default_factory=list)
+    val_set_prompts: dict[str, list[Prompt]] = field(default_factory=dict)
+    stop_ids: tuple[int, ...] = ()  # the ids a response ends at: the tokenizer's EOS and generation_config's
+    dropped: int = 0  # prompts over task.max_prompt_tokens left out (task.truncation=drop)
 
 
 def check_layout(cfg: TrainConfig, ctx: DistContext) -> None:
@@ -113,22 +118,35 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     task = cfg.task
     prompts, labels, sources, weights, val_prompts = task_prompts(cfg)
     ctx = context.current()
+
+    def encoded(items: list[Prompt]) -> tuple[list[Prompt], list[list[int]], int]:
+        ids = encode_prompts(tokenizer, items, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
+        return kept(items, ids)
+
+    train_ids = encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
+    labels = [label for label, ids in zip(labels, train_ids) if ids is not None]
+    prompts, train_ids, dropped = kept(prompts, train_ids)
+    if not prompts:
+        raise ConfigError(f"task.truncation: every prompt is longer than task.max_prompt_tokens={task.max_prompt_tokens} and was dropped")
+    val_prompts, val_ids, val_dropped = encoded(val_prompts)
     if len(val_prompts) % ctx.world_size:
         raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
-    val_sets = {}
+    val_sets, val_set_prompts = {}, {}
     for name, spec in cfg.eval.prompt_sets.items() if cfg.eval.every > 0 else ():
         try:
-            texts = read_prompt_file(Path(spec["path"]), spec.get("prompt_column", task.prompt_column))[: spec.get("num_prompts", cfg.eval.num_prompts)]
+            read = read_prompt_file(spec["path"], PromptFormat.of(task, spec.get("prompt_column")))[: spec.get("num_prompts", cfg.eval.num_prompts)]
+            val_set_prompts[name], val_sets[name], _ = encoded(read)
         except UserError as err:
             raise ConfigError(f"eval.prompt_sets.{name}.path: {err}") from None
-        if len(texts) % ctx.world_size:
-            raise ConfigError(f"eval.prompt_sets.{name}: its {len(texts)} prompts do not split over {ctx.world_size} ranks")
-        val_sets[name] = encode_prompts(tokenizer, texts, task.max_prompt_tokens, task.truncation)
+        if len(val_sets[name]) % ctx.world_size:
+            raise ConfigError(f"eval.prompt_sets.{name}: its {len(val_sets[name])} prompts do not split over {ctx.world_size} ranks")
+    if dropped + val_dropped and ctx.is_main:
+        print(f"rlhand: {dropped + val_dropped} prompts longer than task.max_prompt_tokens={task.max_prompt_tokens} left out (task.truncation=drop)", file=sys.stderr, flush=True)
     return RunInputs(
         val_sets=val_sets,
         tokenizer=tokenizer,
-        prompt_ids=encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation),
-        val_prompt_ids=encode_prompts(tokenizer, val_prompts, task.max_prompt_tokens, task.truncation),
+        prompt_ids=train_ids,
+        val_prompt_ids=val_ids,
         reward_fn=reward_fn,
         score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize is Normalize.saved else None,
         reward_tokenizer=reward_model_tokenizer(cfg, tokenizer),
@@ -137,25 +155,31 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         weights=weights,
         components={name: (specs.prepare(spec, f"reward.components.{name}"), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
         val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers") if cfg.eval.every > 0 else {},
+        prompts=prompts,
+        val_prompts=val_prompts,
+        val_set_prompts=val_set_prompts,
+        stop_ids=stage_stop_ids(cfg, tokenizer),
+        dropped=dropped + val_dropped,
     )
 
 
 def task_prompts(cfg: TrainConfig):
     """(training prompts, each one's source, the mixture's names and weights or None, validation prompts)."""
     task = cfg.task
+    fmt = PromptFormat.of(task)
     sources = weights = None
     if task.mixture:
-        prompts, labels, sources, weights = load_mixture(task.mixture, lambda path: read_prompt_file(Path(path), task.prompt_column))
+        prompts, labels, sources, weights = load_mixture(task.mixture, lambda path: read_prompt_file(path, fmt))
     else:
         prompts = load_prompts(task, cfg.seed)
         labels = [0] * len(prompts)
     val_prompts = []
     if cfg.eval.every > 0:
         if task.val_path:
-            val_prompts = read_prompt_file(Path(task.val_path), task.prompt_column)[: cfg.eval.num_prompts]
+            val_prompts = read_prompt_file(task.val_path, fmt)[: cfg.eval.num_prompts]
         else:
-            kept, held = split_holdout(list(zip(prompts, labels)), cfg.eval.num_prompts, cfg.seed)
-            prompts, labels, val_prompts = [p for p, _ in kept], [label for _, label in kept], [p for p, _ in held]
+            kept_pairs, held = split_holdout(list(zip(prompts, labels)), cfg.eval.num_prompts, cfg.seed)
+            prompts, labels, val_prompts = [p for p, _ in kept_pairs], [label for _, label in kept_pairs], [p for p, _ in held]
     for s, name in enumerate(sources or []):
         if s not in set(labels):
             raise ConfigError(f"task.mixture.{name}: no prompts left to train on after the {cfg.eval.num_prompts} held out")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rlhand.checkpoint.store import CheckpointError
-from rlhand.config.schema import TrainConfig
+from rlhand.config.schema import ChatTemplate, TrainConfig
 from rlhand.data.mixture import mixture_counts
 from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import readable_rows, validate
@@ -60,7 +60,9 @@ class PPOStage:
         self.learners = setup.build_learners(cfg, self.models, ctx, env.layout)
         self.kl_ctl = setup.build_kl_controller(cfg)
         mixture = (inputs.prompt_labels, inputs.weights) if inputs.sources else None
-        self.collector = RolloutCollector(cfg, self.models, self.scorer, inputs.tokenizer, inputs.prompt_ids, ctx, env.device, env.timer, mixture)
+        self.collector = RolloutCollector(
+            cfg, self.models, self.scorer, inputs.tokenizer, inputs.prompt_ids, ctx, env.device, env.timer, mixture, prompts=inputs.prompts, stop_ids=inputs.stop_ids
+        )
         self.replay = setup.build_replay(cfg, inputs, self.models, env.device, ctx)  # NoReplay when replay=off
         self.update = PPOUpdate(
             self.learners,
@@ -91,7 +93,14 @@ class PPOStage:
         reward = self.normalizer.inner
         if isinstance(reward, RetokenizingScorer):  # which path a learned reward takes, said once
             scored = f"; texts tokenized again for the reward model{' with its chat template' if reward.chat_template else ''}"
+        if self.rendered:
+            scored += f"; prompts rendered by the chat template, responses end at ids {list(self.inputs.stop_ids)}"
         return f"rlhand: {cfg.algo.name}{estimator} (replay {cfg.replay.name}) on {cfg.task.name}{scored}"
+
+    @property
+    def rendered(self) -> bool:
+        """Whether the prompts went through the chat template (then samples show its control tokens)."""
+        return self.cfg.task.chat_template is ChatTemplate.on or any(p.is_conversation for p in self.inputs.prompts[:1])
 
     def plot_title(self) -> str:
         return f"{self.cfg.algo.name} / replay {self.cfg.replay.name} / seed {self.cfg.seed}"
@@ -159,14 +168,17 @@ class PPOStage:
         stats = {}
         self.collector.sync()
         with env.autocast(), gathered(self.collector.sampling_modules()), self.normalizer.frozen():
+            rows = {"": inputs.val_prompts, **inputs.val_set_prompts}
             for name, prompts in {"": inputs.val_prompt_ids, **inputs.val_sets}.items():
+                mine = self.dist.shard(len(prompts))
                 figures = validate(
                     self.models,
                     self.scorer,
-                    prompts[self.dist.shard(len(prompts))],
+                    prompts[mine],
                     cfg.generation,
                     batch_size=cfg.algo.rollout_batch_size // self.dist.world_size,
-                    eos_id=inputs.tokenizer.eos_token_id,
+                    rows=rows[name][mine] if rows.get(name) else None,
+                    eos_ids=inputs.stop_ids,
                     pad_id=inputs.tokenizer.pad_token_id,
                     seed=cfg.seed + 1 + self.dist.rank,
                     device=env.device,
@@ -183,8 +195,11 @@ class PPOStage:
         return stats
 
     def readable(self, rows: list[dict], split: str) -> list[dict]:
-        decode = lambda ids: self.inputs.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        return [{"split": split, "prompt": decode(r["prompt_ids"]), "response": decode(r["response_ids"]), "scores": r["scores"]} for r in rows[: self.cfg.eval.samples]]
+        decode = self.inputs.tokenizer.decode
+        return [
+            {"split": split, "prompt": decode(r["prompt_ids"], skip_special_tokens=not self.rendered), "response": decode(r["response_ids"], skip_special_tokens=True), "scores": r["scores"]}
+            for r in rows[: self.cfg.eval.samples]
+        ]
 
     def samples(self) -> list[dict]:
         """The last validation's first eval.samples prompts, responses (to the EOS) and scores, as text."""
