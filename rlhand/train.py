@@ -53,9 +53,24 @@ class Interrupted(KeyboardInterrupt):
 
 def build_run(cfg: DictConfig, run_dir: Path):
     """Check the config and inputs, build the models: everything before training (rlhand/run/)."""
+    from rlhand.config.load import ConfigError
+    from rlhand.config.stages import check_overrides
     from rlhand.stages import build_run as build
 
-    return build(load_config(cfg), run_dir)
+    config = load_config(cfg)
+    try:
+        check_overrides(config.stage, command_line_overrides())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return build(config, run_dir)
+
+
+def command_line_overrides() -> list[str]:
+    """This job's overrides as given on the command line (a sweep job's own values among them)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside a Hydra run (a test, a script)
+        return []
 
 
 def run(cfg: DictConfig, run_dir: Path) -> list[dict]:

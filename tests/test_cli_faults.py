@@ -181,3 +181,16 @@ def _checkpoint_steps(folder: Path) -> list[int]:
     except OSError:
         return []
     return [int(name[5:]) for name in names if name.startswith("step_") and name[5:].isdigit()]
+
+
+def test_bad_conversation_data_and_rl_settings_under_sft_are_one_line_before_any_model_loads(tmp_path):
+    """A user's file mixing text and message-list prompts, and `algo.lr` given to stage=sft (which
+    would train exactly as without it): one line naming the row or the key, exit 2, no run folder."""
+    (tmp_path / "p.jsonl").write_text('{"prompt": "ab="}\n{"prompt": [{"role": "user", "content": "ab="}]}\n')
+    out = cli(*QUICK, "task=file", "task.path=p.jsonl", "reward.function._target_=rlhand.tasks.letters.letters_reward", "hydra.run.dir=run", cwd=tmp_path)
+    assert out.returncode == 2
+    assert one_line(out) == "rlhand-train: error: p.jsonl: line 2: 'prompt' is a message list where the rows before it have text; one file holds one kind of prompt"
+    assert not (tmp_path / "run" / "logs").exists()
+    out = cli("stage=sft", "algo.lr=1e-9", "hydra.run.dir=run2", cwd=tmp_path)
+    assert out.returncode == 2
+    assert one_line(out) == "rlhand-train: error: algo.lr: stage=sft does not read it (its learning rate is sft.lr)"

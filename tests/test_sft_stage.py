@@ -23,22 +23,24 @@ def manual_nll(model, prompt_ids, completion_ids):
     return -per_token[len(prompt_ids) - 1 :].sum(), -per_token.sum(), len(completion_ids), len(targets)
 
 
-@pytest.mark.parametrize("loss_on", ["completion", "all"])
+@pytest.mark.parametrize("loss_on", ["completion", "last", "all"])
 def test_the_loss_is_on_the_completion_tokens_only_unless_asked_for_all(tmp_path, loss_on):
     run = build_run(compose_cfg(SFT + [f"sft.loss_on={loss_on}"]), tmp_path)
     stage = run.stage
     batch = stage.inputs.train[:4]
-    loss, stats = stage.losses(batch)
     completion, whole, tokens = 0.0, 0.0, [0, 0]
     with torch.no_grad():
         for example in batch:
             c, w, n_c, n_all = manual_nll(stage.model, example.prompt_ids, example.completion_ids)
             completion, whole = completion + c.item(), whole + w.item()
             tokens = [tokens[0] + n_c, tokens[1] + n_all]
-    expected = completion / tokens[0] if loss_on == "completion" else whole / tokens[1]
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert stats["tokens"].item() == (tokens[0] if loss_on == "completion" else tokens[1])
-    assert abs(completion / tokens[0] - whole / tokens[1]) > 1e-3  # the two differ: the test can tell them apart
+    loss, stats = stage.losses(batch, stage.count(batch))
+    if loss_on == "all":  # the whole sequence after its first token is the completion
+        assert all(len(e.prompt_ids) == 1 for e in batch) and tokens[0] == tokens[1]
+    else:
+        assert all(len(e.prompt_ids) > 1 for e in batch) and abs(completion / tokens[0] - whole / tokens[1]) > 1e-3  # the two differ
+    assert loss.item() == pytest.approx(completion / tokens[0], rel=1e-5)
+    assert stats["tokens"].item() == tokens[0] == stage.count(batch)
 
 
 def test_sft_learns_and_saves_a_policy_folder_with_its_tokenizer(tmp_path):
@@ -79,7 +81,7 @@ def test_chat_messages_render_through_the_template_with_its_special_tokens(tmp_p
 
     def with_template():
         tok = build_char_tokenizer()
-        tok.chat_template = "{% for m in messages %}<bos>{{ m['role'][0] }}:{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<bos>a:{% endif %}"
+        tok.chat_template = "{% for m in messages %}<bos>{{ m['role'][0] }}:{{ m['content'] }}{% if m['role'] == 'assistant' %}<eos>{% endif %}{% endfor %}{% if add_generation_prompt %}<bos>a:{% endif %}"
         return tok
 
     monkeypatch.setattr("rlhand.stages.inputs.build_char_tokenizer", with_template)
@@ -90,13 +92,17 @@ def test_chat_messages_render_through_the_template_with_its_special_tokens(tmp_p
     # <bos> is the template's special token (one id, as apply_chat_template(tokenize=True) gives), not five characters
     assert example.prompt_ids == tok.apply_chat_template([{"role": "user", "content": "ab="}], add_generation_prompt=True, tokenize=True, return_dict=False)
     assert example.prompt_ids.count(tok.bos_token_id) == 2
-    assert tok.decode(example.completion_ids, skip_special_tokens=True) == "ba"
+    assert tok.decode(example.completion_ids, skip_special_tokens=True) == "ba" and example.completion_ids[-1] == tok.eos_token_id
+    tok.chat_template = tok.chat_template.replace("<eos>", "")  # a template that never ends a reply with an EOS id
+    monkeypatch.setattr("rlhand.stages.inputs.build_char_tokenizer", lambda: tok)
+    with pytest.raises(PromptError, match=rf"^{demos}: line 1: an assistant turn does not end with one of the model's EOS ids \[1\]"):
+        build_run(compose_cfg(SFT + [f"sft.path={demos}"]), tmp_path / "run2")
 
 
 def test_a_prompt_longer_than_the_limit_or_the_model_is_one_line(tmp_path):
     demos = tmp_path / "long.jsonl"
     demos.write_text(json.dumps({"prompt": "a" * 40 + "=", "completion": "ab"}) + "\n")
-    with pytest.raises(PromptError, match=rf"^{demos}: line 1: prompt has 42 tokens > sft.max_prompt_tokens=16$"):
+    with pytest.raises(PromptError, match=rf"^{demos}: line 1: prompt has 42 tokens > sft.max_prompt_tokens=16 \(sft.truncation=error\)$"):
         build_run(compose_cfg(SFT + [f"sft.path={demos}", "sft.max_prompt_tokens=16"]), tmp_path / "a")
     with pytest.raises(ConfigError, match=rf"^{demos}: line 1: 45 tokens > model.n_positions=32$"):
         build_run(compose_cfg(SFT + [f"sft.path={demos}", "model.n_positions=32"]), tmp_path / "b")
@@ -119,4 +125,4 @@ def test_a_tokenizer_whose_unknown_token_is_its_eos_still_encodes_completions():
 
     tok = build_char_tokenizer()
     tok.unk_token = tok.eos_token  # as some byte-level BPE tokenizers are saved
-    assert encode_completion("here", "ab", tok, 10) == tok("ab", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert encode_completion("here", "ab", tok) == tok("ab", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhand.core.supervised import bradley_terry_loss, preference_stats, sft_loss
+from rlhand.core.supervised import bradley_terry_loss, preference_figures, preference_sums, sft_loss
 
 
 def softplus(x):
@@ -46,8 +46,8 @@ def test_the_total_pair_count_normalises_so_that_shares_of_a_batch_add_up_to_the
     assert halves.item() == pytest.approx(whole.item(), abs=1e-7)
 
 
-def test_preference_stats_count_ties_as_half_right():
-    stats = preference_stats(torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 1.0]))
+def test_preference_figures_count_ties_as_half_right():
+    stats = preference_figures(preference_sums(torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 1.0])))
     assert stats["accuracy"].item() == pytest.approx(0.5)  # right, wrong, tie
     assert stats["margin"].item() == pytest.approx(0.0)
     scores = torch.tensor([2.0, 0.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
@@ -59,3 +59,13 @@ def test_sft_loss_is_the_negative_log_likelihood_per_masked_token():
     logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.25, 0.0]])
     mask = torch.tensor([[0, 1, 1], [1, 1, 0]], dtype=torch.bool)
     assert sft_loss(logprobs, mask, 4).item() == pytest.approx((2 + 3 + 0.5 + 0.25) / 4)
+
+
+def test_preference_sums_add_up_over_parts_to_the_whole_and_their_loss_is_the_objective():
+    chosen, rejected, margin = torch.tensor([2.0, 0.0, -1.0, 0.5]), torch.tensor([1.0, 1.0, 0.0, 0.5]), torch.tensor([0.5, 0.0, 1.0, 0.0])
+    whole = preference_sums(chosen, rejected, margin, center_coef=0.01)
+    parts = [preference_sums(chosen[s], rejected[s], margin[s], center_coef=0.01) for s in (slice(0, 1), slice(1, 4))]
+    for key, value in whole.items():
+        assert (parts[0][key] + parts[1][key]).item() == pytest.approx(value.item(), rel=1e-12)
+    loss = bradley_terry_loss(chosen, rejected, 4, margin, 0.01)
+    assert preference_figures(whole)["loss"].item() == pytest.approx(loss.item(), rel=1e-6)

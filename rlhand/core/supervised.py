@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlhand.core.masked import LOCAL, Reducer, masked_sum
+from rlhand.core.masked import masked_sum
 
 
 def sft_loss(logprobs: Tensor, mask: Tensor, total_tokens: Tensor | float) -> Tensor:
@@ -27,18 +27,33 @@ def bradley_terry_loss(chosen: Tensor, rejected: Tensor, total_pairs: Tensor | f
     return loss / total_pairs
 
 
-def preference_stats(chosen: Tensor, rejected: Tensor, reducer: Reducer = LOCAL) -> dict[str, Tensor]:
-    """Pairwise accuracy (ties count half), mean margin r_chosen - r_rejected, and the mean and
-    std of all scores, over every rank's pairs."""
-    diff = (chosen - rejected).detach().double()
-    scores = torch.cat([chosen, rejected]).detach().double()
-    correct = (diff > 0).double() + 0.5 * (diff == 0).double()
-    sums = reducer.sum(torch.stack([correct.sum(), diff.sum(), scores.sum(), scores.pow(2).sum(), torch.tensor(float(len(diff)), dtype=torch.float64, device=diff.device)]))
-    right, margin, total, squares, pairs = sums
-    mean = total / (2 * pairs)
+def preference_sums(chosen: Tensor, rejected: Tensor, margin: Tensor | None = None, center_coef: float = 0.0) -> dict[str, Tensor]:
+    """Additive float64 statistics of a batch of pairs (summed over micro-batches and ranks, then
+    preference_figures): pairs, pairs ranked right (ties count half), the margins r_chosen - r_rejected,
+    the loss's numerator (Bradley-Terry with the margin and centring term), and the scores' sum and squares."""
+    chosen, rejected = chosen.detach().double(), rejected.detach().double()
+    diff = chosen - rejected
+    shifted = diff - (margin.detach().double() if margin is not None else 0.0)
+    objective = -F.logsigmoid(shifted).sum() + (center_coef * (chosen + rejected).pow(2).sum() if center_coef else 0.0)
+    scores = torch.cat([chosen, rejected])
     return {
-        "accuracy": right / pairs,
-        "margin": margin / pairs,
+        "pairs": torch.tensor(float(len(diff)), dtype=torch.float64, device=diff.device),
+        "right": ((diff > 0).double() + 0.5 * (diff == 0).double()).sum(),
+        "margin": diff.sum(),
+        "objective": objective,
+        "score": scores.sum(),
+        "square": scores.pow(2).sum(),
+    }
+
+
+def preference_figures(sums: dict[str, Tensor]) -> dict[str, Tensor]:
+    """loss (per pair), accuracy, mean margin, and the mean and std of every score, from preference_sums' totals."""
+    pairs = sums["pairs"]
+    mean = sums["score"] / (2 * pairs)
+    return {
+        "loss": sums["objective"] / pairs,
+        "accuracy": sums["right"] / pairs,
+        "margin": sums["margin"] / pairs,
         "score_mean": mean,
-        "score_std": (squares / (2 * pairs) - mean**2).clamp_min(0).sqrt(),
+        "score_std": (sums["square"] / (2 * pairs) - mean**2).clamp_min(0).sqrt(),
     }

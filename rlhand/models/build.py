@@ -115,6 +115,9 @@ def build_reward_model_to_train(cfg: ModelConfig, tokenizer: PreTrainedTokenizer
     head), prepared like a trained model: dropout off, padding-free, checkpointed, LoRA (the head
     trains whole). stage=reward_model trains it; reward=model loads what it saves."""
     model = load_classifier(cfg, tokenizer, frozen_dtype(cfg) if cfg.lora.enabled else DTYPES[cfg.dtype.value])
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):  # a pad token of its own was added (data/tokenizer.distinct_pad)
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id  # what transformers' classifiers read a padded batch by
     if cfg.quantization is not Quantization.none:
         quantize(model, cfg.quantization.value, frozen_dtype(cfg), "model.quantization")
     prepare(model, device)

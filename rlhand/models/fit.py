@@ -265,8 +265,16 @@ LIGHTER = (
 )
 
 
-def lighter(item: str) -> str:
-    return next((levers for names, levers in LIGHTER if any(name in item for name in names)), "model.lora.enabled=true, more ranks")
+def lighter(item: str, section: str | None = None) -> str:
+    """What lightens `item`; `section` (sft, rm): a supervised stage, whose forwards split by its micro-batches."""
+    levers = next((levers for names, levers in LIGHTER if any(name in item for name in names)), "model.lora.enabled=true, more ranks")
+    if section:
+        levers = levers.replace(", fewer generation.max_new_tokens", "").replace("more algo.grad_accum_steps", f"a smaller {section}.micro_batch_size or {section}.micro_batch_tokens")
+    return levers
+
+
+def supervised_section(cfg: TrainConfig) -> str | None:
+    return {"sft": "sft", "reward_model": "rm"}.get(cfg.stage.value)
 
 
 def check_fit(estimate: Estimate | None, cfg: TrainConfig) -> str:
@@ -282,7 +290,7 @@ def check_fit(estimate: Estimate | None, cfg: TrainConfig) -> str:
         big = estimate.biggest()
         raise ConfigError(
             f"memory: the estimate is {estimate.total / GIB:.1f} GiB per device, over the {estimate.available / GIB:.1f} GiB "
-            f"available; the biggest item is {big.name} ({big.bytes / GIB:.1f} GiB). Lighter: {lighter(big.name)}; "
+            f"available; the biggest item is {big.name} ({big.bytes / GIB:.1f} GiB). Lighter: {lighter(big.name, supervised_section(cfg))}; "
             "or trainer.fit_check=warn to run anyway"
         )
     return line + (" - over the device's memory" if over else "")

@@ -33,9 +33,17 @@ def estimate_supervised(cfg: TrainConfig, tokenizer, lengths: list[int], scored_
     m, settings = cfg.model, getattr(cfg, "sft" if scored_tokens else "rm")
     compute = 2 if cfg.trainer.autocast is not Autocast.off else BYTES[m.dtype.value]
     resident = [Item(i.name.replace("policy", name), i.bytes) for i in _resident_items(cfg, {"policy": shape}, layout)]
-    rows = settings.batch_size / layout.ranks * (1 if scored_tokens else 2)  # a pair is two sequences
+    # One forward: a rank's share of a batch, or a micro-batch of it (a pair is two sequences)
+    share = settings.batch_size / layout.ranks
+    if settings.micro_batch_size is not None:
+        share = min(share, settings.micro_batch_size)
+    rows = share * (1 if scored_tokens else 2)
     seq = max(lengths)
-    activations = _activations(shape, rows * sum(lengths) / len(lengths), seq, compute, m.gradient_checkpointing)
+    tokens = rows * sum(lengths) / len(lengths)
+    if settings.micro_batch_tokens is not None:  # padded tokens per forward; a longer example goes alone
+        tokens = min(tokens, max(settings.micro_batch_tokens, seq * (1 if scored_tokens else 2)))
+        rows = min(rows, max(tokens / seq, 1))
+    activations = _activations(shape, tokens, seq, compute, m.gradient_checkpointing)
     if m.lora.enabled:
         activations *= LORA_ACTIVATIONS
     update = [Item(f"{name} activations", activations), *dequantized_layer(cfg, {"policy": shape}, compute)]

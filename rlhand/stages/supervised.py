@@ -2,7 +2,12 @@
 shuffled passes (part of the resumable state), each rank taking its share of every batch, a loss
 normalised over all ranks' tokens or pairs, validation over held-out examples. A subclass says how
 its data loads, which model it trains, its loss and statistics and what it saves
-(rlhand/stages/sft/, rlhand/stages/reward_model/). The run around it is rlhand/run/lifecycle.py."""
+(rlhand/stages/sft/, rlhand/stages/reward_model/). The run around it is rlhand/run/lifecycle.py.
+
+A rank's share of a batch goes through in micro-batches (<section>.micro_batch_size and
+micro_batch_tokens), every rank as many, their gradients accumulated into one optimizer step: each
+micro-batch's loss is normalised by the whole batch's count (every rank's tokens or pairs, known
+from the batch itself), so the step is the one a single forward of the whole batch would give."""
 
 import math
 import sys
@@ -16,6 +21,8 @@ from transformers import PreTrainedTokenizerBase
 from rlhand.checkpoint.atomic import atomic_dir
 from rlhand.config.load import ConfigError
 from rlhand.config.schema import Autocast, FitCheck, ModelSource, TrainConfig
+from rlhand.config.stages import learning_rate
+from rlhand.data.micro_batches import micro_batches
 from rlhand.data.mixture import build_sampler, load_mixture, mixture_counts
 from rlhand.data.prompts import split_holdout
 from rlhand.distributed.layout import Parallel
@@ -25,7 +32,7 @@ from rlhand.models.fit_supervised import estimate_supervised
 from rlhand.models.folders import save_trained_model
 from rlhand.run.learners import Learners, adamw_learner
 from rlhand.run.stage import RunEnv
-from rlhand.stages.inputs import stage_tokenizer
+from rlhand.stages.inputs import stage_stop_ids, stage_tokenizer
 
 
 @dataclass
@@ -36,6 +43,7 @@ class SupervisedInputs:
     labels: list[int] | None = None  # a mixture: each training item's source
     sources: list[str] | None = None  # a mixture's source names, and their weights
     weights: list[float] | None = None
+    dropped: int = 0  # items over the stage's limits left out (<section>.truncation=drop)
 
 
 class SupervisedStage:
@@ -43,24 +51,40 @@ class SupervisedStage:
     learner: str  # what the checkpoint and final/ call the trained model
 
     @classmethod
-    def load(cls, cfg: TrainConfig, tokenizer, path: str | None) -> list: ...
+    def load(cls, cfg: TrainConfig, tokenizer, path: str | None, stop_ids: tuple[int, ...]) -> tuple[list, int]:
+        """(the items of `path` (None: the built-in task's), how many truncation=drop left out)."""
+
+    @classmethod
+    def stage_tokenizer(cls, cfg: TrainConfig, stop_ids_of=stage_stop_ids):
+        """(the tokenizer, the ids a response ends at)."""
+        tokenizer = stage_tokenizer(cfg)
+        return tokenizer, stop_ids_of(cfg, tokenizer)
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, ctx, device: torch.device) -> SupervisedInputs:
         settings = getattr(cfg, cls.section)
         if settings.batch_size % ctx.world_size:
             raise ConfigError(f"{cls.section}.batch_size: {settings.batch_size} does not split over {ctx.world_size} ranks")
-        tokenizer = stage_tokenizer(cfg)
+        tokenizer, stop_ids = cls.stage_tokenizer(cfg)
+        dropped = []
+
+        def load(path):
+            items, count = cls.load(cfg, tokenizer, path, stop_ids)
+            dropped.append(count)
+            if not items:
+                raise ConfigError(f"{cls.section}.path: {path or 'the built-in data'}: every example is over the limits ({cls.section}.truncation=drop)")
+            return items
+
         sources = weights = None
         if settings.mixture:
-            train, labels, sources, weights = load_mixture(settings.mixture, lambda path: cls.load(cfg, tokenizer, path))
+            train, labels, sources, weights = load_mixture(settings.mixture, load)
         else:
-            train = cls.load(cfg, tokenizer, settings.path)
+            train = load(settings.path)
             labels = [0] * len(train)
         val = []
         if cfg.eval.every > 0:
             if settings.val_path:
-                val = cls.load(cfg, tokenizer, settings.val_path)[: cfg.eval.num_prompts]
+                val = load(settings.val_path)  # every row: a test set is scored whole
             else:
                 kept, held = split_holdout(list(zip(train, labels)), cfg.eval.num_prompts, cfg.seed)
                 train, labels, val = [t for t, _ in kept], [label for _, label in kept], [t for t, _ in held]
@@ -71,7 +95,9 @@ class SupervisedStage:
             empty = [name for s, name in enumerate(sources) if s not in set(labels)]
             if empty:
                 raise ConfigError(f"{cls.section}.mixture.{empty[0]}: no examples left to train on after the {cfg.eval.num_prompts} held out")
-        return SupervisedInputs(tokenizer, train, val, labels if sources else None, sources, weights)
+        if sum(dropped) and ctx.is_main:
+            print(f"rlhand: {sum(dropped)} examples over {cls.section}.max_prompt_tokens / max_completion_tokens left out ({cls.section}.truncation=drop)", file=sys.stderr, flush=True)
+        return SupervisedInputs(tokenizer, train, val, labels if sources else None, sources, weights, sum(dropped))
 
     @classmethod
     def check_lengths(cls, cfg: TrainConfig, items: list) -> None:
@@ -117,15 +143,22 @@ class SupervisedStage:
             param_dtype = {Autocast.bfloat16: torch.bfloat16, Autocast.float16: torch.float16}.get(cfg.trainer.autocast)
             shard_model(self.model, self.dist, env.device, param_dtype, cfg.trainer.offload)
         # The optimizer's eps, weight decay and gradient clipping are algo.*'s, as in the RL stage.
-        learner = adamw_learner(self.model, self.settings.lr, cfg.algo, self.dist, env.layout.sums_gradients)
+        learner = adamw_learner(self.model, learning_rate(cfg.stage, self.settings, cfg.model.source.value), cfg.algo, self.dist, env.layout.sums_gradients)
         self.learners = Learners.of(**{self.learner: learner})
         self.sampler = build_sampler(inputs.labels, inputs.weights, len(inputs.train), cfg.seed)
         self.seen = 0
 
     def build_model(self, cfg: TrainConfig, tokenizer, device: torch.device): ...
 
-    def losses(self, batch: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(this rank's share of the loss over all ranks' counts, the batch's statistics over all ranks)."""
+    def count(self, items: list) -> float:
+        """What the loss is normalised by: the trained tokens (sft) or pairs (reward_model) of `items`."""
+
+    def losses(self, batch: list, total: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(this micro-batch's share of the whole batch's loss, whose count is `total`; its additive
+        statistics: float64 sums that from_sums turns into figures)."""
+
+    def padded_tokens(self, items: list) -> int:
+        """Tokens one forward of `items` holds, padding included (micro_batch_tokens counts these)."""
 
     def describe(self) -> str:
         data = self.settings.path or (f"a mixture of {', '.join(self.inputs.sources)}" if self.inputs.sources else f"the built-in {self.cfg.task.name} data")
@@ -137,18 +170,36 @@ class SupervisedStage:
     def start(self) -> None:
         pass
 
+    def micro_batches(self, items: list) -> list[list]:
+        """`items` (this rank's share) in as many micro-batches as the rank needing most makes:
+        every rank runs the same number of forwards and backwards (their collectives pair up)."""
+        parts = micro_batches(items, self.settings.micro_batch_size, self.settings.micro_batch_tokens, self.padded_tokens)
+        needed = int(self.dist.max(torch.tensor(len(parts))).item())
+        while len(parts) < needed:  # split the largest part: every rank has as many items, so this ends
+            largest = max(range(len(parts)), key=lambda i: len(parts[i]))
+            half = len(parts[largest]) // 2
+            parts[largest : largest + 1] = [parts[largest][:half], parts[largest][half:]]
+        return parts
+
     def step(self, step: int) -> dict:
         started = time.perf_counter()
         indices = self.sampler.next_indices(self.settings.batch_size)  # every rank draws the same batch
-        batch = [self.inputs.train[i] for i in indices[self.dist.shard(len(indices))]]  # and trains its share
+        everyone = [self.inputs.train[i] for i in indices]
+        total = self.count(everyone)  # every rank's count, from the batch itself: no collective
         learner = self.learners.all()[0]
         learner.zero_grad()
+        sums: dict[str, torch.Tensor] = {}
         with learner.training():  # the backward too: checkpointed blocks recompute in train mode
-            with self.env.autocast():
-                loss, stats = self.losses(batch)
-            learner.backward(loss)
+            for part in self.micro_batches(everyone[self.dist.shard(len(indices))]):  # this rank's share
+                with self.env.autocast():
+                    loss, part_sums = self.losses(part, total)
+                learner.backward(loss)
+                for key, value in part_sums.items():
+                    sums[key] = sums.get(key, 0) + value
         norm = learner.step()
         self.seen += len(indices)
+        keys = sorted(sums)
+        stats = self.from_sums(self.dist.sum(torch.stack([sums[k] for k in keys])), keys)
         figures = {f"train/{k}": float(v) for k, v in stats.items()}
         return {
             **figures,
@@ -166,14 +217,12 @@ class SupervisedStage:
         totals: dict[str, torch.Tensor] = {}
         with self.env.autocast():
             for start in range(0, len(mine), rows):
-                for key, value in self.sums(mine[start : start + rows]).items():
-                    totals[key] = totals.get(key, 0) + value
-        stats = self.from_sums(self.dist.sum(torch.stack([totals[k] for k in sorted(totals)])), sorted(totals))
-        out = {f"val/{k}": float(v) for k, v in stats.items()}
-        return out
-
-    def sums(self, batch: list) -> dict[str, torch.Tensor]:
-        """Additive validation figures of this rank's batch (float64 sums and counts)."""
+                for part in self.micro_batches(mine[start : start + rows]):
+                    for key, value in self.losses(part, 1.0)[1].items():
+                        totals[key] = totals.get(key, 0) + value
+        keys = sorted(totals)
+        stats = self.from_sums(self.dist.sum(torch.stack([totals[k] for k in keys])), keys)
+        return {f"val/{k}": float(v) for k, v in stats.items()}
 
     def from_sums(self, summed: torch.Tensor, keys: list[str]) -> dict[str, torch.Tensor]: ...
 

@@ -32,6 +32,12 @@ def letters_reward(prompts: list[str], responses: list[str], **_) -> list[float]
     return scores
 
 
+def letters_label_reward(prompts: list[str], responses: list[str], labels: list[str], **_) -> list[float]:
+    """letters_reward against each prompt's label (its letters) instead of its text: the gold score
+    when the prompt is a conversation whose rendering holds other letters (make pipeline ARGS=--chat)."""
+    return letters_reward(labels, responses)
+
+
 def first_letter_reward(prompts: list[str], responses: list[str], **_) -> list[float]:
     """The `first_letter` task: the same prompts, a binary reward of another shape. 1.0 when the
     response's first character is one of the prompt's letters, else 0.0 (an empty response too).

@@ -1,13 +1,12 @@
 """stage=sft: supervised fine-tuning of the policy on demonstrations. The loss is the negative
-log-likelihood of the completion's tokens given the prompt (sft.loss_on=all: of every token after
-the first), per token over all ranks' tokens; forwards are padding-free and the output layer runs
-in chunks, as in the RL stage (rlhand/models/forward.py). final/policy is what the RL stage takes:
+log-likelihood of the trained tokens (sft.loss_on: the last assistant turn or the completion, every
+assistant turn, or every token after the first; rlhand/data/demonstrations.py), per token over the
+whole batch's trained tokens; forwards are padding-free and the output layer runs in chunks, as in
+the RL stage (rlhand/models/forward.py). final/policy is what the RL stage takes:
 model=hf model.policy=<run>/final/policy."""
-
 
 import torch
 
-from rlhand.config.stages import LossOn
 from rlhand.core.supervised import sft_loss
 from rlhand.data.demonstrations import Example, load_demonstrations
 from rlhand.data.sampler import left_pad, right_pad
@@ -20,8 +19,8 @@ class SFTStage(SupervisedStage):
     section, learner = "sft", "policy"
 
     @classmethod
-    def load(cls, cfg, tokenizer, path):
-        return load_demonstrations(cfg, tokenizer, path)
+    def load(cls, cfg, tokenizer, path, stop_ids):
+        return load_demonstrations(cfg, tokenizer, path, stop_ids)
 
     @staticmethod
     def length(item: Example) -> int:
@@ -29,44 +28,40 @@ class SFTStage(SupervisedStage):
 
     @staticmethod
     def scored_tokens(item: Example) -> int:
-        return len(item.prompt_ids) + len(item.completion_ids)  # at most, with sft.loss_on=all
+        return len(item.completion_ids)
 
     def build_model(self, cfg, tokenizer, device):
         return build_policy_only(cfg.model, tokenizer, device)
 
-    def inputs_of(self, batch: list[Example]) -> SequenceInputs:
-        """Prompts left-padded, completions right-padded; with loss_on=all the first token alone is
-        the prompt and everything after it is trained."""
-        pairs = [(e.prompt_ids, e.completion_ids) for e in batch]
-        if self.settings.loss_on is LossOn.all:
-            pairs = [(p[:1], p[1:] + c) for p, c in pairs]
-        pad = self.inputs.tokenizer.pad_token_id
-        prompt_ids, prompt_mask = left_pad([p for p, _ in pairs], pad)
-        ids, mask = right_pad([c for _, c in pairs], pad)
-        device = self.env.device
-        return sequence_inputs(prompt_ids.to(device), prompt_mask.to(device), ids.to(device), mask.to(device))
+    def count(self, items: list[Example]) -> float:
+        return float(sum(len(e.completion_ids) if e.trained is None else sum(e.trained) for e in items))
+
+    def padded_tokens(self, items: list[Example]) -> int:
+        return len(items) * (max(len(e.prompt_ids) for e in items) + max(len(e.completion_ids) for e in items))
+
+    def inputs_of(self, batch: list[Example]) -> tuple[SequenceInputs, torch.Tensor]:
+        """(prompts left-padded and completions right-padded, the trained tokens' mask (B, C))."""
+        pad, device = self.inputs.tokenizer.pad_token_id, self.env.device
+        prompt_ids, prompt_mask = left_pad([e.prompt_ids for e in batch], pad)
+        ids, mask = right_pad([e.completion_ids for e in batch], pad)
+        trained, _ = right_pad([e.trained or [1] * len(e.completion_ids) for e in batch], 0)
+        inputs = sequence_inputs(prompt_ids.to(device), prompt_mask.to(device), ids.to(device), mask.to(device))
+        return inputs, (mask * trained).bool().to(device)
 
     def token_logprobs(self, batch: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = self.inputs_of(batch)
-        mask = inputs.attention_mask[:, inputs.prompt_len :].bool()
-        return policy_forward(self.model, inputs, 1.0, chunk_bytes=self.chunk_bytes()).logprobs, mask
+        inputs, trained = self.inputs_of(batch)
+        return policy_forward(self.model, inputs, 1.0, chunk_bytes=self.chunk_bytes()).logprobs, trained
 
     def chunk_bytes(self) -> int | None:
         mb = self.cfg.trainer.logits_chunk_mb
         return None if mb is None else mb * 2**20
 
-    def losses(self, batch):
+    def losses(self, batch, total):
         logprobs, mask = self.token_logprobs(batch)
-        tokens = self.dist.sum(mask.sum().double())
-        loss = sft_loss(logprobs, mask, tokens)
-        total = self.dist.sum(loss.detach().double())
-        return loss, {"loss": total, "perplexity": total.exp(), "tokens": tokens}
-
-    def sums(self, batch):
-        logprobs, mask = self.token_logprobs(batch)
-        return {"nll": -(logprobs.double() * mask).sum(), "tokens": mask.sum().double()}
+        loss = sft_loss(logprobs, mask, total)
+        return loss, {"nll": -(logprobs.detach().double() * mask).sum(), "tokens": mask.sum().double()}
 
     def from_sums(self, summed, keys):
         totals = dict(zip(keys, summed))
         loss = totals["nll"] / totals["tokens"]
-        return {"loss": loss, "perplexity": loss.exp()}
+        return {"loss": loss, "perplexity": loss.exp(), "tokens": totals["tokens"]}
