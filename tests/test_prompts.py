@@ -150,3 +150,11 @@ def test_truncation_error_names_the_file_line_after_the_validation_holdout(tmp_p
         )
         with pytest.raises(PromptError, match=rf"{path}: line 10: prompt has 41 tokens > task.max_prompt_tokens=32"):
             prepare_inputs(cfg)
+
+
+def test_truncation_drop_leaves_long_prompts_out_and_says_how_many(tmp_path, capsys):
+    path = write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt": text}) + "\n" for text in ["ab=", "x" * 40 + "=", "cd=", "ef="]))
+    inputs = prepare_inputs(compose_cfg(["task=file", f"task.path={path}", "task.truncation=drop", "reward=letters"]))
+    assert len(inputs.prompts) == len(inputs.prompt_ids) == 3 and inputs.dropped == 1
+    assert [p.text for p in inputs.prompts] == ["ab=", "cd=", "ef="]
+    assert "rlhand: 1 prompts longer than task.max_prompt_tokens=32 left out (task.truncation=drop)" in capsys.readouterr().err

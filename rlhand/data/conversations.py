@@ -92,7 +92,9 @@ def _first_line(err: BaseException) -> str:
 
 def check_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        raise ConversationError(f"{where}: a message list needs a tokenizer with a chat template (this one has none); give text, or a model whose tokenizer has one")
+        raise ConversationError(
+            f"{where}: rendering a conversation needs a tokenizer with a chat template (this one has none); give text under task.chat_template=auto, or a model whose tokenizer has one"
+        )
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, turns: list[dict], where: str) -> list[int]:

@@ -116,26 +116,25 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     if cfg.reward.kind is RewardKind.remote:
         check_reachable(cfg.reward.url)
     task = cfg.task
-    prompts, labels, sources, weights, val_prompts = task_prompts(cfg)
+    prompts, source_of, sources, weights, val_prompts = task_prompts(cfg)
     ctx = context.current()
 
-    def encoded(items: list[Prompt]) -> tuple[list[Prompt], list[list[int]], int]:
-        ids = encode_prompts(tokenizer, items, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
-        return kept(items, ids)
+    def encoded(items: list[Prompt]) -> list[list[int] | None]:  # None: dropped (task.truncation=drop)
+        return encode_prompts(tokenizer, items, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
 
-    train_ids = encode_prompts(tokenizer, prompts, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
-    labels = [label for label, ids in zip(labels, train_ids) if ids is not None]
+    train_ids = encoded(prompts)
+    source_of = [source for source, ids in zip(source_of, train_ids) if ids is not None]
     prompts, train_ids, dropped = kept(prompts, train_ids)
     if not prompts:
         raise ConfigError(f"task.truncation: every prompt is longer than task.max_prompt_tokens={task.max_prompt_tokens} and was dropped")
-    val_prompts, val_ids, val_dropped = encoded(val_prompts)
+    val_prompts, val_ids, val_dropped = kept(val_prompts, encoded(val_prompts))
     if len(val_prompts) % ctx.world_size:
         raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
     val_sets, val_set_prompts = {}, {}
     for name, spec in cfg.eval.prompt_sets.items() if cfg.eval.every > 0 else ():
         try:
             read = read_prompt_file(spec["path"], PromptFormat.of(task, spec.get("prompt_column")))[: spec.get("num_prompts", cfg.eval.num_prompts)]
-            val_set_prompts[name], val_sets[name], _ = encoded(read)
+            val_set_prompts[name], val_sets[name], _ = kept(read, encoded(read))
         except UserError as err:
             raise ConfigError(f"eval.prompt_sets.{name}.path: {err}") from None
         if len(val_sets[name]) % ctx.world_size:
@@ -150,7 +149,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         reward_fn=reward_fn,
         score_stats=read_score_stats(cfg.model.reward_model) if cfg.reward.normalize is Normalize.saved else None,
         reward_tokenizer=reward_model_tokenizer(cfg, tokenizer),
-        prompt_labels=labels if sources else None,
+        prompt_labels=source_of if sources else None,
         sources=sources,
         weights=weights,
         components={name: (specs.prepare(spec, f"reward.components.{name}"), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
