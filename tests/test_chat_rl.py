@@ -158,3 +158,25 @@ def test_rlhand_eval_renders_conversations_and_gives_scorers_the_labels(chat_mod
     assert all(text.endswith("<|im_start|>assistant\n") for text in CALLS[0]["prompts"])
     first = json.loads((tmp_path / "eval" / "samples.jsonl").read_text().splitlines()[0])
     assert first["prompt"] == VERL_ROWS[0]["prompt"]
+
+
+def old_style_reward(prompts, responses, prompt_ids, response_ids):
+    """A reward function written before columns reached rewards: no **kwargs."""
+    return [0.0] * len(prompts)
+
+
+def test_a_reward_function_without_kwargs_gets_what_it_names(chat_model, tmp_path):
+    run = chat_run(chat_model, tmp_path, "trainer.max_steps=1", reward=("reward.function._target_=tests.test_chat_rl.old_style_reward",))
+    assert len(run.fit()) == 1
+
+
+def test_text_under_chat_template_on_reaches_text_scorers_as_its_rendering(chat_model, tmp_path):
+    CALLS.clear()
+    rows = [{"prompt": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(8)]
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = FAST + ["model=hf", f"model.policy={chat_model}", "task=file", f"task.path={data}", "task.max_prompt_tokens=128", "task.label_column=answer",
+                        "task.chat_template=on", "reward.function._target_=tests.test_chat_rl.spy_reward", "trainer.max_steps=1", "trainer.save_final=false"]  # fmt: skip
+    build_run(compose_cfg(overrides), tmp_path / "run").fit()
+    assert all(text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n") for text in CALLS[0]["prompts"])
+    assert "messages" not in CALLS[0]  # text prompts: no message lists to pass

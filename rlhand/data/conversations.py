@@ -20,7 +20,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from rlhand.data.files import DataError
+from rlhand.data.files import DataError, first_line
 
 ROLES = ("system", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system", "tool": "tool", "observation": "tool", "function": "tool"}
@@ -82,12 +82,8 @@ def render_ids(tokenizer: PreTrainedTokenizerBase, turns: list[dict], where: str
             turns, tools=tools, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True, **_sanitising(tokenizer)
         )
     except Exception as err:  # jinja raises many types (raise_exception in a template too): each means it cannot render this
-        raise ConversationError(f"{where}: the chat template cannot render this conversation: {_first_line(err)}") from None
+        raise ConversationError(f"{where}: the chat template cannot render this conversation: {first_line(err)}") from None
     return list(out["input_ids"])
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def check_template(tokenizer: PreTrainedTokenizerBase, where: str) -> None:
@@ -142,8 +138,10 @@ def _generation_spans(tokenizer, turns: list[dict], where: str, wanted: list[int
     try:
         out = tokenizer.apply_chat_template(turns, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     except Exception as err:  # noqa: BLE001 - as render_ids
-        raise ConversationError(f"{where}: the chat template cannot render this conversation: {_first_line(err)}") from None
+        raise ConversationError(f"{where}: the chat template cannot render this conversation: {first_line(err)}") from None
     ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    if ids != render_ids(tokenizer, turns, where, generation_prompt=False):  # transformers cannot sanitise and mask at once
+        raise ConversationError(f"{where}: a message holds a control token's text, which a {{% generation %}} template's mask would read as the token; remove it")
     runs, start = [], None
     for position, flag in enumerate(mask + [0]):
         if flag and start is None:

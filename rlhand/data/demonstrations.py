@@ -76,7 +76,7 @@ def conversation_of(where: str, row: dict, cfg: TrainConfig) -> "Turns | tuple[s
     """The row as a conversation to render, or as (prompt text, completion text)."""
     sft, template = cfg.sft, cfg.task.chat_template
     for column in (sft.messages_column, SHAREGPT_COLUMN):
-        if column in row and sft.prompt_column not in row:
+        if column in row and sft.completion_column not in row:
             if template is ChatTemplate.off:
                 raise DataError(f"{where}: a message list, but task.chat_template=off renders nothing")
             turns = messages(where, row[column], column)
@@ -85,7 +85,7 @@ def conversation_of(where: str, row: dict, cfg: TrainConfig) -> "Turns | tuple[s
             return Turns(turns, 0)
     if sft.prompt_column not in row and {"instruction", "output"} <= set(row):  # Alpaca
         extra = row.get("input") or ""
-        prompt = row["instruction"] + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+        prompt = _text(where, row["instruction"], "instruction") + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
         return _text_or_turns(where, prompt, row["output"], template)
     for column in (sft.prompt_column, sft.completion_column):
         if column not in row:

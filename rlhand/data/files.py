@@ -105,11 +105,12 @@ def _read_parquet(path: Path) -> list[tuple[str, dict]]:
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types; each means the file is not readable Parquet
-        raise DataError(f"{path}: cannot read as parquet: {_first_line(err)}") from None
+        raise DataError(f"{path}: cannot read as parquet: {first_line(err)}") from None
     return [(f"row {i}", row) for i, row in enumerate(table.to_pylist())]
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An exception's first non-empty line (libraries' messages span several), or its type's name."""
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
@@ -119,7 +120,7 @@ def _read_dataset_folder(path: Path) -> list[tuple[str, dict]]:
     try:
         table = datasets.load_from_disk(str(path))
     except Exception as err:
-        raise DataError(f"{path}: not a saved datasets folder: {_first_line(err)}") from None
+        raise DataError(f"{path}: not a saved datasets folder: {first_line(err)}") from None
     if isinstance(table, datasets.DatasetDict):
         if "train" not in table:
             raise DataError(f"{path}: saved DatasetDict has no 'train' split (has {sorted(table)})")
@@ -149,7 +150,7 @@ def _read_hub_dataset(spec: str, kind: str) -> list[tuple[str, dict]]:
     try:
         table = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # noqa: BLE001 - datasets raises many types: absent, no such split, no network
-        why = _first_line(err)
+        why = first_line(err)
         if offline:
             raise DataError(f"{spec}: {kind} dataset {name!r} (config {config}, split {split}) is not in the local datasets cache and the hub is offline ({why})") from None
         raise DataError(f"{spec}: cannot load {kind} dataset {name!r} (config {config}, split {split}): {why}") from None

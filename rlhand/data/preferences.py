@@ -19,6 +19,7 @@ from typing import NamedTuple
 from transformers import PreTrainedTokenizerBase
 
 from rlhand.config.schema import ChatTemplate, TrainConfig
+from rlhand.config.stages import Overlong
 from rlhand.data.conversations import assistant_spans, messages, trained_span, with_system
 from rlhand.data.demonstrations import Example, encode_completion, fitted
 from rlhand.data.files import DataError, read_rows
@@ -75,7 +76,9 @@ def pair(where: str, row: dict, layout: tuple, cfg: TrainConfig, tokenizer, stop
         return None
     (cp, cc), (rp, rc) = ((s.prompt_ids, s.completion_ids) for s in fitted_sides)
     if (cp, cc) == (rp, rc):
-        raise DataError(f"{where}: chosen and rejected are the same tokens; the pair says nothing")
+        if rm.truncation is Overlong.error:
+            raise DataError(f"{where}: chosen and rejected are the same tokens; the pair says nothing")
+        return None  # cut to the same tokens (rm.truncation=truncate): left out and counted
     return Pair(where, (cp, cc), (rp, rc), margin)
 
 

@@ -38,6 +38,7 @@ class Prompt:
     messages: list[dict] | None = None  # a conversation's turns (role/content), as read
     columns: dict[str, Any] = field(default_factory=dict)  # every other column of the row, as read
     label: Any = None  # task.label_column's value (a reward function's `labels`); None without one
+    rendered: bool = False  # its ids hold control tokens (a conversation, or text under chat_template on/off): text scorers read them kept
 
     @property
     def is_conversation(self) -> bool:
@@ -63,7 +64,8 @@ def load_prompts(task: TaskConfig, seed: int) -> list[Prompt]:
         if task.name not in BUILTIN_PROMPTS:
             raise PromptError(f"task.name: no built-in task {task.name!r} (have {sorted(BUILTIN_PROMPTS)})")
         texts = BUILTIN_PROMPTS[task.name](task.num_prompts, task.prompt_chars, seed)
-        return [Prompt(f"task {task.name}: prompt {i}", text) for i, text in enumerate(texts)]
+        rendered = task.chat_template is not ChatTemplate.auto
+        return [Prompt(f"task {task.name}: prompt {i}", text, rendered=rendered) for i, text in enumerate(texts)]
     return read_prompt_file(task.path, PromptFormat.of(task))
 
 
@@ -95,11 +97,11 @@ def _prompt(where: str, row: dict, fmt: PromptFormat) -> Prompt:
     else:
         raise PromptError(f"{where}: {fmt.column!r} is {type(value).__name__} ({str(value)[:40]}), not text or a message list")
     columns = {k: v for k, v in row.items() if k not in (fmt.column, fmt.label_column)}
-    taken = sorted(set(columns) & set(REWARD_ARGUMENTS))
+    taken = sorted(set(columns) & set(REWARD_ARGUMENTS) - ({"messages"} if turns is None else set()))  # messages is passed for conversations only
     if taken:
         raise PromptError(f"{where}: column {taken[0]!r} has the name of a reward-function argument ({', '.join(REWARD_ARGUMENTS)}); rename it")
     label = resolve_column(where, row, fmt.label_column, "task.label_column") if fmt.label_column else None
-    return Prompt(where, text, turns, columns, label)
+    return Prompt(where, text, turns, columns, label, rendered=turns is not None or fmt.chat_template is not ChatTemplate.auto)
 
 
 def resolve_column(where: str, row: dict, path: str, setting: str) -> Any:

@@ -175,7 +175,6 @@ class ReplayBuffer:
         prompt_ids = prompt_ids.masked_fill(prompt_mask == 0, pad_id)
         response_ids = response_ids.masked_fill(response_mask == 0, pad_id)
         per_token = {name: d[name][index][:, :response_width] for name in PER_TOKEN if name in d}
-        source_row = d["source_row"][index].long()
         rollout = Rollout(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
@@ -190,7 +189,7 @@ class ReplayBuffer:
             raw_scores=d["raw_scores"][index],
             ended=d["ended"][index],
             fresh=torch.zeros(len(indices), dtype=torch.bool),
-            source_row=source_row if bool(source_row.ge(0).any()) else None,  # None: none tracked (as the fresh rows then)
+            source_row=d["source_row"][index].long(),  # -1: a row stored untracked (a checkpoint from before prompt rows)
         )
         return rollout.to(device)
 

@@ -19,6 +19,7 @@ A function may take only what it needs and swallow the rest with **kwargs. If `_
 class, it is built once with the other keys and then called.
 """
 
+import functools
 import inspect
 import math
 import numbers
@@ -45,16 +46,31 @@ def resolve_reward_function(spec: dict[str, Any], field: str = "reward.function"
     if not callable(obj):
         raise RewardError(f"{field}._target_: {target!r} is not callable")
     extra = {k: v for k, v in spec.items() if k != "_target_"}
-    return (lambda *a, **kw: obj(*a, **extra, **kw)) if extra else obj
+    return functools.partial(obj, **extra) if extra else obj
+
+
+def accepted_keywords(fn: Callable) -> set[str] | None:
+    """The keyword arguments `fn` names, or None when it takes **kwargs (or cannot be inspected)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
 
 
 class FunctionScorer:
     def __init__(self, fn: Callable, tokenizer: PreTrainedTokenizerBase, name: str = "reward function"):
         self.fn, self.tokenizer, self.name = fn, tokenizer, name
+        self.takes = accepted_keywords(fn)
 
     def __call__(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor, ended: Tensor, rows=None) -> Tensor:
         prompts, responses, prompt_lists, response_lists = decode_texts(self.tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended, rows)
-        result = self.fn(prompts, responses, prompt_ids=prompt_lists, response_ids=response_lists, **row_arguments(rows))
+        arguments = {"prompt_ids": prompt_lists, "response_ids": response_lists, **row_arguments(rows)}
+        if self.takes is not None:  # no **kwargs: what it names, so a function written before columns keeps working
+            arguments = {k: v for k, v in arguments.items() if k in self.takes}
+        result = self.fn(prompts, responses, **arguments)
         scores = checked_scores(result, responses, self.name)
         return torch.tensor(scores, dtype=torch.float32, device=response_ids.device)
 
@@ -68,7 +84,7 @@ def decode_texts(tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, response_id
     prompt_lists = [row[mask.bool()].tolist() for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
     lengths = (response_mask.sum(dim=1) - ended.long()).cpu().tolist()
     response_lists = [row[:n].tolist() for row, n in zip(response_ids.cpu(), lengths)]
-    rendered = [row is not None and row.is_conversation for row in rows] if rows is not None else [False] * len(prompt_lists)
+    rendered = [row is not None and row.rendered for row in rows] if rows is not None else [False] * len(prompt_lists)
     prompts = [tokenizer.decode(ids, skip_special_tokens=not kept, clean_up_tokenization_spaces=False) for ids, kept in zip(prompt_lists, rendered)]
     responses = tokenizer.batch_decode(response_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return prompts, responses, prompt_lists, response_lists

@@ -29,7 +29,9 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
     (fast tokenizers) the whole pipeline — normaliser, pre-tokeniser, model, post-processor. Which
     token pads does not count (a padded position is masked), nor the pad token stage=reward_model adds
     to a tokenizer whose pad was its EOS (data/tokenizer.distinct_pad): a policy's ids never hold it."""
-    (vocab_a, specials_a), (vocab_b, specials_b) = _meaning(a), _meaning(b)
+    roles = {t for tok in (a, b) for t in (tok.eos_token, tok.bos_token, tok.unk_token)}
+    pads = {a.pad_token, b.pad_token, PAD_FALLBACK} - roles
+    (vocab_a, specials_a), (vocab_b, specials_b) = _meaning(a, pads), _meaning(b, pads)
     if vocab_a != vocab_b or specials_a != specials_b:
         return False
     if a.is_fast and b.is_fast:
@@ -37,12 +39,9 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
     return type(a) is type(b)
 
 
-def _meaning(tokenizer) -> tuple[dict, set]:
+def _meaning(tokenizer, pads: set) -> tuple[dict, set]:
     vocab = {token: i for token, i in tokenizer.get_vocab().items() if token != PAD_FALLBACK}
-    specials = set(tokenizer.all_special_tokens) - {PAD_FALLBACK}
-    if tokenizer.pad_token not in (tokenizer.eos_token, tokenizer.bos_token, tokenizer.unk_token):
-        specials.discard(tokenizer.pad_token)
-    return vocab, specials
+    return vocab, set(tokenizer.all_special_tokens) - pads
 
 
 def _pipeline(tokenizer) -> dict:
@@ -69,7 +68,7 @@ class RetokenizingScorer:
         prompts, responses, _, _ = decode_texts(self.policy_tokenizer, prompt_ids, prompt_mask, response_ids, response_mask, ended, rows)
         if not self.chat_template:
             return [p + r for p, r in zip(prompts, responses)]
-        turns = [row.messages if row is not None and row.is_conversation else None for row in rows] if rows is not None else [None] * len(prompts)
+        turns = [_turns(row) for row in rows] if rows is not None else [None] * len(prompts)
         return [render(self.reward_tokenizer, p, r, t) for p, r, t in zip(prompts, responses, turns)]
 
     def ids(self, texts: list[str]) -> list[list[int]]:
@@ -106,6 +105,16 @@ def reward_model_tokenizer(cfg: TrainConfig, policy_tokenizer: PreTrainedTokeniz
         return None
     uses_chat_template(cfg, own)  # ChatTemplate.on without a template: an error now
     return own
+
+
+def _turns(row) -> list[dict] | None:
+    """A prompt's own turns for the reward model's template: a conversation's, or a text rendered as
+    one user turn (task.chat_template=on) as that turn; None: the decoded text as one user turn."""
+    if row is None:
+        return None
+    if row.is_conversation:
+        return row.messages
+    return [{"role": "user", "content": row.text}] if row.rendered and row.text is not None else None
 
 
 def uses_chat_template(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> bool:

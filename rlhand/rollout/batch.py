@@ -92,6 +92,8 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     out = {}
     for f in fields(Rollout):
         values = [getattr(part, f.name) for part in parts]
+        if f.name == "source_row" and any(v is not None for v in values):  # untracked rows (-1) beside tracked ones
+            values = [v if v is not None else torch.full((len(part),), -1, dtype=torch.long, device=part.response_ids.device) for v, part in zip(values, parts)]
         if any(v is None for v in values):
             if not all(v is None for v in values):
                 raise ValueError(f"concat_rollouts: {f.name} is set in some parts only")

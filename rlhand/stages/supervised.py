@@ -55,10 +55,10 @@ class SupervisedStage:
         """(the items of `path` (None: the built-in task's), how many truncation=drop left out)."""
 
     @classmethod
-    def stage_tokenizer(cls, cfg: TrainConfig, stop_ids_of=stage_stop_ids):
+    def stage_tokenizer(cls, cfg: TrainConfig):
         """(the tokenizer, the ids a response ends at)."""
         tokenizer = stage_tokenizer(cfg)
-        return tokenizer, stop_ids_of(cfg, tokenizer)
+        return tokenizer, stage_stop_ids(cfg, tokenizer)
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, ctx, device: torch.device) -> SupervisedInputs:
@@ -72,7 +72,7 @@ class SupervisedStage:
             items, count = cls.load(cfg, tokenizer, path, stop_ids)
             dropped.append(count)
             if not items:
-                raise ConfigError(f"{cls.section}.path: {path or 'the built-in data'}: every example is over the limits ({cls.section}.truncation=drop)")
+                raise ConfigError(f"{path or 'the built-in data'}: every example is over {cls.section}.max_prompt_tokens / max_completion_tokens ({cls.section}.truncation={settings.truncation.value})")
             return items
 
         sources = weights = None

@@ -116,20 +116,15 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
     if cfg.reward.kind is RewardKind.remote:
         check_reachable(cfg.reward.url)
     task = cfg.task
-    prompts, source_of, sources, weights, val_prompts = task_prompts(cfg)
     ctx = context.current()
 
     def encoded(items: list[Prompt]) -> list[list[int] | None]:  # None: dropped (task.truncation=drop)
         return encode_prompts(tokenizer, items, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
 
-    train_ids = encoded(prompts)
-    source_of = [source for source, ids in zip(source_of, train_ids) if ids is not None]
-    prompts, train_ids, dropped = kept(prompts, train_ids)
-    if not prompts:
-        raise ConfigError(f"task.truncation: every prompt is longer than task.max_prompt_tokens={task.max_prompt_tokens} and was dropped")
-    val_prompts, val_ids, val_dropped = kept(val_prompts, encoded(val_prompts))
+    prompts, train_ids, source_of, sources, weights, val_prompts, val_ids, dropped = task_prompts(cfg, encoded)
     if len(val_prompts) % ctx.world_size:
-        raise ConfigError(f"task.val_path: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
+        where = "task.val_path" if task.val_path else "eval.num_prompts"
+        raise ConfigError(f"{where}: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
     val_sets, val_set_prompts = {}, {}
     for name, spec in cfg.eval.prompt_sets.items() if cfg.eval.every > 0 else ():
         try:
@@ -137,10 +132,12 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
             val_set_prompts[name], val_sets[name], _ = kept(read, encoded(read))
         except UserError as err:
             raise ConfigError(f"eval.prompt_sets.{name}.path: {err}") from None
+        if not val_sets[name]:
+            raise ConfigError(f"eval.prompt_sets.{name}: every prompt is longer than task.max_prompt_tokens={task.max_prompt_tokens} (task.truncation=drop)")
         if len(val_sets[name]) % ctx.world_size:
             raise ConfigError(f"eval.prompt_sets.{name}: its {len(val_sets[name])} prompts do not split over {ctx.world_size} ranks")
-    if dropped + val_dropped and ctx.is_main:
-        print(f"rlhand: {dropped + val_dropped} prompts longer than task.max_prompt_tokens={task.max_prompt_tokens} left out (task.truncation=drop)", file=sys.stderr, flush=True)
+    if dropped and ctx.is_main:
+        print(f"rlhand: {dropped} prompts longer than task.max_prompt_tokens={task.max_prompt_tokens} left out (task.truncation=drop)", file=sys.stderr, flush=True)
     return RunInputs(
         val_sets=val_sets,
         tokenizer=tokenizer,
@@ -158,31 +155,42 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         val_prompts=val_prompts,
         val_set_prompts=val_set_prompts,
         stop_ids=stage_stop_ids(cfg, tokenizer),
-        dropped=dropped + val_dropped,
+        dropped=dropped,
     )
 
 
-def task_prompts(cfg: TrainConfig):
-    """(training prompts, each one's source, the mixture's names and weights or None, validation prompts)."""
+def task_prompts(cfg: TrainConfig, encoded: Callable):
+    """(training prompts and their ids, each one's mixture source, the mixture's names and weights or
+    None, validation prompts and their ids, how many were dropped). Prompts are encoded (and those over
+    the limit dropped, task.truncation=drop) before the validation hold-out, so that the held-out count
+    and every mixture source are what trains."""
     task = cfg.task
     fmt = PromptFormat.of(task)
     sources = weights = None
     if task.mixture:
-        prompts, labels, sources, weights = load_mixture(task.mixture, lambda path: read_prompt_file(path, fmt))
+        prompts, source_of, sources, weights = load_mixture(task.mixture, lambda path: read_prompt_file(path, fmt))
     else:
         prompts = load_prompts(task, cfg.seed)
-        labels = [0] * len(prompts)
-    val_prompts = []
+        source_of = [0] * len(prompts)
+    ids = encoded(prompts)
+    source_of = [source for source, i in zip(source_of, ids) if i is not None]
+    prompts, ids, dropped = kept(prompts, ids)
+    if not prompts:
+        raise ConfigError(f"task.truncation: every prompt is longer than task.max_prompt_tokens={task.max_prompt_tokens} and was dropped")
+    val_prompts, val_ids = [], []
     if cfg.eval.every > 0:
         if task.val_path:
-            val_prompts = read_prompt_file(task.val_path, fmt)[: cfg.eval.num_prompts]
+            read = read_prompt_file(task.val_path, fmt)[: cfg.eval.num_prompts]
+            val_prompts, val_ids, val_dropped = kept(read, encoded(read))
+            dropped += val_dropped
         else:
-            kept_pairs, held = split_holdout(list(zip(prompts, labels)), cfg.eval.num_prompts, cfg.seed)
-            prompts, labels, val_prompts = [p for p, _ in kept_pairs], [label for _, label in kept_pairs], [p for p, _ in held]
+            train, held = split_holdout(list(zip(prompts, ids, source_of)), cfg.eval.num_prompts, cfg.seed)
+            prompts, ids, source_of = [p for p, _, _ in train], [i for _, i, _ in train], [s for _, _, s in train]
+            val_prompts, val_ids = [p for p, _, _ in held], [i for _, i, _ in held]
     for s, name in enumerate(sources or []):
-        if s not in set(labels):
-            raise ConfigError(f"task.mixture.{name}: no prompts left to train on after the {cfg.eval.num_prompts} held out")
-    return prompts, labels, sources, weights, val_prompts
+        if s not in set(source_of):
+            raise ConfigError(f"task.mixture.{name}: no prompts left to train on after the {cfg.eval.num_prompts} held out and any dropped")
+    return prompts, ids, source_of, sources, weights, val_prompts, val_ids, dropped
 
 
 def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device, reducer: Reducer = LOCAL) -> tuple[Models, Callable, NormalizedScorer]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rlhand.checkpoint.store import CheckpointError
-from rlhand.config.schema import ChatTemplate, TrainConfig
+from rlhand.config.schema import TrainConfig
 from rlhand.data.mixture import mixture_counts
 from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import readable_rows, validate
@@ -100,7 +100,7 @@ class PPOStage:
     @property
     def rendered(self) -> bool:
         """Whether the prompts went through the chat template (then samples show its control tokens)."""
-        return self.cfg.task.chat_template is ChatTemplate.on or any(p.is_conversation for p in self.inputs.prompts[:1])
+        return any(p.rendered for p in self.inputs.prompts[:1])
 
     def plot_title(self) -> str:
         return f"{self.cfg.algo.name} / replay {self.cfg.replay.name} / seed {self.cfg.seed}"

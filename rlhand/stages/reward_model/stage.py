@@ -21,7 +21,6 @@ from rlhand.data.tokenizer import distinct_pad
 from rlhand.models.build import build_reward_model_to_train
 from rlhand.models.forward import sequence_inputs, sequence_scores
 from rlhand.rewards.model import STATS_FILE
-from rlhand.stages.inputs import stage_stop_ids, stage_tokenizer
 from rlhand.stages.supervised import SupervisedStage
 
 
@@ -33,9 +32,8 @@ class RewardModelStage(SupervisedStage):
         return load_preferences(cfg, tokenizer, path, stop_ids)
 
     @classmethod
-    def stage_tokenizer(cls, cfg, stop_ids_of=stage_stop_ids):
-        tokenizer = stage_tokenizer(cfg)
-        stop_ids = stop_ids_of(cfg, tokenizer)
+    def stage_tokenizer(cls, cfg):
+        tokenizer, stop_ids = super().stage_tokenizer(cfg)
         distinct_pad(tokenizer, stop_ids)
         return tokenizer, stop_ids
 
