@@ -172,10 +172,10 @@ def test_a_killed_rank_is_one_line_on_the_others(tmp_path):
     assert proc.returncode != 0
     # torchrun's agent SIGTERMs the surviving rank as soon as it sees rank 1 die: whichever reaches rank 0
     # first, the broken collective or the signal, decides its line (1 run in 3 or 4 here, before and after
-    # 2026-12-07's changes). Either way it is one rlhand line and no traceback.
+    # 2026-12-07's changes). Either way it is one rlhand line and no traceback of a rank.
     last = _rlhand_lines(stderr)[-1]
     assert last.startswith(("rlhand-train: error: another rank stopped answering", "rlhand-train: interrupted at step")), last
-    assert "[rank0]" not in stderr and "Traceback" not in stderr
+    assert "[rank0]" not in stderr  # torchrun's own launcher traceback follows any failed job; no rank's
 
 
 def _children(pid: int) -> list[int]:
