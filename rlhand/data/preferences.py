@@ -102,12 +102,7 @@ def conversation_sides(where: str, prompt, chosen, rejected, layout: tuple, cfg:
         raise DataError(f"{where}: message lists, but task.chat_template=off renders nothing")
     sides = []
     for side, column in ((chosen, chosen_column), (rejected, rejected_column)):
-        if isinstance(side, list):
-            turns = messages(where, side, column)
-        elif isinstance(side, str) and side.strip():
-            turns = [{"role": "assistant", "content": side}]
-        else:
-            raise DataError(f"{where}: {column!r} is missing or empty")
+        turns = _turns(where, side, column, "assistant", f"{column!r} is missing or empty")
         if turns[-1]["role"] != "assistant":
             raise DataError(f"{where}: the last turn of {column!r} is {turns[-1]['role']!r}; it must be the assistant's")
         sides.append(turns)
@@ -119,12 +114,7 @@ def conversation_sides(where: str, prompt, chosen, rejected, layout: tuple, cfg:
         if heads[0] != heads[1]:
             raise DataError(f"{where}: chosen and rejected have different prompts (their turns before the last assistant reply differ)")
     else:
-        if isinstance(prompt, list):
-            head = messages(where, prompt, prompt_column)
-        elif isinstance(prompt, str) and prompt.strip():
-            head = [{"role": "user", "content": prompt}]
-        else:
-            raise DataError(f"{where}: the chosen and rejected turns need a prompt ({prompt_column!r} is missing or empty)")
+        head = _turns(where, prompt, prompt_column, "user", f"the chosen and rejected turns need a prompt ({prompt_column!r} is missing or empty)")
         sides = [head + turns for turns in sides]
     out = []
     for turns in sides:
@@ -133,6 +123,15 @@ def conversation_sides(where: str, prompt, chosen, rejected, layout: tuple, cfg:
         start, end = trained_span(ids, span, stop_ids, where)
         out.append((ids[:start], ids[start:end]))
     return out
+
+
+def _turns(where: str, value, column, role: str, missing: str) -> list[dict]:
+    """A message list as its turns, or text as one turn of `role`; `missing` says what is wrong otherwise."""
+    if isinstance(value, list):
+        return messages(where, value, column)
+    if isinstance(value, str) and value.strip():
+        return [{"role": role, "content": value}]
+    raise DataError(f"{where}: {missing}")
 
 
 def _last_reply_start(turns: list[dict]) -> int:
