@@ -6,6 +6,7 @@ cross-field rules when the config becomes objects (see load.py). Field names are
 in the YAML, on the command line and in the code.
 """
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -456,6 +457,11 @@ class Normalize(str, Enum):
     running = "running"  # the running mean and std of every score so far (resumable)
 
 
+class OnFailure(str, Enum):
+    score = "score"  # the sample scores reward.failure_score and is counted
+    stop = "stop"  # the run stops with one line naming the sample
+
+
 @dataclass
 class RewardConfig:
     name: str = MISSING
@@ -473,7 +479,8 @@ class RewardConfig:
     # it, rendered as a user/assistant exchange with its chat template (auto: when it has one).
     chat_template: ChatTemplate = ChatTemplate.auto
     # remote: the server's URL (http or https), seconds per request, retries (with backoff), texts per
-    # request and requests in flight at once.
+    # request and requests in flight at once. function: timeout_s bounds each call (a batch; with
+    # workers, each sample), 0 for none; past it the run stops with one line naming the function.
     # Several rewards: the score is weight * this reward + the sum of each component's weight times
     # its score (components: name -> {weight: w} with one of _target_: module.function (and its
     # arguments), model: a reward-model folder, url: a reward server); each component's mean is
@@ -485,8 +492,19 @@ class RewardConfig:
     retries: int = 3
     request_size: int = 64
     in_flight: int = 4
+    # function: score each sample alone in this many worker processes (0: batches in the training
+    # process). A sample that times out, raises or whose worker dies, and any the function returns
+    # as Unscored, scores failure_score and is counted (reward/timeouts, reward/errors), or ends the
+    # run (on_failure=stop).
+    workers: int = 0
+    failure_score: float = 0.0
+    on_failure: OnFailure = OnFailure.score
 
     def __post_init__(self) -> None:
+        check(self.workers >= 0, "reward.workers", f"must be >= 0, not {self.workers}")
+        check(self.timeout_s >= 0, "reward.timeout_s", f"must be >= 0 (0: no limit), not {self.timeout_s}")
+        check(math.isfinite(self.failure_score), "reward.failure_score", "must be a finite number")
+        check(self.workers == 0 or self.kind is RewardKind.function, "reward.workers", "scores a reward function in worker processes; a reward model or server has none")
         if self.kind is RewardKind.remote:
             check(bool(self.url) and str(self.url).startswith(("http://", "https://")), "reward.url", "reward=remote needs an http:// or https:// URL" + (f", not {self.url!r}" if self.url else ""))
             check(self.timeout_s > 0 and self.retries >= 0 and self.request_size > 0 and self.in_flight > 0, "reward", "timeout_s, request_size and in_flight must be > 0, retries >= 0")

@@ -23,7 +23,7 @@ from rlhand.config.load import ConfigError
 from rlhand.data.tokenizer import load_tokenizer
 from rlhand.models.loaders import load_reward_model
 from rlhand.models.sources import check_sequence_classifier, check_source, has_tokenizer, loading
-from rlhand.rewards.function import FunctionScorer, resolve_reward_function
+from rlhand.rewards.function import FunctionLimits, FunctionScorer, resolve_reward_function
 from rlhand.rewards.model import ModelScorer
 from rlhand.rewards.remote import RemoteScorer, check_reachable
 from rlhand.rewards.retokenize import RetokenizingScorer, same_tokenizer
@@ -37,18 +37,19 @@ class PreparedScorer:
     spec: dict[str, Any]
     function: Callable | None = None
     tokenizer: PreTrainedTokenizerBase | None = None  # a reward model's own, read before any model loads
+    limits: FunctionLimits | None = None  # a function's time limit and workers (none: unbounded, in process)
 
     @property
     def folder(self) -> str | None:
         return self.spec.get("model")
 
 
-def prepare(spec: dict[str, Any], field: str) -> PreparedScorer:
+def prepare(spec: dict[str, Any], field: str, limits: FunctionLimits | None = None) -> PreparedScorer:
     """The checks that need no model: a typo in a function's name, a server that is down, a folder
-    that is missing or not a reward model, each one line naming `field`."""
+    that is missing or not a reward model, each one line naming `field`. `limits` bound a function."""
     spec = {k: v for k, v in spec.items() if k not in NOT_ARGUMENTS}
     if spec.get("_target_"):
-        return PreparedScorer(field, spec, function=resolve_reward_function(spec, field))
+        return PreparedScorer(field, spec, function=resolve_reward_function(spec, field), limits=limits)
     try:
         check_scorer_spec(spec, field)  # the config checked it already; rlhand-eval's flags are checked here
     except ValueError as err:
@@ -81,7 +82,7 @@ def build(prepared: PreparedScorer, tokenizer: PreTrainedTokenizerBase, device: 
     once (load_model) for several policies."""
     spec, field = prepared.spec, prepared.field
     if prepared.function is not None:
-        return FunctionScorer(prepared.function, tokenizer, name=field)
+        return FunctionScorer(prepared.function, tokenizer, name=field, limits=prepared.limits)
     if spec.get("url"):
         return RemoteScorer(spec["url"], tokenizer, **{k: spec[k] for k in SERVER_SETTINGS if k in spec}, field=f"{field}.url")
     model = model if model is not None else load_model(prepared, device, dtype)
@@ -92,8 +93,8 @@ def build(prepared: PreparedScorer, tokenizer: PreTrainedTokenizerBase, device: 
     return RetokenizingScorer(model, tokenizer, own, template, max_tokens)
 
 
-def prepare_all(specs: dict[str, dict], section: str) -> dict[str, PreparedScorer]:
-    return {name: prepare(spec, f"{section}.{name}") for name, spec in specs.items()}
+def prepare_all(specs: dict[str, dict], section: str, limits: FunctionLimits | None = None) -> dict[str, PreparedScorer]:
+    return {name: prepare(spec, f"{section}.{name}", limits) for name, spec in specs.items()}
 
 
 def build_all(prepared: dict[str, PreparedScorer], tokenizer, device, dtype=torch.float32, max_tokens=None) -> dict[str, Callable]:

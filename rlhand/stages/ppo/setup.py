@@ -14,6 +14,7 @@ from rlhand.config.schema import (
     FitCheck,
     KLControl,
     Normalize,
+    OnFailure,
     RewardKind,
     TrainConfig,
 )
@@ -39,6 +40,7 @@ from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import resolve_reward_function, specs
 from rlhand.rewards.combined import CombinedScorer
+from rlhand.rewards.function import FunctionLimits
 from rlhand.rewards.model import read_score_stats
 from rlhand.rewards.normalize import NormalizedScorer
 from rlhand.rewards.remote import check_reachable
@@ -149,8 +151,8 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         prompt_labels=source_of if sources else None,
         sources=sources,
         weights=weights,
-        components={name: (specs.prepare(spec, f"reward.components.{name}"), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
-        val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers") if cfg.eval.every > 0 else {},
+        components={name: (specs.prepare(spec, f"reward.components.{name}", call_limits(cfg)), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
+        val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers", call_limits(cfg)) if cfg.eval.every > 0 else {},
         prompts=prompts,
         val_prompts=val_prompts,
         val_set_prompts=val_set_prompts,
@@ -216,7 +218,15 @@ def main_reward(cfg: TrainConfig, inputs: RunInputs) -> PreparedScorer:
         return PreparedScorer("model.reward_model", spec, tokenizer=inputs.reward_tokenizer)  # None: the policy's ids straight through
     if r.kind is RewardKind.remote:
         return PreparedScorer("reward", {"url": r.url, "timeout_s": r.timeout_s, "retries": r.retries, "request_size": r.request_size, "in_flight": r.in_flight})
-    return PreparedScorer(f"reward function {r.function['_target_']}", r.function, function=inputs.reward_fn)
+    limits = FunctionLimits(r.timeout_s or None, r.workers, r.failure_score, r.on_failure is OnFailure.stop, dict(r.function))
+    return PreparedScorer(f"reward function {r.function['_target_']}", r.function, function=inputs.reward_fn, limits=limits)
+
+
+def call_limits(cfg: TrainConfig) -> FunctionLimits:
+    """The limits of a component's or validation scorer's function: reward.timeout_s per call and
+    the run's failure policy; they score in the training process (workers are the run's reward's)."""
+    r = cfg.reward
+    return FunctionLimits(r.timeout_s or None, 0, r.failure_score, r.on_failure is OnFailure.stop)
 
 
 def build_val_scorers(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> dict[str, Callable]:

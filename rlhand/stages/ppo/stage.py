@@ -21,6 +21,7 @@ from rlhand.distributed.sharding import gathered
 from rlhand.evaluation.validate import readable_rows, validate
 from rlhand.reporting.memory import release_cached_memory
 from rlhand.rewards.combined import CombinedScorer
+from rlhand.rewards.function import failure_stats, function_scorers
 from rlhand.rewards.retokenize import RetokenizingScorer
 from rlhand.rollout.collector import RolloutCollector
 from rlhand.rollout.engines import check_engine
@@ -134,6 +135,7 @@ class PPOStage:
         stats.update(self.normalizer.unnormalized_mean(self.dist))
         if isinstance(self.scorer, CombinedScorer):
             stats.update(self.scorer.component_means(self.dist))
+        stats.update(failure_stats(self.scorer, self.dist))
         del rollout, batch, sampled, mixed  # the iteration's activations and rollout tensors go before the next phase
         release_cached_memory(env.device, cfg.trainer.empty_cache)
         times = {
@@ -236,3 +238,5 @@ class PPOStage:
 
     def close(self) -> None:
         self.collector.engine.close()
+        for scorer in function_scorers(self.scorer):
+            scorer.close()  # its worker processes, if any
