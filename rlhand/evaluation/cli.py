@@ -1,16 +1,22 @@
 """rlhand-eval: generate with one or more policies on the same prompts (the same seeds: common random
 numbers), score every response with the chosen scorers, and compare each policy with the first:
 mean scores, A/B win rate per scorer with ties, a bootstrap 95% interval and the length-controlled
-win rate (rlhand/evaluation/ab.py). Writes <out>/samples.jsonl and <out>/summary.json, never into a
-training run's folder.
+win rate (rlhand/evaluation/ab.py). With --grader (a reward function scoring 1 for a correct
+response against --label-column's ground truth) and --samples K, also accuracy: pass@1 and pass@k up
+to K with bootstrap 95% intervals over prompts (rlhand/evaluation/pass_at_k.py). Writes
+<out>/samples.jsonl and <out>/summary.json, never into a training run's folder.
 
     rlhand-eval --policy rl=runs/ppo --policy sft=runs/sft/final/policy --task letters \\
         --scorer gold=rlhand.tasks.letters.letters_reward --reward-model rm=runs/rm/final/reward_model \\
         --remote served=http://127.0.0.1:5000/get_reward --out eval/rl_vs_sft
+    rlhand-eval --policy rl=runs/ppo --prompts math.jsonl --label-column answer \\
+        --grader math=rlhand.rewards.graders.math.math_reward --samples 8 --out eval/math
 """
 
 import argparse
+import functools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,14 +24,16 @@ import numpy as np
 import torch
 
 from rlhand.config.schema import ChatTemplate, Truncation
-from rlhand.data.prompts import Prompt, PromptFormat, encode_prompts, read_prompt_file
+from rlhand.data.prompts import Prompt, PromptFormat, builtin_prompt, encode_prompts, read_prompt_file
 from rlhand.data.sampler import left_pad
 from rlhand.data.tokenizer import load_tokenizer, stop_token_ids
 from rlhand.distributed import context
 from rlhand.errors import UserError
 from rlhand.evaluation.ab import ab_results, ab_summary
+from rlhand.evaluation.pass_at_k import accuracy_results, accuracy_summary
 from rlhand.models.sources import loading
 from rlhand.rewards import specs
+from rlhand.rewards.unscored import Unscored
 from rlhand.rollout.sampler import sample_responses
 from rlhand.tasks import BUILTIN_PROMPTS
 
@@ -64,37 +72,92 @@ def read_prompts(args) -> list[Prompt]:
             raise EvalError(f"--task {args.task}: no built-in task (have {sorted(BUILTIN_PROMPTS)})")
         # A seed of its own: prompts apart from the training run's (task.num_prompts drawn with seed=cfg.seed).
         texts = BUILTIN_PROMPTS[args.task](args.num_prompts, 8, 1_000_000 + args.seed)
-        prompts = [Prompt(f"task {args.task}: prompt {i}", t) for i, t in enumerate(texts)]
+        prompts = [builtin_prompt(f"task {args.task}: prompt {i}", t) for i, t in enumerate(texts)]
     return prompts[: args.num_prompts]
 
 
+def sample_seed(seed: int, batch: int, sample: int) -> int:
+    """The generator seed of sample `sample` of batch `batch`: the same for every policy and any
+    number of ranks (common random numbers); sample 0 draws what a run with one sample draws."""
+    if sample == 0:
+        return seed * 1_000_003 + batch
+    return int(np.random.SeedSequence([seed % 2**64, batch, sample]).generate_state(1, np.uint64)[0])
+
+
 @torch.no_grad()
-def answer_and_score(name: str, folder: Path, prompts: list[Prompt], args, device: torch.device, prepared: dict, models: dict) -> list[tuple]:
-    """This rank's batches of the policy's responses, scored: (batch index, {scorer: scores},
-    lengths, texts) each. Batch b (args.batch_size prompts) goes to rank b % world size and draws
-    from a generator of its own seeded by (--seed, b): the same responses for every policy and on any
-    number of ranks (common random numbers)."""
+def answer_and_score(name: str, folder: Path, prompts: list[Prompt], args, device: torch.device, prepared: dict, models: dict, graders: dict) -> list[tuple]:
+    """This rank's batches of the policy's responses, scored and graded: (batch index, [one
+    (scores, grades, lengths, texts) per sample]) each, scores {scorer: [score]} and grades
+    {grader: ([score], [ungraded])}. Batch b (args.batch_size prompts) goes to rank b % world size;
+    its sample j draws from a generator of its own seeded by (--seed, b, j): the same responses for
+    every policy and on any number of ranks (common random numbers)."""
     from transformers import AutoModelForCausalLM
 
     with loading(f"--policy {name}", str(folder)):
         tokenizer = load_tokenizer(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device).eval()
     scorers = {scorer: specs.build(p, tokenizer, device, model=models[scorer]) for scorer, p in prepared.items()}
+    grading = {grader: specs.build(p, tokenizer, device) for grader, p in graders.items()}
     ids = encode_prompts(tokenizer, prompts, args.max_prompt_tokens, Truncation.left, "--max-prompt-tokens", ChatTemplate(args.chat_template), args.system_prompt)
     stops = stop_token_ids(tokenizer, str(folder))
     ctx, done = context.current(), []
     for b in range(ctx.rank, -(-len(ids) // args.batch_size), ctx.world_size):
         part = slice(b * args.batch_size, (b + 1) * args.batch_size)
         prompt_ids, prompt_mask = (t.to(device) for t in left_pad(ids[part], tokenizer.pad_token_id))
-        generator = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + b)
-        s = sample_responses(
-            model, prompt_ids, prompt_mask, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_k=1 if args.greedy else args.top_k, top_p=args.top_p, eos_ids=stops, pad_id=tokenizer.pad_token_id, generator=generator,
-        )  # fmt: skip
-        scores = {n: scorer(prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended, rows=prompts[part]).cpu().tolist() for n, scorer in scorers.items()}
-        texts = tokenizer.batch_decode([r[m.bool()].tolist() for r, m in zip(s.response_ids, s.response_mask)], skip_special_tokens=True)
-        done.append((b, scores, s.response_mask.sum(dim=1).tolist(), texts))
+        samples = []
+        for j in range(args.samples):
+            generator = torch.Generator(device=device).manual_seed(sample_seed(args.seed, b, j))
+            s = sample_responses(
+                model, prompt_ids, prompt_mask, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                top_k=1 if args.greedy else args.top_k, top_p=args.top_p, eos_ids=stops, pad_id=tokenizer.pad_token_id, generator=generator,
+            )  # fmt: skip
+            batch = (prompt_ids, prompt_mask, s.response_ids, s.response_mask, s.ended)
+            scores = {n: scorer(*batch, rows=prompts[part]).cpu().tolist() for n, scorer in scorers.items()}
+            grades = {}
+            for n, grader in grading.items():
+                values = grader(*batch, rows=prompts[part]).cpu().tolist()
+                unscored = graders[n].function.unscored or [False] * len(values)
+                grades[n] = (values, [u or math.isnan(v) for u, v in zip(unscored, values)])
+            texts = tokenizer.batch_decode([r[m.bool()].tolist() for r, m in zip(s.response_ids, s.response_mask)], skip_special_tokens=True)
+            samples.append((scores, grades, s.response_mask.sum(dim=1).tolist(), texts))
+        done.append((b, samples))
     return done
+
+
+def recording_unscored(fn):
+    """A grader's function that scores an Unscored sample 0 and keeps, in .unscored, which samples of
+    its last call were (the scorer layer sees numbers only). Its signature is fn's: the scorer passes
+    it what fn names."""
+    unscored: list[bool] = []
+
+    @functools.wraps(fn)
+    def graded(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        unscored[:] = [isinstance(x, Unscored) for x in result] if isinstance(result, (list, tuple)) else []
+        return [0.0 if isinstance(x, Unscored) else x for x in result] if any(unscored) else result
+
+    graded.unscored = unscored
+    return graded
+
+
+def prepared_graders(args) -> dict[str, specs.PreparedScorer]:
+    """--grader's reward functions, checked before any model loads; each needs the prompts' labels."""
+    graders = named(args.grader, "--grader")
+    for name in graders:
+        if not args.label_column or not args.prompts:
+            raise EvalError(f"--grader {name} needs --prompts with a --label-column: the ground truth it grades against")
+    out = {}
+    for name, target in graders.items():
+        prepared = specs.prepare({"_target_": target}, f"--grader {name}")
+        prepared.function = recording_unscored(prepared.function)
+        out[name] = prepared
+    return out
+
+
+def per_prompt(batches: list[tuple], pick) -> np.ndarray:
+    """(prompts, samples): pick(one sample's results) per sample of every batch, in prompt order."""
+    per_sample = [[np.asarray(pick(sample)) for sample in samples] for _, samples in batches]
+    return np.concatenate([np.stack(batch, axis=1) for batch in per_sample], axis=0)
 
 
 def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
@@ -116,10 +179,13 @@ def evaluate(args) -> dict | None:
     if (out / "training_config.json").exists() or (out / "logs" / "metrics.jsonl").exists():
         raise EvalError(f"--out {out}: a training run's folder; rlhand-eval writes its own")
     prepared = prepared_scorers(args)
-    if not prepared:
-        raise EvalError("give at least one --scorer, --reward-model or --remote")
-    if args.num_prompts < 1 or args.batch_size < 1:
-        raise EvalError("--num-prompts and --batch-size must be at least 1")
+    graders = prepared_graders(args)
+    if not prepared and not graders:
+        raise EvalError("give at least one --scorer, --reward-model, --remote or --grader")
+    if args.num_prompts < 1 or args.batch_size < 1 or args.samples < 1:
+        raise EvalError("--num-prompts, --batch-size and --samples must be at least 1")
+    if args.greedy and args.samples > 1:
+        raise EvalError(f"--samples {args.samples} with --greedy: every sample would be the same response")
     prompts = read_prompts(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise EvalError("--device cuda: no CUDA device here")
@@ -127,44 +193,67 @@ def evaluate(args) -> dict | None:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = ctx.cuda_device() if cuda else torch.device("cpu")
     models = {name: specs.load_model(p, device) for name, p in prepared.items()}  # loaded once for every policy
-    mine = {policy: answer_and_score(policy, folder, prompts, args, device, prepared, models) for policy, folder in policies.items()}
+    mine = {policy: answer_and_score(policy, folder, prompts, args, device, prepared, models, graders) for policy, folder in policies.items()}
     everyone = ctx.all_gather_object(mine)  # [mine] in one process
     if not ctx.is_main:
         return None  # rank 0 writes
-    rows, scores, lengths = [], {}, {}
+    rows, scores, lengths, accuracy = [], {}, {}, {}  # scores and lengths (prompts, samples) per policy
     for policy in policies:
         batches = sorted((part for rank in everyone for part in rank[policy]), key=lambda part: part[0])
-        scores[policy] = {name: np.array([x for _, s, _, _ in batches for x in s[name]]) for name in prepared}
-        lengths[policy] = [n for _, _, counts, _ in batches for n in counts]
-        rows += [{"policy": policy, "response": t} for _, _, _, texts in batches for t in texts]
-    for i, row in enumerate(rows):
-        prompt = prompts[i % len(prompts)]
-        row["prompt"] = prompt.text if not prompt.is_conversation else prompt.messages
-        row["scores"] = {name: float(values[i % len(prompts)]) for name, values in scores[row["policy"]].items()}
+        scores[policy] = {name: per_prompt(batches, lambda sample, name=name: sample[0][name]) for name in prepared}
+        lengths[policy] = per_prompt(batches, lambda sample: sample[2])
+        texts = per_prompt(batches, lambda sample: np.array(sample[3], dtype=object))
+        grades = {name: per_prompt(batches, lambda sample, name=name: sample[1][name][0]) for name in graders}
+        ungraded = {name: per_prompt(batches, lambda sample, name=name: sample[1][name][1]).astype(bool) for name in graders}
+        correct = {name: (grades[name] >= args.correct_at) & ~ungraded[name] for name in graders}
+        if graders:
+            accuracy[policy] = {name: accuracy_summary(correct[name], int(ungraded[name].sum()), args.seed) for name in graders}
+        for i, prompt in enumerate(prompts):
+            for j in range(args.samples):
+                row = {"policy": policy, "sample": j, "prompt": prompt.text if not prompt.is_conversation else prompt.messages, "response": texts[i, j]}
+                if args.label_column and args.prompts:
+                    row["label"] = prompt.label
+                row["scores"] = {name: float(values[i, j]) for name, values in scores[policy].items()}
+                if graders:
+                    row["correct"] = {name: bool(values[i, j]) for name, values in correct.items()}
+                    if any(values[i, j] for values in ungraded.values()):
+                        row["ungraded"] = [name for name, values in ungraded.items() if values[i, j]]
+                rows.append(row)
     first = next(iter(policies))
     summary = {
         "prompts": len(prompts),
+        "samples": args.samples,
         "seed": args.seed,
         "mean_scores": {p: {n: float(v.mean()) for n, v in s.items()} for p, s in scores.items()},
         "mean_length": {p: float(np.mean(v)) for p, v in lengths.items()},
+        # With --samples K > 1 a prompt's outcome compares the two policies' mean scores over its K
+        # samples (and its length is their mean length): the bootstrap still resamples prompts.
         "ab": {
-            f"{other} vs {first}": {n: ab_summary(scores[other][n], scores[first][n], lengths[other], lengths[first], args.seed) for n in scores[first]}
+            f"{other} vs {first}": {
+                n: ab_summary(scores[other][n].mean(axis=1), scores[first][n].mean(axis=1), lengths[other].mean(axis=1), lengths[first].mean(axis=1), args.seed)
+                for n in scores[first]
+            }
             for other in policies
             if other != first
         },
+        "accuracy": accuracy,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "samples.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (out / "samples.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows), encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 
 
 def report(summary: dict) -> str:
-    lines = [f"{summary['prompts']} prompts, seed {summary['seed']}"]
+    samples = summary.get("samples", 1)
+    lines = [f"{summary['prompts']} prompts" + (f" x {samples} samples" if samples > 1 else "") + f", seed {summary['seed']}"]
     for policy, means in summary["mean_scores"].items():
         lines.append(f"{policy}: " + ", ".join(f"{n} {v:+.4f}" for n, v in means.items()) + f", length {summary['mean_length'][policy]:.1f}")
     for pair, scorer, win, low, high, ties, controlled in ab_results(summary["ab"]):
         lines.append(f"{pair} by {scorer}: win rate {win:.3f} [{low:.3f}, {high:.3f}], ties {ties:.2f}, length-controlled {controlled:.3f}")
+    for policy, grader, passes, ungraded in accuracy_results(summary.get("accuracy", {})):
+        shown = ", ".join(f"pass@{k} {v:.3f} [{low:.3f}, {high:.3f}]" for k, v, low, high in passes)
+        lines.append(f"{policy} accuracy by {grader}: {shown}" + (f", ungraded {ungraded}" if ungraded else ""))
     return "\n".join(lines)
 
 
@@ -174,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", action="append", default=[], help="NAME=module.function, a reward function")
     p.add_argument("--reward-model", action="append", default=[], help="NAME=FOLDER, a *ForSequenceClassification reward model")
     p.add_argument("--remote", action="append", default=[], help="NAME=URL, a reward server (OpenRLHF's protocol; rlhand-serve-reward)")
+    p.add_argument("--grader", action="append", default=[], help="NAME=module.function, a reward function scoring 1 for a correct response (needs --label-column): accuracy, pass@k")
+    p.add_argument("--correct-at", type=float, default=1.0, help="a grader's score at or above which a sample is correct")
+    p.add_argument("--samples", type=int, default=1, help="responses per prompt (pass@k for k up to it); each draws its own seeded stream")
     p.add_argument("--prompts", help="a prompt file (.jsonl, .csv, .parquet, datasets folder)")
     p.add_argument("--prompt-column", default="prompt")
     p.add_argument("--label-column", help="the ground-truth column reward functions get as labels (a dotted path reads a nested one)")
