@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --constraint $(LOCK)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-vllm run train pipeline test test-vllm test-isolation lint lock lock-vllm compare bench bench-trl gpu-check clean-outputs
+.PHONY: help install install-vllm run train rlvr pipeline test test-vllm test-isolation lint lock lock-vllm compare bench bench-trl gpu-check clean-outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -86,6 +86,9 @@ lock-vllm:  ## the same for constraints-vllm.txt (make test-vllm's venv)
 
 compare: $(STAMP)  ## plots + table over every run under outputs/ (DIRS="..." to choose, ARGS="--group-by seed")
 	$(VENV)/bin/rlhand-compare $(or $(DIRS),outputs) --out outputs/compare $(ARGS)
+
+rlvr: $(STAMP)  ## SFT -> RL (GRPO and PPO) against reward=math on the arithmetic task, held-out accuracy, 3 seeds (docs/results/rlvr.md)
+	$(VENV)/bin/python scripts/rlvr.py --out outputs/rlvr $(ARGS)
 
 pipeline: $(STAMP)  ## SFT -> reward model -> PPO against it on built-in synthetic data, 3 seeds (docs/results/pipeline.md)
 	$(VENV)/bin/python scripts/pipeline.py --out outputs/pipeline $(ARGS)

@@ -63,10 +63,16 @@ def load_prompts(task: TaskConfig, seed: int) -> list[Prompt]:
     if task.source is PromptSource.builtin:
         if task.name not in BUILTIN_PROMPTS:
             raise PromptError(f"task.name: no built-in task {task.name!r} (have {sorted(BUILTIN_PROMPTS)})")
-        texts = BUILTIN_PROMPTS[task.name](task.num_prompts, task.prompt_chars, seed)
+        made = BUILTIN_PROMPTS[task.name](task.num_prompts, task.prompt_chars, seed)
         rendered = task.chat_template is not ChatTemplate.auto
-        return [Prompt(f"task {task.name}: prompt {i}", text, rendered=rendered) for i, text in enumerate(texts)]
+        return [builtin_prompt(f"task {task.name}: prompt {i}", item, rendered) for i, item in enumerate(made)]
     return read_prompt_file(task.path, PromptFormat.of(task))
+
+
+def builtin_prompt(where: str, item: "str | tuple[str, str]", rendered: bool = False) -> Prompt:
+    """A built-in generator's prompt: text, or (text, label) for a task with ground truth."""
+    text, label = (item, None) if isinstance(item, str) else item
+    return Prompt(where, text, label=label, rendered=rendered)
 
 
 def read_prompt_file(path: str | Path, fmt: "PromptFormat | str") -> list[Prompt]:
