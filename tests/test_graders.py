@@ -72,3 +72,9 @@ def test_reward_presets_compose():
     cfg = compose_cfg(["reward=math", "+reward.components.format={_target_: rlhand.rewards.graders.format.format_reward, weight: 0.2}"])
     assert cfg.reward.components["format"]["weight"] == 0.2
     assert compose_cfg(["reward=format"]).reward.function["tags"] == "think,answer"
+
+
+def test_the_code_preset_scores_in_workers_under_a_time_limit():
+    cfg = compose_cfg(["reward=code", "task=file", "task.path=p.jsonl", "task.label_column=tests"])
+    assert cfg.reward.function["_target_"] == "rlhand.rewards.graders.code.code_reward"
+    assert cfg.reward.workers >= 1 and cfg.reward.timeout_s > cfg.reward.function["time_limit_s"]
