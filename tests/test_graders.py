@@ -78,3 +78,14 @@ def test_the_code_preset_scores_in_workers_under_a_time_limit():
     cfg = compose_cfg(["reward=code", "task=file", "task.path=p.jsonl", "task.label_column=tests"])
     assert cfg.reward.function["_target_"] == "rlhand.rewards.graders.code.code_reward"
     assert cfg.reward.workers >= 1 and cfg.reward.timeout_s > cfg.reward.function["time_limit_s"]
+
+
+def test_a_grader_without_a_label_column_is_one_line_before_any_model_loads(tmp_path):
+    from rlhand.config.load import ConfigError
+    from rlhand.stages import build_run
+    from tests.conftest import FAST
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "1+1=", "answer": "2"}\n' * 8)
+    with pytest.raises(ConfigError, match=r"reward.function: rlhand.rewards.graders.math.math_reward grades .* task.label_column is not set"):
+        build_run(compose_cfg(FAST + ["task=file", f"task.path={path}", "reward=math"]), tmp_path / "run")

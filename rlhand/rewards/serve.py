@@ -18,12 +18,18 @@ from rlhand.errors import UserError
 from rlhand.rewards.function import checked_scores, resolve_reward_function
 
 
-def function_scorer(target: str):
+def function_scorer(target: str, failure_score: float = 0.0):
+    """A function's scores; a sample it returns as Unscored (a label a grader cannot read) scores
+    `failure_score`, said on this server's stderr (the protocol has no place for it)."""
     fn = resolve_reward_function({"_target_": target}, "--function")
+
+    def unscored(i: int, reason: str) -> float:
+        print(f"rlhand-serve-reward: {target}: sample {i} of a request: {reason}; scored {failure_score:g}", file=sys.stderr, flush=True)
+        return failure_score
 
     def score(queries: list[str], prompts: list[str], labels: list | None = None) -> list[float]:
         responses = [q[len(p) :] if q.startswith(p) else q for q, p in zip(queries, prompts)]
-        return checked_scores(fn(prompts, responses, **({"labels": labels} if labels is not None else {})), responses, target)
+        return checked_scores(fn(prompts, responses, **({"labels": labels} if labels is not None else {})), responses, target, unscored)
 
     return score
 
@@ -75,11 +81,12 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--function", help="module.function taking (prompts, responses) and returning one number each")
     source.add_argument("--model", help="a *ForSequenceClassification folder with its tokenizer (num_labels=1)")
+    parser.add_argument("--failure-score", type=float, default=0.0, help="the score of a sample the function returns as Unscored")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     try:
-        score = function_scorer(args.function) if args.function else model_scorer(args.model)
+        score = function_scorer(args.function, args.failure_score) if args.function else model_scorer(args.model)
     except (UserError, OSError, ValueError) as err:
         sys.exit(f"rlhand-serve-reward: error: {str(err).splitlines()[0]}")
     server = make_server(score, args.host, args.port)

@@ -390,3 +390,6 @@ def run_child(scratch: str, stdin, stdout, wall_s: float) -> int:
         proc.kill()  # in case it left its group
         proc.wait()
     return proc.returncode
+
+
+code_reward.needs_labels = True  # the trainer refuses it on prompts without task.label_column

@@ -82,3 +82,6 @@ def _seconds() -> int | None:
 
 # math-verify warns once, through logging, when its own time limit is off; ours is then in force.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
+math_reward.needs_labels = True  # the trainer refuses it on prompts without task.label_column

@@ -124,6 +124,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         return encode_prompts(tokenizer, items, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
 
     prompts, train_ids, source_of, sources, weights, val_prompts, val_ids, dropped = task_prompts(cfg, encoded)
+    check_labels(cfg, reward_fn, prompts)
     if len(val_prompts) % ctx.world_size:
         where = "task.val_path" if task.val_path else "eval.num_prompts"
         raise ConfigError(f"{where}: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
@@ -159,6 +160,15 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         stop_ids=stage_stop_ids(cfg, tokenizer),
         dropped=dropped,
     )
+
+
+def check_labels(cfg: TrainConfig, reward_fn: Callable | None, prompts: list[Prompt]) -> None:
+    """A grader (a function marked needs_labels, e.g. reward=math) on prompts without ground truth
+    would score every sample as a failure: one line before any model loads instead."""
+    target = getattr(reward_fn, "func", reward_fn)  # through functools.partial (a function's arguments)
+    if getattr(target, "needs_labels", False) and all(p.label is None for p in prompts):
+        where = "task.label_column is not set" if not cfg.task.label_column else f"no prompt has a value in {cfg.task.label_column!r}"
+        raise ConfigError(f"reward.function: {cfg.reward.function['_target_']} grades each response against its prompt's label, but {where}; set task.label_column to the ground-truth column")
 
 
 def task_prompts(cfg: TrainConfig, encoded: Callable):
