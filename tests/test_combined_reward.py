@@ -22,5 +22,5 @@ def test_the_score_is_the_weighted_sum_and_each_component_is_logged(tmp_path):
 def test_a_component_without_a_weight_or_named_main_is_one_line():
     with pytest.raises(ConfigError, match=r"reward.components.length.weight: needs a number"):
         compose_cfg(["+reward.components.length._target_=tests.test_combined_reward.length_bonus"])
-    with pytest.raises(ConfigError, match=r"reward.components.main: 'main' names the run's own reward"):
+    with pytest.raises(ConfigError, match=r"reward.components.main: 'main', 'timeouts' and 'errors' name the run's own figures"):
         compose_cfg(["+reward.components.main._target_=tests.test_combined_reward.length_bonus", "+reward.components.main.weight=1"])

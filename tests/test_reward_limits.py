@@ -74,6 +74,38 @@ def test_in_workers_a_hanging_raising_or_dying_sample_costs_only_its_score(capsy
     assert all(not w.process.is_alive() for w in scorer.pool.workers)
 
 
+def test_in_workers_without_a_time_limit_a_killed_idle_worker_is_replaced_and_a_function_failing_everywhere_stops():
+    import signal
+
+    scorer = pooled(timeout_s=None)  # reward.timeout_s=0: no limit
+    try:
+        assert score(scorer, ["ok", "ok", "ok"]) == [1.0, 1.0, 1.0]
+        for worker in scorer.pool.workers:  # between batches, as the OOM killer would: one scoring, one maybe still loading
+            os.kill(worker.process.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert score(scorer, ["ok", "ok", "ok"]) == [1.0, 1.0, 1.0]
+        assert failure_stats(scorer, reducer=_Sum())["reward/errors"] == 0.0
+        with pytest.raises(RewardError, match="failed on every sample of the batch, e.g. ZeroDivisionError"):
+            score(scorer, ["raise", "raise"])
+    finally:
+        scorer.close()
+
+
+def configured(prompts, responses, answer="auto", **_):
+    return [float(answer == "boxed")] * len(responses)
+
+
+def test_a_column_does_not_replace_an_argument_the_config_sets(capsys):
+    scorer = FunctionScorer(resolve_reward_function({"_target_": "tests.test_reward_limits.configured", "answer": "boxed"}), Chars(), "reward function configured")
+    n = 2
+    ids, mask = torch.zeros(n, 2, dtype=torch.long), torch.ones(n, 2, dtype=torch.long)
+    rows = [Row("p.jsonl line 1", "7"), Row("p.jsonl line 2", "8")]
+    for row in rows:
+        row.columns = {"answer": "a column"}
+    assert scorer(ids, mask, ids, mask, torch.zeros(n, dtype=torch.bool), rows=rows).tolist() == [1.0, 1.0]
+    assert "column answer not passed: the config sets that argument" in capsys.readouterr().err
+
+
 def test_in_workers_on_failure_stop_ends_the_run_naming_the_sample():
     scorer = pooled(stop_on_failure=True)
     try:

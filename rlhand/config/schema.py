@@ -510,7 +510,7 @@ class RewardConfig:
             check(self.timeout_s > 0 and self.retries >= 0 and self.request_size > 0 and self.in_flight > 0, "reward", "timeout_s, request_size and in_flight must be > 0, retries >= 0")
         for name, spec in self.components.items():
             check_scorer_spec(spec, f"reward.components.{name}", weighted=True)
-            check(name != "main", f"reward.components.{name}", "'main' names the run's own reward")
+            check(name not in ("main", "timeouts", "errors"), f"reward.components.{name}", "'main', 'timeouts' and 'errors' name the run's own figures (reward/main, reward/timeouts, reward/errors)")
         check(self.normalize is not Normalize.saved or self.kind is RewardKind.model, "reward.normalize", "saved: a reward model's statistics, needs reward=model (running works with any reward)")
         check(self.clip is None or self.clip > 0, "reward.clip", "must be > 0 or null")
         if self.kind is RewardKind.function and not (self.function or {}).get("_target_"):

@@ -30,7 +30,8 @@ from rlhand.data.tokenizer import load_tokenizer, stop_token_ids
 from rlhand.distributed import context
 from rlhand.errors import UserError
 from rlhand.evaluation.ab import ab_results, ab_summary
-from rlhand.evaluation.pass_at_k import accuracy_results, accuracy_summary
+from rlhand.evaluation.pass_at_k import accuracy_results
+from rlhand.evaluation.results import policy_results
 from rlhand.models.sources import loading
 from rlhand.rewards import specs
 from rlhand.rewards.unscored import Unscored
@@ -154,12 +155,6 @@ def prepared_graders(args) -> dict[str, specs.PreparedScorer]:
     return out
 
 
-def per_prompt(batches: list[tuple], pick) -> np.ndarray:
-    """(prompts, samples): pick(one sample's results) per sample of every batch, in prompt order."""
-    per_sample = [[np.asarray(pick(sample)) for sample in samples] for _, samples in batches]
-    return np.concatenate([np.stack(batch, axis=1) for batch in per_sample], axis=0)
-
-
 def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
     """--scorer, --reward-model and --remote as one set of named scorers (rlhand/rewards/specs.py),
     checked before any model loads; a name given twice, across the flags too, is an error."""
@@ -200,25 +195,10 @@ def evaluate(args) -> dict | None:
     rows, scores, lengths, accuracy = [], {}, {}, {}  # scores and lengths (prompts, samples) per policy
     for policy in policies:
         batches = sorted((part for rank in everyone for part in rank[policy]), key=lambda part: part[0])
-        scores[policy] = {name: per_prompt(batches, lambda sample, name=name: sample[0][name]) for name in prepared}
-        lengths[policy] = per_prompt(batches, lambda sample: sample[2])
-        texts = per_prompt(batches, lambda sample: np.array(sample[3], dtype=object))
-        grades = {name: per_prompt(batches, lambda sample, name=name: sample[1][name][0]) for name in graders}
-        ungraded = {name: per_prompt(batches, lambda sample, name=name: sample[1][name][1]).astype(bool) for name in graders}
-        correct = {name: (grades[name] >= args.correct_at) & ~ungraded[name] for name in graders}
+        policy_rows, scores[policy], lengths[policy], graded = policy_results(policy, batches, prompts, args, list(prepared), list(graders))
+        rows += policy_rows
         if graders:
-            accuracy[policy] = {name: accuracy_summary(correct[name], int(ungraded[name].sum()), args.seed) for name in graders}
-        for i, prompt in enumerate(prompts):
-            for j in range(args.samples):
-                row = {"policy": policy, "sample": j, "prompt": prompt.text if not prompt.is_conversation else prompt.messages, "response": texts[i, j]}
-                if args.label_column and args.prompts:
-                    row["label"] = prompt.label
-                row["scores"] = {name: float(values[i, j]) for name, values in scores[policy].items()}
-                if graders:
-                    row["correct"] = {name: bool(values[i, j]) for name, values in correct.items()}
-                    if any(values[i, j] for values in ungraded.values()):
-                        row["ungraded"] = [name for name, values in ungraded.items() if values[i, j]]
-                rows.append(row)
+            accuracy[policy] = graded
     first = next(iter(policies))
     summary = {
         "prompts": len(prompts),

@@ -90,6 +90,10 @@ class FunctionScorer:
         self.fn, self.tokenizer, self.name = fn, tokenizer, name
         self.limits = limits or FunctionLimits()
         self.takes = accepted_keywords(fn)
+        # Arguments set in the config (reward.function.answer=boxed) are not replaced by a column of
+        # the same name: the column is left out, said once.
+        self.configured = set(getattr(fn, "keywords", None) or {})
+        self.shadowed_said = False
         self.pool = WorkerPool(self.limits.spec, self.limits.workers, self.limits.timeout_s, name) if self.limits.workers else None
         self.failures = {"timeouts": 0, "errors": 0}  # since the last failure_counts()
         self.named = 0
@@ -99,6 +103,12 @@ class FunctionScorer:
         arguments = {"prompt_ids": prompt_lists, "response_ids": response_lists, **row_arguments(rows)}
         if self.takes is not None:  # no **kwargs: what it names, so a function written before columns keeps working
             arguments = {k: v for k, v in arguments.items() if k in self.takes}
+        shadowed = self.configured & set(arguments)
+        if shadowed:
+            arguments = {k: v for k, v in arguments.items() if k not in shadowed}
+            if not self.shadowed_said:
+                self.shadowed_said = True
+                print(f"rlhand: {self.name}: column {', '.join(sorted(shadowed))} not passed: the config sets that argument", file=sys.stderr, flush=True)
         if self.pool is not None:
             result = self.in_workers(prompts, responses, arguments, rows)
         else:
@@ -122,8 +132,12 @@ class FunctionScorer:
     def in_workers(self, prompts: list[str], responses: list[str], arguments: dict, rows) -> list:
         """Each sample alone in a worker; a failed one scores reward.failure_score (or stops the run)."""
         samples = [(p, r, {k: [v[i]] for k, v in arguments.items()}) for i, (p, r) in enumerate(zip(prompts, responses))]
+        outcomes = self.pool.score(samples)
+        if outcomes and all(o.failure == "error" for o in outcomes):
+            # Not one sample's fault but the function's (a bad argument, a missing column): stop, as in process.
+            raise RewardError(f"{self.name} failed on every sample of the batch, e.g. {outcomes[0].reason}")
         values = []
-        for i, outcome in enumerate(self.pool.score(samples)):
+        for i, outcome in enumerate(outcomes):
             if outcome.failure is None:
                 values.append(outcome.value)
             else:

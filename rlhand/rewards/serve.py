@@ -23,8 +23,12 @@ def function_scorer(target: str, failure_score: float = 0.0):
     `failure_score`, said on this server's stderr (the protocol has no place for it)."""
     fn = resolve_reward_function({"_target_": target}, "--function")
 
+    said = []
+
     def unscored(i: int, reason: str) -> float:
-        print(f"rlhand-serve-reward: {target}: sample {i} of a request: {reason}; scored {failure_score:g}", file=sys.stderr, flush=True)
+        if len(said) < 3:  # the first few, named; the rest only scored
+            said.append(reason)
+            print(f"rlhand-serve-reward: {target}: sample {i} of a request: {reason}; scored {failure_score:g}", file=sys.stderr, flush=True)
         return failure_score
 
     def score(queries: list[str], prompts: list[str], labels: list | None = None) -> list[float]:

@@ -14,7 +14,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-GRACE_S = 10.0  # after the signal, before the watchdog gives up on the main thread
+GRACE_S = 10  # seconds  # after the signal, before the watchdog gives up on the main thread
 
 
 class CallTimedOut(BaseException):
@@ -34,26 +34,28 @@ def time_limit(seconds: float | None, name: str):
 
     def interrupt(signum, frame):
         if state["active"]:
-            state["active"] = False
             raise CallTimedOut()
 
     def watchdog():
         if done.wait(seconds):
             return
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
-        if done.wait(GRACE_S):
-            return
-        print(f"rlhand: error: {name} ran past reward.timeout_s={seconds:g} and could not be interrupted (stuck outside Python); "
-              "the run stops (reward.workers=N scores in processes that can be killed)", file=sys.stderr, flush=True)  # fmt: skip
+        # Again each second of the grace period: a bare `except:` in the function may swallow one.
+        for _ in range(int(GRACE_S)):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            if done.wait(1.0):
+                return
+        print(f"rlhand: error: {name} ran past reward.timeout_s={seconds:g} and could not be interrupted (stuck outside Python, "
+              "or it swallows the interruption); the run stops (reward.workers=N scores in processes that can be killed)", file=sys.stderr, flush=True)  # fmt: skip
         os._exit(2)
 
     previous = signal.signal(signal.SIGUSR1, interrupt)
     thread = threading.Thread(target=watchdog, name="reward-timeout", daemon=True)
-    thread.start()
     try:
+        thread.start()
         yield
     finally:
         state["active"] = False  # a signal arriving now finds nothing to interrupt
         done.set()
         thread.join()
-        signal.signal(signal.SIGUSR1, previous)
+        if previous is not None:  # None: a handler set outside Python (faulthandler), which cannot be put back
+            signal.signal(signal.SIGUSR1, previous)

@@ -75,9 +75,10 @@ def _response_targets(answer: str) -> list:
 
 def _seconds() -> int | None:
     """math-verify bounds each parse and comparison with signal.alarm, which only the main thread
-    may set. Elsewhere (a reward server's request thread) it runs unbounded: reward.timeout_s and
+    may set: 2 s each (its default is 5), so that one pathological response costs seconds of a
+    batch's reward.timeout_s, not all of it. Elsewhere (a reward server's request thread) it runs unbounded: reward.timeout_s and
     reward.workers bound the call instead."""
-    return 5 if threading.current_thread() is threading.main_thread() else None
+    return 2 if threading.current_thread() is threading.main_thread() else None
 
 
 # math-verify warns once, through logging, when its own time limit is off; ours is then in force.

@@ -14,7 +14,6 @@ from rlhand.config.schema import (
     FitCheck,
     KLControl,
     Normalize,
-    OnFailure,
     RewardKind,
     TrainConfig,
 )
@@ -40,7 +39,6 @@ from rlhand.replay.buffer import ReplayBuffer
 from rlhand.replay.mixer import ExperienceReplay, NoReplay
 from rlhand.rewards import resolve_reward_function, specs
 from rlhand.rewards.combined import CombinedScorer
-from rlhand.rewards.function import FunctionLimits
 from rlhand.rewards.model import read_score_stats
 from rlhand.rewards.normalize import NormalizedScorer
 from rlhand.rewards.remote import check_reachable
@@ -49,6 +47,7 @@ from rlhand.rewards.specs import PreparedScorer
 from rlhand.rollout.engines import GenerationEngine, build_engine
 from rlhand.run.learners import Learners, adamw_learner
 from rlhand.stages.inputs import stage_stop_ids, stage_tokenizer
+from rlhand.stages.ppo.rewards import call_limits, check_labels, main_reward
 
 
 @dataclass
@@ -124,7 +123,10 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         return encode_prompts(tokenizer, items, task.max_prompt_tokens, task.truncation, chat_template=task.chat_template, system_prompt=task.system_prompt)
 
     prompts, train_ids, source_of, sources, weights, val_prompts, val_ids, dropped = task_prompts(cfg, encoded)
-    check_labels(cfg, reward_fn, prompts)
+    check_labels(reward_fn, prompts, "reward.function", cfg)
+    components = {name: (specs.prepare(spec, f"reward.components.{name}", call_limits(cfg)), float(spec["weight"])) for name, spec in cfg.reward.components.items()}
+    for name, (prepared, _) in components.items():
+        check_labels(prepared.function, prompts, f"reward.components.{name}", cfg)
     if len(val_prompts) % ctx.world_size:
         where = "task.val_path" if task.val_path else "eval.num_prompts"
         raise ConfigError(f"{where}: its {len(val_prompts)} validation prompts do not split over {ctx.world_size} ranks")
@@ -152,7 +154,7 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         prompt_labels=source_of if sources else None,
         sources=sources,
         weights=weights,
-        components={name: (specs.prepare(spec, f"reward.components.{name}", call_limits(cfg)), float(spec["weight"])) for name, spec in cfg.reward.components.items()},
+        components=components,
         val_scorers=specs.prepare_all(cfg.eval.scorers, "eval.scorers", call_limits(cfg)) if cfg.eval.every > 0 else {},
         prompts=prompts,
         val_prompts=val_prompts,
@@ -160,15 +162,6 @@ def prepare_inputs(cfg: TrainConfig) -> RunInputs:
         stop_ids=stage_stop_ids(cfg, tokenizer),
         dropped=dropped,
     )
-
-
-def check_labels(cfg: TrainConfig, reward_fn: Callable | None, prompts: list[Prompt]) -> None:
-    """A grader (a function marked needs_labels, e.g. reward=math) on prompts without ground truth
-    would score every sample as a failure: one line before any model loads instead."""
-    target = getattr(reward_fn, "func", reward_fn)  # through functools.partial (a function's arguments)
-    if getattr(target, "needs_labels", False) and all(p.label is None for p in prompts):
-        where = "task.label_column is not set" if not cfg.task.label_column else f"no prompt has a value in {cfg.task.label_column!r}"
-        raise ConfigError(f"reward.function: {cfg.reward.function['_target_']} grades each response against its prompt's label, but {where}; set task.label_column to the ground-truth column")
 
 
 def task_prompts(cfg: TrainConfig, encoded: Callable):
@@ -211,32 +204,12 @@ def prepare_models(cfg: TrainConfig, inputs: RunInputs, device: torch.device, re
     models = build_models(cfg.model, inputs.tokenizer, model_plan(cfg), device)
     models.limits = forward_limits(cfg)
     r, max_tokens = cfg.reward, cfg.trainer.score_max_tokens
-    scorer = specs.build(main_reward(cfg, inputs), inputs.tokenizer, device, max_tokens=max_tokens, model=models.reward_model)
+    scorer = specs.build(main_reward(cfg, inputs.reward_fn, inputs.reward_tokenizer), inputs.tokenizer, device, max_tokens=max_tokens, model=models.reward_model)
     normalized = scorer = NormalizedScorer(scorer, inputs.score_stats, running=r.normalize is Normalize.running, clip=r.clip, reducer=reducer)
     if inputs.components:
         built = {name: (specs.build(prepared, inputs.tokenizer, device, frozen_dtype(cfg.model), max_tokens), w) for name, (prepared, w) in inputs.components.items()}
         scorer = CombinedScorer(normalized, r.weight, built)
     return models, scorer, normalized
-
-
-def main_reward(cfg: TrainConfig, inputs: RunInputs) -> PreparedScorer:
-    """The run's own reward as a named scorer (rlhand/rewards/specs.py builds it as it builds the
-    components): a reward model (the run's, loaded with the others), a server or a function."""
-    r = cfg.reward
-    if r.kind is RewardKind.model:
-        spec = {"model": cfg.model.reward_model or "the built-in reward model", "chat_template": r.chat_template.value}
-        return PreparedScorer("model.reward_model", spec, tokenizer=inputs.reward_tokenizer)  # None: the policy's ids straight through
-    if r.kind is RewardKind.remote:
-        return PreparedScorer("reward", {"url": r.url, "timeout_s": r.timeout_s, "retries": r.retries, "request_size": r.request_size, "in_flight": r.in_flight})
-    limits = FunctionLimits(r.timeout_s or None, r.workers, r.failure_score, r.on_failure is OnFailure.stop, dict(r.function))
-    return PreparedScorer(f"reward function {r.function['_target_']}", r.function, function=inputs.reward_fn, limits=limits)
-
-
-def call_limits(cfg: TrainConfig) -> FunctionLimits:
-    """The limits of a component's or validation scorer's function: reward.timeout_s per call and
-    the run's failure policy; they score in the training process (workers are the run's reward's)."""
-    r = cfg.reward
-    return FunctionLimits(r.timeout_s or None, 0, r.failure_score, r.on_failure is OnFailure.stop)
 
 
 def build_val_scorers(cfg: TrainConfig, inputs: RunInputs, device: torch.device) -> dict[str, Callable]:

@@ -237,6 +237,8 @@ class PPOStage:
         return summary_line(history)
 
     def close(self) -> None:
-        self.collector.engine.close()
-        for scorer in function_scorers(self.scorer):
-            scorer.close()  # its worker processes, if any
+        try:
+            self.collector.engine.close()
+        finally:
+            for scorer in function_scorers(self.scorer):
+                scorer.close()  # its worker processes, if any
