@@ -29,6 +29,7 @@ from rlhand.config import load_config, register_configs
 from rlhand.distributed import context
 from rlhand.errors import UserError, exit_with
 from rlhand.evaluation.tuning import tuning_objective
+from rlhand.user_code import import_from_working_directory
 
 
 def conf_dir() -> str:
@@ -141,6 +142,14 @@ _LAUNCH_TIME = time.time()
 OmegaConf.register_new_resolver("launch_time", lambda pattern: datetime.fromtimestamp(_LAUNCH_TIME).strftime(pattern), replace=True)
 
 
+def run_label(stage: str, algo: str, estimator: str, replay: str) -> str:
+    """A run folder's name after its time: the stage, or for RL what distinguishes one run of it."""
+    return stage if stage != "ppo" else f"{algo}_{estimator}_{replay}"
+
+
+OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+
+
 def agree_on_launch() -> None:
     """Ranks start a little apart: all take rank 0's start time (the run folder's name), and only
     rank 0 writes Hydra's .hydra/ folder."""
@@ -171,6 +180,7 @@ def main() -> None:
     """The console script. Hydra re-raises what it would print as a shortened traceback
     (HYDRA_FULL_ERROR), so that faults of the user's making come out as one line."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    import_from_working_directory()
     signal.signal(signal.SIGTERM, _raise_interrupted)
     finished = False
     try:

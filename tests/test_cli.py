@@ -34,10 +34,19 @@ def test_run_from_another_directory_writes_run_dir(tmp_path):
     assert "reward/mean: start" in out.stderr
 
 
-def test_default_run_dir_is_under_outputs(tmp_path):
-    out = cli(*FAST, "trainer.max_steps=1", "trainer.save_final=false", cwd=tmp_path)
+def test_default_run_dir_is_under_outputs_named_by_stage_estimator_and_replay(tmp_path):
+    out = cli(*FAST, "trainer.max_steps=1", "trainer.save_final=false", "estimator=grpo", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert len(list((tmp_path / "outputs" / "runs").glob("*/*/logs/metrics.jsonl"))) == 1
+    runs = list((tmp_path / "outputs" / "runs").glob("*/*/logs/metrics.jsonl"))
+    assert len(runs) == 1 and runs[0].parents[1].name.endswith("_ppo_grpo_off_s0"), runs
+
+
+def test_run_labels_say_the_stage():
+    from rlhand.train import run_label
+
+    assert run_label("sft", "ppo", "gae", "off") == "sft"
+    assert run_label("reward_model", "ppo", "gae", "off") == "reward_model"
+    assert run_label("ppo", "ppo_v2", "gae", "standard") == "ppo_v2_gae_standard"
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,10 @@ def test_bad_arguments_are_one_line(trained_and_start, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--policy", f"a={start}", "--scorer", GOLD, "--out", str(run)])
     assert "a training run's folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nor inside one
+        main(["--policy", f"a={start}", "--scorer", GOLD, "--out", str(run / "eval")])
+    assert f"(inside the training run {run.resolve()})" in capsys.readouterr().err
+    assert not (run / "eval").exists()
 
 
 def test_a_grader_gives_pass_at_1_and_pass_at_k_over_samples(trained_and_start, tmp_path, capsys):

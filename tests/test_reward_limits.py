@@ -151,7 +151,8 @@ def test_a_hanging_reward_function_ends_the_run_within_seconds_naming_the_checkp
     (tmp_path / "hang_reward.py").write_text(hang)
     args = [EXE, *QUICK, "reward.function._target_=hang_reward.hang", "reward.timeout_s=5", "checkpoint.every=1", "hydra.run.dir=run"]
     started = time.monotonic()
-    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**_env(), "PYTHONPATH": str(tmp_path)})
+    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}  # hang_reward.py is found in the working directory
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 2, out.stderr
     line = one_line(out)
     assert line.startswith("rlhand-train: error: reward function hang_reward.hang did not return within reward.timeout_s=5"), line
@@ -161,7 +162,7 @@ def test_a_hanging_reward_function_ends_the_run_within_seconds_naming_the_checkp
 
 def test_a_raising_reward_function_is_one_line_naming_it(tmp_path):
     (tmp_path / "bad_reward.py").write_text("def broken(prompts, responses, **_):\n    return {}['score']\n")
-    out = subprocess.run([EXE, *QUICK, "reward.function._target_=bad_reward.broken"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**_env(), "PYTHONPATH": str(tmp_path)})
+    out = subprocess.run([EXE, *QUICK, "reward.function._target_=bad_reward.broken"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
     assert one_line(out) == "rlhand-train: error: reward function bad_reward.broken raised KeyError: 'score'; this run keeps no checkpoints (checkpoint.every=0)"
 

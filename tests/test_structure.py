@@ -10,7 +10,7 @@ PACKAGE = ROOT / "rlhand"
 
 # Lowest first: a package may import itself and anything before it, never anything after it.
 LAYERS = [
-    "core", "errors", "config", "distributed", "tasks", "data", "models", "checkpoint", "rewards",
+    "core", "errors", "user_code", "config", "distributed", "tasks", "data", "models", "checkpoint", "rewards",
     "rollout", "replay", "evaluation", "reporting", "run", "stages", "train", "bench", "compare",
 ]  # fmt: skip
 LONG_FILES = {"config/schema.py"}  # the whole config schema, field by field: one place to read every option

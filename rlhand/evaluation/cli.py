@@ -37,6 +37,7 @@ from rlhand.rewards import specs
 from rlhand.rewards.unscored import Unscored
 from rlhand.rollout.sampler import sample_responses
 from rlhand.tasks import BUILTIN_PROMPTS
+from rlhand.user_code import import_from_working_directory
 
 
 class EvalError(UserError):
@@ -171,8 +172,10 @@ def prepared_scorers(args) -> dict[str, specs.PreparedScorer]:
 def evaluate(args) -> dict | None:
     policies = {name: policy_folder(path) for name, path in named(args.policy, "--policy").items()}
     out = Path(args.out)
-    if (out / "training_config.json").exists() or (out / "logs" / "metrics.jsonl").exists():
-        raise EvalError(f"--out {out}: a training run's folder; rlhand-eval writes its own")
+    run = next((f for f in [out, *out.resolve().parents] if (f / "training_config.json").exists() or (f / "logs" / "metrics.jsonl").exists()), None)
+    if run is not None:
+        inside = "" if run == out else f" (inside the training run {run})"
+        raise EvalError(f"--out {out}: a training run's folder{inside}; rlhand-eval writes a folder of its own")
     prepared = prepared_scorers(args)
     graders = prepared_graders(args)
     if not prepared and not graders:
@@ -269,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Under torchrun each rank answers its share of the prompts; rank 0 writes and reports."""
     args = parser().parse_args(argv)
+    import_from_working_directory()
     ctx = context.init_from_env()
     try:
         summary = evaluate(args)

@@ -25,7 +25,7 @@ def compact_line(m: dict) -> str:
 class ConsoleReporter:
     def __init__(self, total_steps: int, progress_bar: bool, every: int, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.every = every
+        self.every, self.total_steps = every, total_steps
         self.progress = None
         if progress_bar and self.console.is_terminal:
             self.progress = Progress(
@@ -47,7 +47,7 @@ class ConsoleReporter:
         line = compact_line(metrics)
         if self.progress is not None:
             self.progress.update(self.task, completed=metrics["step"], line=line)
-        elif metrics["step"] % self.every == 0 or metrics["step"] == 1 or any(k.startswith("val/") for k in metrics):
+        elif metrics["step"] % self.every == 0 or metrics["step"] in (1, self.total_steps) or any(k.startswith("val/") for k in metrics):
             self.print(f"step {metrics['step']:>5}  {line}  ({metrics['time/iteration_s']:.2f}s/it)")
 
     def close(self) -> None:

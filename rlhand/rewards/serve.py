@@ -16,6 +16,7 @@ import torch
 
 from rlhand.errors import UserError
 from rlhand.rewards.function import checked_scores, resolve_reward_function
+from rlhand.user_code import import_from_working_directory
 
 
 def function_scorer(target: str, failure_score: float = 0.0):
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
+    import_from_working_directory()
     try:
         score = function_scorer(args.function, args.failure_score) if args.function else model_scorer(args.model)
     except (UserError, OSError, ValueError) as err:

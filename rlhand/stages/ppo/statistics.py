@@ -44,7 +44,8 @@ def summary_line(history: list[dict], window: int = 10) -> str:
     start = sum(m["reward/mean"] for m in history[:k]) / k
     end = sum(m["reward/mean"] for m in history[-k:]) / k
     seconds = sum(m["time/iteration_s"] for m in history)
-    line = f"reward/mean: start {start:+.3f} -> end {end:+.3f} (mean of first/last {k} steps); {len(history)} steps in {seconds:.1f}s"
+    over = "first/last step" if k == 1 else f"mean of first/last {k} steps"
+    line = f"reward/mean: start {start:+.3f} -> end {end:+.3f} ({over}); {len(history)} steps in {seconds:.1f}s"
     best = [m["val/reward"] for m in history if "val/reward" in m]
     if best:
         line += f"; best val/reward {max(best):+.3f}"
