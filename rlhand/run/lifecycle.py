@@ -31,6 +31,7 @@ from rlhand.reporting.memory import memory_stats, release_cached_memory, reset_p
 from rlhand.reporting.run_logger import RunLogger, SilentLogger
 from rlhand.reporting.timer import PhaseTimer
 from rlhand.run.environment import autocast_context, resolve_device, seed_everything
+from rlhand.run.lock import RunFolderLock
 from rlhand.run.restore import find_start
 from rlhand.run.saving import adopt_best
 from rlhand.run.schedules import LRSchedule
@@ -47,7 +48,8 @@ class Run:
         device = resolve_device(cfg.trainer.device, ctx)
         autocast = autocast_context(cfg, device)
         inputs = stage_class.prepare(cfg, ctx, device)  # everything that can be wrong, before any model loads
-        self.resume_from, self.notes = find_start(cfg.resume, self.run_dir, self.config, ctx, stage_class.rank_local_state(cfg))
+        self.lock = RunFolderLock(self.run_dir) if ctx.is_main else None  # released when fit ends, or at exit
+        self.resume_from, self.notes = find_start(cfg.resume, self.run_dir, self.config, ctx, stage_class.rank_local_state(cfg), self.lock)
         layout = resolve_layout(cfg.trainer, ctx.world_size, ctx.local_world_size, quantized=cfg.model.quantization is not Quantization.none)
         check_quantized_layout(cfg.model, layout)
         check_quantization_library(cfg.model)
@@ -95,8 +97,12 @@ class Run:
             log.error(traceback.format_exc())
             raise
         finally:
-            self.stage.close()
-            log.close()
+            try:
+                self.stage.close()
+                log.close()
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
         return self.history
 
     def begin(self, log) -> None:
