@@ -58,12 +58,40 @@ def build_run(cfg: DictConfig, run_dir: Path):
     from rlhand.config.stages import check_overrides
     from rlhand.stages import build_run as build
 
+    overrides = command_line_overrides()
+    if cfg.get("resume") and in_hydra_run():
+        cfg = resumed(cfg, run_dir, overrides)
     config = load_config(cfg)
     try:
-        check_overrides(config.stage, command_line_overrides())
+        check_overrides(config.stage, overrides)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return build(config, run_dir)
+
+
+def resumed(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """A resumed run's own saved config with this command's overrides on top (rlhand/config/resumed.py),
+    said in one line; the command's config where the run saved none (nothing ran in it yet)."""
+    from rlhand.config.resumed import read_saved, resumed_config, saved_config_file
+
+    path = saved_config_file(cfg.resume, run_dir)
+    saved = read_saved(path)
+    if saved is None:
+        return cfg
+    merged, applied = resumed_config(saved, overrides, str(path))
+    merged.resume = cfg.resume
+    if context.current().is_main:
+        on_top = f"; on top: {' '.join(applied)}" if applied else ""
+        print(f"rlhand-train: resume: the run's own config ({path}){on_top}", file=sys.stderr, flush=True)
+    return merged
+
+
+def in_hydra_run() -> bool:
+    try:
+        HydraConfig.get()
+    except ValueError:
+        return False
+    return True
 
 
 def command_line_overrides() -> list[str]:

@@ -22,6 +22,9 @@ class RunFolderError(UserError):
 def claim_run_folder(run_dir: Path, resume: str | None, resume_from: Path | None) -> None:
     run_dir = Path(run_dir)
     continuing = resume == RESUME_AUTO or (resume_from is not None and resume_from.parent.parent.resolve() == run_dir.resolve())
+    if resume == RESUME_AUTO and resume_from is None and (run_dir / "final").is_dir():
+        # Its final/ says it ended, and nothing says where: training it again would overwrite it.
+        raise RunFolderError(f"{run_dir} holds a finished run and no checkpoint to continue it from (checkpoint.every=0); start a new run in another folder")
     found = None if continuing else previous_run(run_dir)
     if found:
         raise RunFolderError(

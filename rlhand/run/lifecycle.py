@@ -113,8 +113,11 @@ class Run:
             log.warning(note)
         if self.resume_from is not None:
             log.info(f"resumed from {self.resume_from} at step {self.step}")
+            if self.step >= self.cfg.trainer.max_steps or self.stopped_early:
+                why = "stopped early" if self.stopped_early else f"reached trainer.max_steps={self.cfg.trainer.max_steps}"
+                log.info(f"the run is finished ({why} at step {self.step}); to train on, extend it: trainer.max_steps=<more> resume=auto")
         elif self.cfg.resume == RESUME_AUTO:
-            log.info("resume=auto: no checkpoint in this run folder, starting fresh")
+            log.info(f"resume=auto: no checkpoint in {self.run_dir}, starting fresh (a run's folder is chosen with hydra.run.dir)")
         if self.cfg.eval.before_training and self.step == 0:
             self.validate_before_training(log)
         release_cached_memory(self.device, self.cfg.trainer.empty_cache)  # what loading the models left behind
