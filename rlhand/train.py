@@ -29,7 +29,7 @@ from rlhand.config import load_config, register_configs
 from rlhand.distributed import context
 from rlhand.errors import UserError, exit_with
 from rlhand.evaluation.tuning import tuning_objective
-from rlhand.user_code import import_from_working_directory
+from rlhand.user_code import import_from_working_directory, quiet_library_progress
 
 
 def conf_dir() -> str:
@@ -58,6 +58,7 @@ def build_run(cfg: DictConfig, run_dir: Path):
     from rlhand.config.stages import check_overrides
     from rlhand.stages import build_run as build
 
+    quiet_library_progress()  # here, not in main(): --help and a refused command need no transformers
     overrides = command_line_overrides()
     if cfg.get("resume") and in_hydra_run():
         cfg = resumed(cfg, run_dir, overrides)

@@ -50,7 +50,9 @@ def test_a_trained_policy_beats_its_start_and_ties_with_itself(trained_and_start
     assert itself["interval_95"][0] <= 0.5 <= itself["interval_95"][1] and itself["ties"] == 1.0  # same weights, same seeds
     rows = [json.loads(line) for line in (tmp_path / "ab" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 64 and {r["policy"] for r in rows} == {"start", "trained", "again"}
-    assert "trained vs start by letters: win rate" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "trained vs start by letters: win rate" in printed.out
+    assert "Loading weights" not in printed.err  # transformers' progress bars stay out of the output
 
 
 def test_a_reward_server_and_a_reward_model_of_its_own_tokenizer_score_beside_a_function(trained_and_start, tmp_path, letters_server, rm_folder):

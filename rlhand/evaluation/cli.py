@@ -37,7 +37,7 @@ from rlhand.rewards import specs
 from rlhand.rewards.unscored import Unscored
 from rlhand.rollout.sampler import sample_responses
 from rlhand.tasks import BUILTIN_PROMPTS
-from rlhand.user_code import import_from_working_directory
+from rlhand.user_code import import_from_working_directory, quiet_library_progress
 
 
 class EvalError(UserError):
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     """Under torchrun each rank answers its share of the prompts; rank 0 writes and reports."""
     args = parser().parse_args(argv)
     import_from_working_directory()
+    quiet_library_progress()
     ctx = context.init_from_env()
     try:
         summary = evaluate(args)
