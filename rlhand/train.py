@@ -67,7 +67,13 @@ def build_run(cfg: DictConfig, run_dir: Path):
         check_overrides(config.stage, overrides)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return build(config, run_dir)
+    job = build(config, run_dir)
+    job.notes_info.extend(RESUME_LINES)
+    RESUME_LINES.clear()
+    return job
+
+
+RESUME_LINES: list[str] = []  # what resumed() says, for the run's log
 
 
 def resumed(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -79,11 +85,11 @@ def resumed(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
     saved = read_saved(path)
     if saved is None:
         return cfg
-    merged, applied = resumed_config(saved, overrides, str(path))
+    current = OmegaConf.to_container(cfg, resolve=True)
+    merged, applied = resumed_config(saved, overrides, str(path), current)
     merged.resume = cfg.resume
-    if context.current().is_main:
-        on_top = f"; on top: {' '.join(applied)}" if applied else ""
-        print(f"rlhand-train: resume: the run's own config ({path}){on_top}", file=sys.stderr, flush=True)
+    on_top = f"; on top: {' '.join(applied)}" if applied else ""
+    RESUME_LINES.append(f"resume: the run's own config ({path}){on_top}")  # logged as the run begins: a refusal stays one line
     return merged
 
 

@@ -49,6 +49,7 @@ class Run:
         autocast = autocast_context(cfg, device)
         inputs = stage_class.prepare(cfg, ctx, device)  # everything that can be wrong, before any model loads
         self.lock = RunFolderLock(self.run_dir) if ctx.is_main else None  # released when fit ends, or at exit
+        self.notes_info: list[str] = []  # said as the run begins (how a resumed run's config was made)
         self.resume_from, self.notes = find_start(cfg.resume, self.run_dir, self.config, ctx, stage_class.rank_local_state(cfg), self.lock)
         layout = resolve_layout(cfg.trainer, ctx.world_size, ctx.local_world_size, quantized=cfg.model.quantization is not Quantization.none)
         check_quantized_layout(cfg.model, layout)
@@ -109,6 +110,8 @@ class Run:
         self.save_config()
         log.info(f"{self.stage.describe()}, {self.cfg.trainer.max_steps} steps, device {self.device}{self._ranks()}, run dir {self.run_dir}")
         log.text_only(self.fit_line)
+        for line in self.notes_info:
+            log.info(line)
         for note in self.notes:
             log.warning(note)
         if self.resume_from is not None:
