@@ -2,6 +2,7 @@
 reward.* limits), the limits of the other functions it calls (components, eval.scorers), and the
 check that a grader has labels to grade against."""
 
+from dataclasses import replace
 from typing import Callable
 
 from rlhand.config.load import ConfigError
@@ -20,7 +21,7 @@ def main_reward(cfg: TrainConfig, reward_fn: Callable | None, reward_tokenizer=N
         return PreparedScorer("model.reward_model", spec, tokenizer=reward_tokenizer)  # None: the policy's ids straight through
     if r.kind is RewardKind.remote:
         return PreparedScorer("reward", {"url": r.url, "timeout_s": r.timeout_s, "retries": r.retries, "request_size": r.request_size, "in_flight": r.in_flight})
-    limits = FunctionLimits(r.timeout_s or None, r.workers, r.failure_score, r.on_failure is OnFailure.stop, dict(r.function))
+    limits = replace(call_limits(cfg), workers=r.workers, spec=dict(r.function))  # the run's own reward may score in workers
     return PreparedScorer(f"reward function {r.function['_target_']}", r.function, function=reward_fn, limits=limits)
 
 
