@@ -56,6 +56,7 @@ def time_limit(seconds: float | None, name: str):
     finally:
         state["active"] = False  # a signal arriving now finds nothing to interrupt
         done.set()
-        thread.join()
+        if thread.ident is not None:  # an interrupt (SIGTERM) may land before start() returns: join only what started
+            thread.join()
         if previous is not None:  # None: a handler set outside Python (faulthandler), which cannot be put back
             signal.signal(signal.SIGUSR1, previous)
